@@ -1,0 +1,3 @@
+//! Starling, a horizontally scaled, actor-based Nostr relay.
+
+pub mod nostr;
