@@ -1,3 +1,13 @@
 //! Starling, a horizontally scaled, actor-based Nostr relay.
+//!
+//! See ARCHITECTURE.md at the top of the repository for the map of this crate.
 
+pub mod actors;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod node;
 pub mod nostr;
+pub mod policy;
+pub mod server;
+pub mod store;

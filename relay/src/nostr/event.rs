@@ -65,14 +65,18 @@ struct WireEvent<'a> {
 impl Event {
     /// Parses an event object, checking every field's shape but not the id or signature.
     pub fn parse(json: &str) -> Result<Self, EventError> {
-        let wire: WireEvent<'_> = serde_json::from_str(json)
-            .map_err(|e| EventError::Shape(format!("malformed event: {}", describe_json_error(&e))))?;
+        let wire: WireEvent<'_> = serde_json::from_str(json).map_err(|e| {
+            EventError::Shape(format!("malformed event: {}", describe_json_error(&e)))
+        })?;
         let shape = |what: &str| EventError::Shape(what.to_string());
-        let id = hex::decode(&wire.id).ok_or_else(|| shape("id must be 64 lowercase hex characters"))?;
+        let id =
+            hex::decode(&wire.id).ok_or_else(|| shape("id must be 64 lowercase hex characters"))?;
         let pubkey = hex::decode(&wire.pubkey)
             .ok_or_else(|| shape("pubkey must be 64 lowercase hex characters"))?;
-        let sig = hex::decode(&wire.sig).ok_or_else(|| shape("sig must be 128 lowercase hex characters"))?;
-        let kind = u16::try_from(wire.kind).map_err(|_| shape("kind must be between 0 and 65535"))?;
+        let sig = hex::decode(&wire.sig)
+            .ok_or_else(|| shape("sig must be 128 lowercase hex characters"))?;
+        let kind =
+            u16::try_from(wire.kind).map_err(|_| shape("kind must be between 0 and 65535"))?;
         if i64::try_from(wire.created_at).is_err() {
             return Err(shape("created_at is out of range"));
         }
@@ -92,7 +96,13 @@ impl Event {
 
     /// The sha256 of the canonical serialization `[0,pubkey,created_at,kind,tags,content]`.
     pub fn compute_id(&self) -> [u8; 32] {
-        canonical_hash(&self.pubkey, self.created_at, self.kind, &self.tags, &self.content)
+        canonical_hash(
+            &self.pubkey,
+            self.created_at,
+            self.kind,
+            &self.tags,
+            &self.content,
+        )
     }
 
     /// Checks that `id` is the hash of the event and `sig` the author's signature of it.
@@ -100,7 +110,8 @@ impl Event {
         if self.compute_id() != self.id {
             return Err(EventError::IdMismatch);
         }
-        let pubkey = XOnlyPublicKey::from_byte_array(self.pubkey).map_err(|_| EventError::BadPubkey)?;
+        let pubkey =
+            XOnlyPublicKey::from_byte_array(self.pubkey).map_err(|_| EventError::BadPubkey)?;
         let sig = schnorr::Signature::from_byte_array(self.sig);
         schnorr::verify(&sig, &self.id, &pubkey).map_err(|_| EventError::BadSignature)
     }
@@ -112,8 +123,12 @@ impl Event {
         out.extend_from_slice(hex::encode(&self.id).as_bytes());
         out.extend_from_slice(b"\",\"pubkey\":\"");
         out.extend_from_slice(hex::encode(&self.pubkey).as_bytes());
-        write!(out, "\",\"created_at\":{},\"kind\":{},\"tags\":", self.created_at, self.kind)
-            .expect("writing to a Vec cannot fail");
+        write!(
+            out,
+            "\",\"created_at\":{},\"kind\":{},\"tags\":",
+            self.created_at, self.kind
+        )
+        .expect("writing to a Vec cannot fail");
         serde_json::to_writer(&mut out, &self.tags).expect("strings always serialize");
         out.extend_from_slice(b",\"content\":");
         serde_json::to_writer(&mut out, &self.content).expect("strings always serialize");
@@ -158,10 +173,14 @@ impl Event {
 
     /// The tags a relay indexes (NIP-01): single-letter names, first value only.
     pub fn indexed_tags(&self) -> impl Iterator<Item = (u8, &str)> {
-        self.tags.iter().filter_map(|t| match (t[0].as_bytes(), t.get(1)) {
-            ([letter], Some(value)) if letter.is_ascii_alphabetic() => Some((*letter, value.as_str())),
-            _ => None,
-        })
+        self.tags
+            .iter()
+            .filter_map(|t| match (t[0].as_bytes(), t.get(1)) {
+                ([letter], Some(value)) if letter.is_ascii_alphabetic() => {
+                    Some((*letter, value.as_str()))
+                }
+                _ => None,
+            })
     }
 
     /// NIP-13 difficulty: the number of leading zero bits of the id.
@@ -210,7 +229,13 @@ impl VerifiedEvent {
     }
 }
 
-fn canonical_hash(pubkey: &[u8; 32], created_at: u64, kind: u16, tags: &[Vec<String>], content: &str) -> [u8; 32] {
+fn canonical_hash(
+    pubkey: &[u8; 32],
+    created_at: u64,
+    kind: u16,
+    tags: &[Vec<String>],
+    content: &str,
+) -> [u8; 32] {
     let mut hasher = HashWriter(Sha256::new());
     let result: io::Result<()> = (|| {
         hasher.write_all(b"[0,\"")?;
@@ -308,19 +333,28 @@ mod tests {
     #[test]
     fn id_escapes_the_characters_nip01_lists() {
         let e = unsigned("line\nquote\" backslash\\ cr\r tab\t bs\u{8} ff\u{c} end");
-        assert_eq!(hex::encode(&e.compute_id()), "865a91ae81afbece3d7d607b279bf32d7eefa4062cbdb94736d35b70af3ca595");
+        assert_eq!(
+            hex::encode(&e.compute_id()),
+            "865a91ae81afbece3d7d607b279bf32d7eefa4062cbdb94736d35b70af3ca595"
+        );
     }
 
     #[test]
     fn id_escapes_other_control_characters_as_unicode_escapes() {
         let e = unsigned("nul\u{0} soh\u{1} us\u{1f} del\u{7f}");
-        assert_eq!(hex::encode(&e.compute_id()), "8e272fc3a38828b4703e8e434106651cd7b61aa3de7e3ed6a745701edcd423ff");
+        assert_eq!(
+            hex::encode(&e.compute_id()),
+            "8e272fc3a38828b4703e8e434106651cd7b61aa3de7e3ed6a745701edcd423ff"
+        );
     }
 
     #[test]
     fn id_keeps_non_ascii_emoji_and_line_separators_verbatim() {
         let e = unsigned("café 日本 🚀 sep\u{2028}para\u{2029} /slash");
-        assert_eq!(hex::encode(&e.compute_id()), "8fcee7c74f0a3fecf5c6846eebbd363549f36545f88902ac9952dfbe85a9ec7d");
+        assert_eq!(
+            hex::encode(&e.compute_id()),
+            "8fcee7c74f0a3fecf5c6846eebbd363549f36545f88902ac9952dfbe85a9ec7d"
+        );
     }
 
     #[test]
@@ -353,7 +387,12 @@ mod tests {
     fn signs_what_it_verifies() {
         let keys = Keys::from_secret([7; 32]).unwrap();
         let content = "escapes \" \\ \n and 🚀 \u{2028}";
-        let e = keys.sign(1_700_000_000, 1, vec![vec!["t".into(), "x".into()]], content);
+        let e = keys.sign(
+            1_700_000_000,
+            1,
+            vec![vec!["t".into(), "x".into()]],
+            content,
+        );
         assert_eq!(e.verify(), Ok(()));
         let reparsed = Event::parse(&e.to_json()).unwrap();
         assert_eq!(reparsed, e);
@@ -372,8 +411,14 @@ mod tests {
         assert!(matches!(with("sig", "\"00\""), Err(EventError::Shape(_))));
         assert!(matches!(with("kind", "65536"), Err(EventError::Shape(_))));
         assert!(matches!(with("kind", "-1"), Err(EventError::Shape(_))));
-        assert!(matches!(with("created_at", "1.5"), Err(EventError::Shape(_))));
-        assert!(matches!(with("tags", "[[\"e\", null]]"), Err(EventError::Shape(_))));
+        assert!(matches!(
+            with("created_at", "1.5"),
+            Err(EventError::Shape(_))
+        ));
+        assert!(matches!(
+            with("tags", "[[\"e\", null]]"),
+            Err(EventError::Shape(_))
+        ));
         assert!(matches!(with("tags", "[[]]"), Err(EventError::Shape(_))));
         assert!(matches!(with("tags", "[\"e\"]"), Err(EventError::Shape(_))));
         assert!(matches!(with("content", "3"), Err(EventError::Shape(_))));
@@ -394,7 +439,10 @@ mod tests {
         let e = keys.sign(1, 30_023, tags, "");
         assert_eq!(e.d_tag(), "slug");
         assert_eq!(e.expiration(), Ok(Some(1_800_000_000)));
-        assert_eq!(e.indexed_tags().collect::<Vec<_>>(), vec![(b'd', "slug"), (b'P', "v")]);
+        assert_eq!(
+            e.indexed_tags().collect::<Vec<_>>(),
+            vec![(b'd', "slug"), (b'P', "v")]
+        );
         let bad = keys.sign(1, 1, vec![vec!["expiration".into(), "soon".into()]], "");
         assert!(bad.expiration().is_err());
     }

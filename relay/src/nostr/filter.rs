@@ -48,7 +48,10 @@ impl Filter {
     /// Parses one filter object.
     pub fn parse(json: &str) -> Result<Self, FilterError> {
         let map: Map<String, Value> = serde_json::from_str(json).map_err(|e| {
-            FilterError::Invalid(format!("filter must be a JSON object: {}", describe_json_error(&e)))
+            FilterError::Invalid(format!(
+                "filter must be a JSON object: {}",
+                describe_json_error(&e)
+            ))
         })?;
         let mut filter = Filter::default();
         for (key, value) in map {
@@ -56,9 +59,12 @@ impl Filter {
                 "ids" => filter.ids = Some(hex_list(&key, &value)?),
                 "authors" => filter.authors = Some(hex_list(&key, &value)?),
                 "kinds" => {
-                    let mut kinds = list(&key, &value, |v| {
-                        v.as_u64().and_then(|k| u16::try_from(k).ok())
-                    }, "integers between 0 and 65535")?;
+                    let mut kinds = list(
+                        &key,
+                        &value,
+                        |v| v.as_u64().and_then(|k| u16::try_from(k).ok()),
+                        "integers between 0 and 65535",
+                    )?;
                     kinds.sort_unstable();
                     kinds.dedup();
                     filter.kinds = Some(kinds);
@@ -69,10 +75,15 @@ impl Filter {
                 tag if tag.len() == 2 && tag.starts_with('#') => {
                     let letter = tag.as_bytes()[1];
                     if !letter.is_ascii_alphabetic() {
-                        return Err(FilterError::Unsupported(format!("tag filter {key:?} is not a single letter")));
+                        return Err(FilterError::Unsupported(format!(
+                            "tag filter {key:?} is not a single letter"
+                        )));
                     }
                     let mut values = if letter == b'e' || letter == b'p' {
-                        hex_list(&key, &value)?.iter().map(|v| hex::encode(v)).collect()
+                        hex_list(&key, &value)?
+                            .iter()
+                            .map(|v| hex::encode(v))
+                            .collect()
                     } else {
                         list(&key, &value, |v| v.as_str().map(str::to_string), "strings")?
                     };
@@ -80,7 +91,11 @@ impl Filter {
                     values.dedup();
                     filter.tags.push(TagFilter { letter, values });
                 }
-                _ => return Err(FilterError::Unsupported(format!("unknown filter field {key:?}"))),
+                _ => {
+                    return Err(FilterError::Unsupported(format!(
+                        "unknown filter field {key:?}"
+                    )));
+                }
             }
         }
         filter.tags.sort_unstable_by_key(|t| t.letter);
@@ -102,15 +117,24 @@ impl Filter {
 
     /// Whether the event satisfies every condition (the `limit` plays no part).
     pub fn matches(&self, event: &Event) -> bool {
-        self.ids.as_ref().is_none_or(|ids| ids.binary_search(&event.id).is_ok())
-            && self.authors.as_ref().is_none_or(|a| a.binary_search(&event.pubkey).is_ok())
-            && self.kinds.as_ref().is_none_or(|k| k.binary_search(&event.kind).is_ok())
+        self.ids
+            .as_ref()
+            .is_none_or(|ids| ids.binary_search(&event.id).is_ok())
+            && self
+                .authors
+                .as_ref()
+                .is_none_or(|a| a.binary_search(&event.pubkey).is_ok())
+            && self
+                .kinds
+                .as_ref()
+                .is_none_or(|k| k.binary_search(&event.kind).is_ok())
             && self.since.is_none_or(|since| event.created_at >= since)
             && self.until.is_none_or(|until| event.created_at <= until)
             && self.tags.iter().all(|t| {
-                event
-                    .indexed_tags()
-                    .any(|(letter, value)| letter == t.letter && t.values.binary_search_by(|v| v.as_str().cmp(value)).is_ok())
+                event.indexed_tags().any(|(letter, value)| {
+                    letter == t.letter
+                        && t.values.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
+                })
             })
     }
 }
@@ -126,12 +150,19 @@ fn list<T>(
     };
     values
         .iter()
-        .map(|v| item(v).ok_or_else(|| FilterError::Invalid(format!("{key:?} must hold {expected}"))))
+        .map(|v| {
+            item(v).ok_or_else(|| FilterError::Invalid(format!("{key:?} must hold {expected}")))
+        })
         .collect()
 }
 
 fn hex_list(key: &str, value: &Value) -> Result<Vec<[u8; 32]>, FilterError> {
-    let mut out = list(key, value, |v| v.as_str().and_then(hex::decode), "64-character lowercase hex strings")?;
+    let mut out = list(
+        key,
+        value,
+        |v| v.as_str().and_then(hex::decode),
+        "64-character lowercase hex strings",
+    )?;
     out.sort_unstable();
     out.dedup();
     Ok(out)
@@ -149,8 +180,13 @@ mod tests {
     use crate::nostr::event::Keys;
 
     fn event(kind: u16, created_at: u64, tags: &[(&str, &str)]) -> Event {
-        let tags = tags.iter().map(|(k, v)| vec![k.to_string(), v.to_string()]).collect();
-        Keys::from_secret([1; 32]).unwrap().sign(created_at, kind, tags, "hi")
+        let tags = tags
+            .iter()
+            .map(|(k, v)| vec![k.to_string(), v.to_string()])
+            .collect();
+        Keys::from_secret([1; 32])
+            .unwrap()
+            .sign(created_at, kind, tags, "hi")
     }
 
     #[test]
@@ -178,7 +214,10 @@ mod tests {
             format!(r#"{{"authors":["{}"]}}"#, "00".repeat(32)),
         ];
         for f in no {
-            assert!(!Filter::parse(&f).unwrap().matches(&e), "{f} should not match");
+            assert!(
+                !Filter::parse(&f).unwrap().matches(&e),
+                "{f} should not match"
+            );
         }
     }
 
@@ -194,7 +233,11 @@ mod tests {
     fn empty_lists_and_inverted_windows_match_nothing() {
         assert!(!Filter::parse(r#"{"authors":[]}"#).unwrap().can_match());
         assert!(!Filter::parse(r##"{"#t":[]}"##).unwrap().can_match());
-        assert!(!Filter::parse(r#"{"since":5,"until":4}"#).unwrap().can_match());
+        assert!(
+            !Filter::parse(r#"{"since":5,"until":4}"#)
+                .unwrap()
+                .can_match()
+        );
         assert!(Filter::parse(r#"{"kinds":[1]}"#).unwrap().can_match());
     }
 
@@ -212,14 +255,25 @@ mod tests {
             r#"[]"#,
             r#""x""#,
         ] {
-            assert!(matches!(Filter::parse(f), Err(FilterError::Invalid(_))), "{f}");
+            assert!(
+                matches!(Filter::parse(f), Err(FilterError::Invalid(_))),
+                "{f}"
+            );
         }
     }
 
     #[test]
     fn refuses_unknown_fields_as_unsupported() {
-        for f in [r#"{"search":"x"}"#, r#"{"foo":1}"#, r##"{"#emoji":["x"]}"##, r##"{"#1":["x"]}"##] {
-            assert!(matches!(Filter::parse(f), Err(FilterError::Unsupported(_))), "{f}");
+        for f in [
+            r#"{"search":"x"}"#,
+            r#"{"foo":1}"#,
+            r##"{"#emoji":["x"]}"##,
+            r##"{"#1":["x"]}"##,
+        ] {
+            assert!(
+                matches!(Filter::parse(f), Err(FilterError::Unsupported(_))),
+                "{f}"
+            );
         }
     }
 }

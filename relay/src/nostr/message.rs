@@ -66,12 +66,17 @@ impl ClientMessage {
     /// Parses one text frame.
     pub fn parse(text: &str) -> Result<Self, MessageError> {
         let parts: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
-            MessageError::Notice(format!("invalid: message is not a JSON array: {}", describe_json_error(&e)))
+            MessageError::Notice(format!(
+                "invalid: message is not a JSON array: {}",
+                describe_json_error(&e)
+            ))
         })?;
         let verb: Cow<'_, str> = parts
             .first()
             .and_then(|v| serde_json::from_str(v.get()).ok())
-            .ok_or_else(|| MessageError::Notice("invalid: message must start with a verb string".into()))?;
+            .ok_or_else(|| {
+                MessageError::Notice("invalid: message must start with a verb string".into())
+            })?;
         match verb.as_ref() {
             "EVENT" => parse_event(&parts),
             "REQ" | "COUNT" => {
@@ -85,9 +90,13 @@ impl ClientMessage {
             }
             "CLOSE" => {
                 if parts.len() != 2 {
-                    return Err(MessageError::Notice("invalid: CLOSE takes exactly one subscription id".into()));
+                    return Err(MessageError::Notice(
+                        "invalid: CLOSE takes exactly one subscription id".into(),
+                    ));
                 }
-                Ok(ClientMessage::Close { sub_id: sub_id(&verb, &parts)? })
+                Ok(ClientMessage::Close {
+                    sub_id: sub_id(&verb, &parts)?,
+                })
             }
             other => Err(MessageError::Notice(format!(
                 "unsupported: unknown message type {:?}",
@@ -99,15 +108,20 @@ impl ClientMessage {
 
 fn parse_event(parts: &[&RawValue]) -> Result<ClientMessage, MessageError> {
     if parts.len() != 2 {
-        return Err(MessageError::Notice("invalid: EVENT takes exactly one event".into()));
+        return Err(MessageError::Notice(
+            "invalid: EVENT takes exactly one event".into(),
+        ));
     }
     let raw = parts[1].get();
-    Event::parse(raw).map(|e| ClientMessage::Event(Box::new(e))).map_err(|err| {
-        match readable_id(raw) {
-            Some(id) => MessageError::Event { id, reason: Reason::invalid(err.to_string()) },
+    Event::parse(raw)
+        .map(|e| ClientMessage::Event(Box::new(e)))
+        .map_err(|err| match readable_id(raw) {
+            Some(id) => MessageError::Event {
+                id,
+                reason: Reason::invalid(err.to_string()),
+            },
             None => MessageError::Notice(format!("invalid: {err}")),
-        }
-    })
+        })
 }
 
 /// The id of a malformed event, if it has a well-formed one to answer `OK` with.
@@ -125,7 +139,9 @@ fn sub_id(verb: &str, parts: &[&RawValue]) -> Result<String, MessageError> {
     let id: String = parts
         .get(1)
         .and_then(|v| serde_json::from_str(v.get()).ok())
-        .ok_or_else(|| MessageError::Notice(format!("invalid: {verb} needs a subscription id string")))?;
+        .ok_or_else(|| {
+            MessageError::Notice(format!("invalid: {verb} needs a subscription id string"))
+        })?;
     let chars = id.chars().count();
     if chars == 0 || chars > MAX_SUBSCRIPTION_ID_CHARS {
         if chars == 0 || verb == "CLOSE" {
@@ -135,16 +151,23 @@ fn sub_id(verb: &str, parts: &[&RawValue]) -> Result<String, MessageError> {
         }
         return Err(MessageError::Closed {
             sub_id: id,
-            reason: Reason::invalid(format!("subscription id must be 1 to {MAX_SUBSCRIPTION_ID_CHARS} characters")),
+            reason: Reason::invalid(format!(
+                "subscription id must be 1 to {MAX_SUBSCRIPTION_ID_CHARS} characters"
+            )),
         });
     }
     Ok(id)
 }
 
 fn parse_filters(verb: &str, sub_id: &str, raw: &[&RawValue]) -> Result<Vec<Filter>, MessageError> {
-    let closed = |reason| MessageError::Closed { sub_id: sub_id.to_string(), reason };
+    let closed = |reason| MessageError::Closed {
+        sub_id: sub_id.to_string(),
+        reason,
+    };
     if raw.is_empty() {
-        return Err(closed(Reason::invalid(format!("{verb} needs at least one filter"))));
+        return Err(closed(Reason::invalid(format!(
+            "{verb} needs at least one filter"
+        ))));
     }
     raw.iter()
         .map(|f| {
@@ -210,7 +233,10 @@ pub struct Reason {
 impl Reason {
     /// A reason with any prefix.
     pub fn new(prefix: Prefix, message: impl Into<String>) -> Self {
-        Self { prefix, message: message.into() }
+        Self {
+            prefix,
+            message: message.into(),
+        }
     }
 
     /// An `invalid:` reason.
@@ -269,7 +295,11 @@ pub mod relay {
 
     /// `["CLOSED", sub_id, reason]`.
     pub fn closed(sub_id: &str, reason: &Reason) -> String {
-        format!("[\"CLOSED\",{},{}]", quote(sub_id), quote(&reason.to_string()))
+        format!(
+            "[\"CLOSED\",{},{}]",
+            quote(sub_id),
+            quote(&reason.to_string())
+        )
     }
 
     /// `["NOTICE", message]`.
@@ -298,7 +328,10 @@ mod tests {
 
     #[test]
     fn parses_each_verb() {
-        assert!(matches!(ClientMessage::parse(&format!(r#"["EVENT",{EVENT}]"#)), Ok(ClientMessage::Event(_))));
+        assert!(matches!(
+            ClientMessage::parse(&format!(r#"["EVENT",{EVENT}]"#)),
+            Ok(ClientMessage::Event(_))
+        ));
         match ClientMessage::parse(r#"["REQ","s",{"kinds":[1]},{"limit":2}]"#).unwrap() {
             ClientMessage::Req { sub_id, filters } => {
                 assert_eq!(sub_id, "s");
@@ -306,9 +339,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(ClientMessage::parse(r#"["COUNT","c",{}]"#), Ok(ClientMessage::Count { .. })));
-        assert!(matches!(ClientMessage::parse(r#"["CLOSE","s"]"#), Ok(ClientMessage::Close { .. })));
-        assert!(matches!(ClientMessage::parse("[\"CL\\u004fSE\",\"s\"]"), Ok(ClientMessage::Close { .. })));
+        assert!(matches!(
+            ClientMessage::parse(r#"["COUNT","c",{}]"#),
+            Ok(ClientMessage::Count { .. })
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"["CLOSE","s"]"#),
+            Ok(ClientMessage::Close { .. })
+        ));
+        assert!(matches!(
+            ClientMessage::parse("[\"CL\\u004fSE\",\"s\"]"),
+            Ok(ClientMessage::Close { .. })
+        ));
     }
 
     #[test]
@@ -326,8 +368,15 @@ mod tests {
         assert!(notice(r#"["CLOSE","a","b"]"#).starts_with("invalid: "));
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(notice(&deep).starts_with("invalid: "));
-        let deep_filter = format!(r#"["REQ","s",{{"a":{}{}}}]"#, "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(ClientMessage::parse(&deep_filter), Err(MessageError::Closed { .. })));
+        let deep_filter = format!(
+            r#"["REQ","s",{{"a":{}{}}}]"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(matches!(
+            ClientMessage::parse(&deep_filter),
+            Err(MessageError::Closed { .. })
+        ));
     }
 
     #[test]
@@ -335,7 +384,10 @@ mod tests {
         let broken = EVENT.replace("\"kind\":1", "\"kind\":\"1\"");
         match ClientMessage::parse(&format!(r#"["EVENT",{broken}]"#)) {
             Err(MessageError::Event { id, reason }) => {
-                assert_eq!(id, "000006d8c378af1779d2feebc7603a125d99eca0ccf1085959b307f64e5dd358");
+                assert_eq!(
+                    id,
+                    "000006d8c378af1779d2feebc7603a125d99eca0ccf1085959b307f64e5dd358"
+                );
                 assert_eq!(reason.prefix, Prefix::Invalid);
             }
             other => panic!("{other:?}"),
@@ -347,13 +399,21 @@ mod tests {
         let long = "x".repeat(65);
         for (text, prefix) in [
             (r#"["REQ","s"]"#.to_string(), Prefix::Invalid),
-            (r#"["REQ","s",{"kinds":["a"]}]"#.to_string(), Prefix::Invalid),
-            (r#"["REQ","s",{"search":"a"}]"#.to_string(), Prefix::Unsupported),
+            (
+                r#"["REQ","s",{"kinds":["a"]}]"#.to_string(),
+                Prefix::Invalid,
+            ),
+            (
+                r#"["REQ","s",{"search":"a"}]"#.to_string(),
+                Prefix::Unsupported,
+            ),
             (r#"["COUNT","s",[]]"#.to_string(), Prefix::Invalid),
             (format!(r#"["REQ","{long}",{{}}]"#), Prefix::Invalid),
         ] {
             match ClientMessage::parse(&text) {
-                Err(MessageError::Closed { reason, .. }) => assert_eq!(reason.prefix, prefix, "{text}"),
+                Err(MessageError::Closed { reason, .. }) => {
+                    assert_eq!(reason.prefix, prefix, "{text}")
+                }
                 other => panic!("{text}: {other:?}"),
             }
         }
@@ -366,7 +426,10 @@ mod tests {
         assert_eq!(relay::event("s\"1", "{}"), r#"["EVENT","s\"1",{}]"#);
         assert_eq!(relay::ok("ab", true, ""), r#"["OK","ab",true,""]"#);
         assert_eq!(relay::eose("s"), r#"["EOSE","s"]"#);
-        assert_eq!(relay::closed("s", &Reason::invalid("bad")), r#"["CLOSED","s","invalid: bad"]"#);
+        assert_eq!(
+            relay::closed("s", &Reason::invalid("bad")),
+            r#"["CLOSED","s","invalid: bad"]"#
+        );
         assert_eq!(relay::notice("n"), r#"["NOTICE","n"]"#);
         assert_eq!(relay::count("c", 7), r#"["COUNT","c",{"count":7}]"#);
     }

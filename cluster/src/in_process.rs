@@ -1,0 +1,81 @@
+//! A bus inside one process: what a single node uses, and what lets several nodes in one
+//! process share events without any server.
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::sync::broadcast;
+
+use crate::{Bus, Envelope};
+
+/// Envelopes a slow subscriber may fall behind by before it skips the oldest.
+const CAPACITY: usize = 4096;
+
+/// A [`Bus`] over a tokio broadcast channel. Clones share the channel.
+#[derive(Clone)]
+pub struct InProcessBus {
+    sender: broadcast::Sender<Envelope>,
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(CAPACITY).0,
+        }
+    }
+}
+
+impl InProcessBus {
+    /// A new, empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Bus for InProcessBus {
+    fn publish(&self, envelope: Envelope) {
+        // Without subscribers there is nobody to tell; that is not an error.
+        let _ = self.sender.send(envelope);
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, Envelope> {
+        stream::unfold(self.sender.subscribe(), |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(envelope) => return Some((envelope, receiver)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_envelope_in_order() {
+        let bus = InProcessBus::new();
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        for n in 0..3 {
+            bus.publish(Envelope {
+                origin: Arc::from("node-1"),
+                payload: Bytes::from(format!("{n}")),
+            });
+        }
+        for sub in [&mut a, &mut b] {
+            for n in 0..3 {
+                let got = sub.next().await.expect("an envelope");
+                assert_eq!(got.payload, Bytes::from(format!("{n}")));
+                assert_eq!(&*got.origin, "node-1");
+            }
+        }
+    }
+}

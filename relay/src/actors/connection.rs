@@ -1,0 +1,390 @@
+//! The Connection actor: one per WebSocket.
+//!
+//! It reads the client's frames (paused by its [`Gate`] while too much is in progress),
+//! answers what it can at once, hands events to the node's ingest path and starts a
+//! [`Subscription`] actor per `REQ`. Everything it sends goes through its [`Outbox`].
+//!
+//! Architecture invariant: nothing here awaits the store inside the message handler; store
+//! work runs as a spawned future whose result comes back to the actor, so a slow database
+//! slows one request, never the socket.
+
+use std::{
+    collections::HashMap,
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    StreamHandler, WrapFuture,
+};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
+use tokio::task::JoinHandle;
+
+use super::{
+    gate::Gate,
+    live_index::LiveIndex,
+    outbox::{Outbox, Outgoing, Refused},
+    subscription::{Stop, Subscription, SubscriptionParts},
+    writer::WriteResult,
+};
+use crate::{
+    node::Node,
+    nostr::{
+        ClientMessage, Event, Filter, MessageError, Prefix, Reason, VerifiedEvent, message::relay,
+    },
+    policy,
+    store::WriteOutcome,
+};
+
+/// Source of unique subscription keys for the live indexes.
+static NEXT_SUBSCRIPTION_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// The client is not reading: drop the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SlowClient;
+
+/// A subscription ended by itself (error, or its client stopped reading).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscriptionEnded {
+    /// The client's id for it.
+    pub sub_id: Arc<str>,
+    /// Its key, to tell it from a newer subscription with the same id.
+    pub key: u64,
+}
+
+/// One client's WebSocket connection.
+pub struct Connection {
+    node: Arc<Node>,
+    outbox: Outbox,
+    pump: JoinHandle<()>,
+    gate: Gate,
+    index: Option<Addr<LiveIndex>>,
+    subscriptions: HashMap<Arc<str>, (u64, Addr<Subscription>)>,
+    peer: String,
+    opened: Instant,
+    last_seen: Instant,
+    received: u64,
+    close_reason: &'static str,
+}
+
+impl Connection {
+    /// Starts the actor for an upgraded WebSocket on the current worker thread.
+    pub fn start(node: Arc<Node>, session: Session, stream: MessageStream, peer: String) {
+        let max = node.config.max_message_bytes;
+        let outbox = Outbox::new(node.config.max_outbound_bytes);
+        let pump = actix_web::rt::spawn(outbox.clone().pump(session));
+        let gate = Gate::new(node.config.max_pending_per_connection);
+        let frames = gate.guard(
+            stream
+                .max_frame_size(max)
+                .aggregate_continuations()
+                .max_continuation_size(max),
+        );
+        Connection::create(move |ctx| {
+            ctx.add_stream(frames);
+            let now = Instant::now();
+            Connection {
+                node,
+                outbox,
+                pump,
+                gate,
+                index: None,
+                subscriptions: HashMap::new(),
+                peer,
+                opened: now,
+                last_seen: now,
+                received: 0,
+                close_reason: "client went away",
+            }
+        });
+    }
+
+    /// Queues a frame; a client that has stopped reading is dropped.
+    fn send(&mut self, frame: String, ctx: &mut Context<Self>) {
+        if self.outbox.push(frame) == Err(Refused::Full) {
+            self.drop_slow_client(ctx);
+        }
+    }
+
+    fn close(
+        &mut self,
+        code: CloseCode,
+        description: &str,
+        why: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
+        self.outbox.close(Some(CloseReason {
+            code,
+            description: Some(description.to_string()),
+        }));
+        self.close_reason = why;
+        ctx.stop();
+    }
+
+    fn drop_slow_client(&mut self, ctx: &mut Context<Self>) {
+        let total = self.node.count_slow_client();
+        tracing::warn!(peer = %self.peer, queued = self.outbox.queued_bytes(), total, "dropping a client that does not read");
+        self.pump.abort();
+        self.outbox.close(None);
+        self.close_reason = "slow client";
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        match ClientMessage::parse(text) {
+            Ok(ClientMessage::Event(event)) => self.on_event(*event, ctx),
+            Ok(ClientMessage::Req { sub_id, filters }) => self.on_req(sub_id, filters, ctx),
+            Ok(ClientMessage::Count { sub_id, filters }) => self.on_count(sub_id, filters, ctx),
+            Ok(ClientMessage::Close { sub_id }) => {
+                if let Some((_, sub)) = self.subscriptions.remove(sub_id.as_str()) {
+                    sub.do_send(Stop);
+                }
+            }
+            Err(MessageError::Notice(message)) => self.send(relay::notice(&message), ctx),
+            Err(MessageError::Event { id, reason }) => {
+                self.send(relay::ok(&id, false, &reason.to_string()), ctx)
+            }
+            Err(MessageError::Closed { sub_id, reason }) => {
+                self.send(relay::closed(&sub_id, &reason), ctx)
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, ctx: &mut Context<Self>) {
+        let id = event.id_hex();
+        if let Err(reason) = policy::check_event(&self.node.config, &event, policy::now()) {
+            return self.send(relay::ok(&id, false, &reason.to_string()), ctx);
+        }
+        let verified = match VerifiedEvent::verify(event) {
+            Ok(verified) => Arc::new(verified),
+            Err(e) => return self.send(relay::ok(&id, false, &Reason::from(e).to_string()), ctx),
+        };
+        let permit = self.gate.enter();
+        let outcome = self.node.ingest(verified);
+        ctx.spawn(outcome.into_actor(self).map(move |result, conn, ctx| {
+            drop(permit);
+            let (accepted, message) = ok_message(result);
+            conn.send(relay::ok(&id, accepted, &message), ctx);
+        }));
+    }
+
+    /// Checks the filter count and clamps each filter's limit to the configured maximum.
+    fn prepare_filters(
+        &self,
+        sub_id: &str,
+        mut filters: Vec<Filter>,
+    ) -> Result<Arc<[Filter]>, String> {
+        let config = &self.node.config;
+        if filters.len() > config.max_filters {
+            let reason = Reason::invalid(format!(
+                "too many filters ({}, at most {})",
+                filters.len(),
+                config.max_filters
+            ));
+            return Err(relay::closed(sub_id, &reason));
+        }
+        for filter in &mut filters {
+            filter.limit = Some(
+                filter
+                    .limit
+                    .unwrap_or(config.default_limit)
+                    .min(config.max_limit),
+            );
+        }
+        Ok(filters.into())
+    }
+
+    fn on_req(&mut self, sub_id: String, filters: Vec<Filter>, ctx: &mut Context<Self>) {
+        let filters = match self.prepare_filters(&sub_id, filters) {
+            Ok(filters) => filters,
+            Err(closed) => return self.send(closed, ctx),
+        };
+        let sub_id: Arc<str> = sub_id.into();
+        if let Some((_, replaced)) = self.subscriptions.remove(&sub_id) {
+            replaced.do_send(Stop);
+        } else if self.subscriptions.len() >= self.node.config.max_subscriptions {
+            let reason = Reason::new(
+                Prefix::RateLimited,
+                format!(
+                    "too many open subscriptions (at most {})",
+                    self.node.config.max_subscriptions
+                ),
+            );
+            return self.send(relay::closed(&sub_id, &reason), ctx);
+        }
+        let Some(index) = self.index.clone() else {
+            return;
+        };
+        let key = NEXT_SUBSCRIPTION_KEY.fetch_add(1, Ordering::Relaxed);
+        let sub = Subscription::new(SubscriptionParts {
+            key,
+            sub_id: Arc::clone(&sub_id),
+            filters,
+            connection: ctx.address(),
+            outbox: self.outbox.clone(),
+            index,
+            store: Arc::clone(&self.node.store),
+            permit: self.gate.enter(),
+        })
+        .start();
+        self.subscriptions.insert(sub_id, (key, sub));
+    }
+
+    fn on_count(&mut self, sub_id: String, filters: Vec<Filter>, ctx: &mut Context<Self>) {
+        let filters = match self.prepare_filters(&sub_id, filters) {
+            Ok(filters) => filters,
+            Err(closed) => return self.send(closed, ctx),
+        };
+        let permit = self.gate.enter();
+        let store = Arc::clone(&self.node.store);
+        let count = async move { store.count(filters, policy::now()).await };
+        ctx.spawn(count.into_actor(self).map(move |result, conn, ctx| {
+            drop(permit);
+            let frame = match result {
+                Ok(n) => relay::count(&sub_id, n),
+                Err(e) => relay::closed(&sub_id, &Reason::error(e.to_string())),
+            };
+            conn.send(frame, ctx);
+        }));
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let idle = Duration::from_secs(self.node.config.idle_timeout_seconds);
+        if self.last_seen.elapsed() > idle {
+            self.close(CloseCode::Normal, "idle timeout", "idle timeout", ctx);
+        } else {
+            self.outbox.push_control(Outgoing::Ping);
+        }
+    }
+}
+
+/// The `OK` answer for an ingest result.
+fn ok_message(result: WriteResult) -> (bool, String) {
+    match result {
+        Ok(WriteOutcome::Stored) => (true, String::new()),
+        Ok(WriteOutcome::Duplicate) => (true, "duplicate: already have this event".into()),
+        Ok(WriteOutcome::Superseded) => (
+            false,
+            "duplicate: a newer version of this event is already stored".into(),
+        ),
+        Ok(WriteOutcome::Deleted) => (
+            false,
+            "blocked: this event was deleted by its author".into(),
+        ),
+        Err(e) => (
+            false,
+            Reason::error(format!("could not store the event: {e}")).to_string(),
+        ),
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.index = Some(self.node.fanout.local_index());
+        self.node
+            .stats
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        let every = Duration::from_secs(self.node.config.ping_interval_seconds.max(1));
+        ctx.run_interval(every, Self::heartbeat);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for (_, (_, sub)) in self.subscriptions.drain() {
+            sub.do_send(Stop);
+        }
+        self.outbox.close(None);
+        self.node
+            .stats
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(
+            peer = %self.peer,
+            seconds = self.opened.elapsed().as_secs_f64(),
+            received = self.received,
+            reason = self.close_reason,
+            "connection closed"
+        );
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Connection {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_seen = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => {
+                self.received += 1;
+                self.on_text(&text, ctx);
+            }
+            Ok(AggregatedMessage::Binary(_)) => {
+                self.received += 1;
+                self.send(
+                    relay::notice("invalid: binary messages are not supported; send JSON as text"),
+                    ctx,
+                );
+            }
+            Ok(AggregatedMessage::Ping(payload)) => {
+                self.outbox.push_control(Outgoing::Pong(payload))
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(reason)) => {
+                self.outbox.close(reason.map(|r| CloseReason {
+                    code: r.code,
+                    description: None,
+                }));
+                self.close_reason = "client closed";
+                ctx.stop();
+            }
+            Err(ProtocolError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                self.send(relay::notice("invalid: text frame is not valid UTF-8"), ctx);
+            }
+            Err(ProtocolError::Overflow) => {
+                self.close(CloseCode::Size, "message too big", "message too big", ctx)
+            }
+            Err(ProtocolError::Io(e)) if e.to_string().contains("continuation size") => {
+                self.close(CloseCode::Size, "message too big", "message too big", ctx)
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "websocket protocol error");
+                self.close(CloseCode::Protocol, "protocol error", "protocol error", ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<SlowClient> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: SlowClient, ctx: &mut Context<Self>) {
+        if self.close_reason != "slow client" {
+            self.drop_slow_client(ctx);
+        }
+    }
+}
+
+impl Handler<SubscriptionEnded> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscriptionEnded, _: &mut Context<Self>) {
+        if self
+            .subscriptions
+            .get(&msg.sub_id)
+            .is_some_and(|(key, _)| *key == msg.key)
+        {
+            self.subscriptions.remove(&msg.sub_id);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The Writer: batches events from every connection into store transactions.
+//!
+//! While one batch is being committed, new events queue; when it commits, the whole queue
+//! goes in the next batch. An idle relay commits each event at once; a busy one commits
+//! many per transaction. Only after commit are stored events published to live
+//! subscribers and other nodes, and only then is each sender told the outcome.
+
+use std::sync::Arc;
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use tokio::sync::oneshot;
+
+use super::live_index::Fanout;
+use crate::{
+    nostr::VerifiedEvent,
+    store::{EventStore, StoreError, WriteOutcome},
+};
+
+/// What the sender of a [`Write`] learns.
+pub type WriteResult = Result<WriteOutcome, StoreError>;
+
+/// Store this event; the outcome arrives on `reply` after commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Write {
+    /// A verified, non-ephemeral event.
+    pub event: Arc<VerifiedEvent>,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<WriteResult>,
+}
+
+/// The batching writer actor.
+pub struct Writer {
+    store: Arc<dyn EventStore>,
+    fanout: Arc<Fanout>,
+    queue: Vec<Write>,
+    committing: bool,
+    max_batch: usize,
+}
+
+impl Writer {
+    /// A writer committing at most `max_batch` events per transaction.
+    pub fn new(store: Arc<dyn EventStore>, fanout: Arc<Fanout>, max_batch: usize) -> Self {
+        Self {
+            store,
+            fanout,
+            queue: Vec::new(),
+            committing: false,
+            max_batch,
+        }
+    }
+
+    fn commit_next(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.queue.is_empty() {
+            return;
+        }
+        self.committing = true;
+        let take = self.queue.len().min(self.max_batch);
+        let batch: Vec<Write> = self.queue.drain(..take).collect();
+        let events = batch.iter().map(|w| Arc::clone(&w.event)).collect();
+        let store = Arc::clone(&self.store);
+        let commit = async move { store.write(events).await };
+        ctx.spawn(commit.into_actor(self).map(move |result, writer, ctx| {
+            match result {
+                Ok(outcomes) => {
+                    for (write, outcome) in batch.into_iter().zip(outcomes) {
+                        if outcome == WriteOutcome::Stored {
+                            writer.fanout.publish(Arc::clone(&write.event));
+                        }
+                        let _ = write.reply.send(Ok(outcome));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, events = batch.len(), "store write failed");
+                    for write in batch {
+                        let _ = write.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+            writer.committing = false;
+            writer.commit_next(ctx);
+        }));
+    }
+}
+
+impl Actor for Writer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Write> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) {
+        self.queue.push(msg);
+        self.commit_next(ctx);
+    }
+}

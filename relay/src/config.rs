@@ -1,0 +1,197 @@
+//! One `Config` for the whole relay, read from defaults, a TOML file (`--config`),
+//! `STARLING_*` environment variables and command-line flags, each overriding the one before.
+//!
+//! Every setting is declared once, on [`Config`]: its doc comment is the `--help` text, its
+//! field name is the TOML key, `--kebab-case` the flag and `STARLING_UPPER_CASE` the variable.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use clap::{ArgMatches, parser::ValueSource};
+use serde::{Deserialize, Serialize};
+
+use crate::nostr::hex;
+
+/// Every setting of a relay node.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on for WebSocket and HTTP.
+    #[arg(long, env = "STARLING_BIND", default_value = "127.0.0.1:7777")]
+    pub bind: SocketAddr,
+
+    /// Directory of the embedded store.
+    #[arg(long, env = "STARLING_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Worker threads serving connections (default: one per CPU core).
+    #[arg(long, env = "STARLING_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Relay name in the NIP-11 document.
+    #[arg(long, env = "STARLING_NAME", default_value = "Starling")]
+    pub name: String,
+
+    /// Relay description in the NIP-11 document.
+    #[arg(
+        long,
+        env = "STARLING_DESCRIPTION",
+        default_value = "A Starling Nostr relay"
+    )]
+    pub description: String,
+
+    /// Administrator's public key (64 lowercase hex) in the NIP-11 document.
+    #[arg(long, env = "STARLING_PUBKEY")]
+    pub pubkey: Option<String>,
+
+    /// Administrative contact URI (mailto: or https:) in the NIP-11 document.
+    #[arg(long, env = "STARLING_CONTACT")]
+    pub contact: Option<String>,
+
+    /// Largest WebSocket message accepted, in bytes; larger frames close the connection.
+    #[arg(long, env = "STARLING_MAX_MESSAGE_BYTES", default_value_t = 512 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Open subscriptions allowed per connection.
+    #[arg(long, env = "STARLING_MAX_SUBSCRIPTIONS", default_value_t = 64)]
+    pub max_subscriptions: usize,
+
+    /// Filters allowed in one REQ or COUNT.
+    #[arg(long, env = "STARLING_MAX_FILTERS", default_value_t = 16)]
+    pub max_filters: usize,
+
+    /// Largest `limit` honoured per filter; larger ones are clamped to it.
+    #[arg(long, env = "STARLING_MAX_LIMIT", default_value_t = 5000)]
+    pub max_limit: u64,
+
+    /// Events returned per filter when a REQ gives no `limit`.
+    #[arg(long, env = "STARLING_DEFAULT_LIMIT", default_value_t = 500)]
+    pub default_limit: u64,
+
+    /// Tags allowed per event.
+    #[arg(long, env = "STARLING_MAX_EVENT_TAGS", default_value_t = 2000)]
+    pub max_event_tags: usize,
+
+    /// Characters (Unicode scalar values) allowed in an event's content.
+    #[arg(long, env = "STARLING_MAX_CONTENT_LENGTH", default_value_t = 102_400)]
+    pub max_content_length: usize,
+
+    /// How far in the future an event's created_at may be, in seconds.
+    #[arg(long, env = "STARLING_CREATED_AT_UPPER_LIMIT", default_value_t = 900)]
+    pub created_at_upper_limit: u64,
+
+    /// Minimum NIP-13 proof-of-work difficulty (leading zero bits of the id); 0 disables it.
+    #[arg(long, env = "STARLING_MIN_POW_DIFFICULTY", default_value_t = 0)]
+    pub min_pow_difficulty: u32,
+
+    /// Bytes queued for one client before it counts as not reading and is disconnected.
+    #[arg(long, env = "STARLING_MAX_OUTBOUND_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_outbound_bytes: usize,
+
+    /// Requests (events, queries, counts) one connection may have in progress at once;
+    /// past this the relay stops reading from that connection until some finish.
+    #[arg(
+        long,
+        env = "STARLING_MAX_PENDING_PER_CONNECTION",
+        default_value_t = 32
+    )]
+    pub max_pending_per_connection: usize,
+
+    /// Most events written to the store in one transaction.
+    #[arg(long, env = "STARLING_WRITE_BATCH_SIZE", default_value_t = 500)]
+    pub write_batch_size: usize,
+
+    /// Seconds between pings the relay sends to each client.
+    #[arg(long, env = "STARLING_PING_INTERVAL_SECONDS", default_value_t = 30)]
+    pub ping_interval_seconds: u64,
+
+    /// Seconds without any frame from a client (pongs count) before it is disconnected.
+    #[arg(long, env = "STARLING_IDLE_TIMEOUT_SECONDS", default_value_t = 90)]
+    pub idle_timeout_seconds: u64,
+
+    /// Seconds between sweeps that delete expired (NIP-40) events.
+    #[arg(long, env = "STARLING_EXPIRATION_SWEEP_SECONDS", default_value_t = 60)]
+    pub expiration_sweep_seconds: u64,
+}
+
+impl Config {
+    /// The configuration from defaults, environment and flags (`matches`), with any key of
+    /// the TOML file at `file` filling in what neither flag nor environment set.
+    pub fn resolve(
+        parsed: Config,
+        matches: &ArgMatches,
+        file: Option<&Path>,
+    ) -> anyhow::Result<Config> {
+        let mut config = match file {
+            None => parsed,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                let from_file: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?;
+                let mut merged = toml::Table::try_from(&parsed).context("encoding settings")?;
+                for (key, value) in from_file {
+                    let explicit = matches!(
+                        matches
+                            .try_get_raw(&key)
+                            .ok()
+                            .and_then(|_| matches.value_source(&key)),
+                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                    );
+                    if !explicit {
+                        merged.insert(key, value);
+                    }
+                }
+                merged
+                    .try_into()
+                    .with_context(|| format!("in config file {}", path.display()))?
+            }
+        };
+        config.validate()?;
+        if config.workers == Some(0) {
+            config.workers = None;
+        }
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(pubkey) = &self.pubkey
+            && hex::decode::<32>(pubkey).is_none()
+        {
+            bail!("pubkey must be 64 lowercase hex characters");
+        }
+        if self.max_message_bytes < 1024 {
+            bail!("max_message_bytes must be at least 1024");
+        }
+        if self.default_limit > self.max_limit {
+            bail!(
+                "default_limit ({}) exceeds max_limit ({})",
+                self.default_limit,
+                self.max_limit
+            );
+        }
+        for (name, value) in [
+            ("max_subscriptions", self.max_subscriptions),
+            ("max_filters", self.max_filters),
+            (
+                "max_pending_per_connection",
+                self.max_pending_per_connection,
+            ),
+            ("write_batch_size", self.write_batch_size),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}

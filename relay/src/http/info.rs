@@ -1,0 +1,67 @@
+//! NIP-11: the relay information document, and a small page for people in browsers.
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+
+/// The NIPs this relay implements, each covered by the end-to-end tests.
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 45];
+
+/// The NIP-11 document, with the limits actually configured.
+pub fn document(config: &Config) -> Value {
+    let mut doc = json!({
+        "name": config.name,
+        "description": config.description,
+        "software": env!("CARGO_PKG_REPOSITORY"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "supported_nips": SUPPORTED_NIPS,
+        "limitation": {
+            "max_message_length": config.max_message_bytes,
+            "max_subscriptions": config.max_subscriptions,
+            "max_filters": config.max_filters,
+            "max_limit": config.max_limit,
+            "default_limit": config.default_limit,
+            "max_subid_length": crate::nostr::message::MAX_SUBSCRIPTION_ID_CHARS,
+            "max_event_tags": config.max_event_tags,
+            "max_content_length": config.max_content_length,
+            "min_pow_difficulty": config.min_pow_difficulty,
+            "created_at_upper_limit": config.created_at_upper_limit,
+            "auth_required": false,
+            "payment_required": false,
+            "restricted_writes": config.min_pow_difficulty > 0,
+        },
+    });
+    if let Some(pubkey) = &config.pubkey {
+        doc["pubkey"] = json!(pubkey);
+    }
+    if let Some(contact) = &config.contact {
+        doc["contact"] = json!(contact);
+    }
+    doc
+}
+
+/// A short HTML page for a browser that asked for the relay's address.
+pub fn page(config: &Config) -> String {
+    let nips = SUPPORTED_NIPS
+        .iter()
+        .map(|n| format!("{n:02}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{name}</title></head><body>\
+         <h1>{name}</h1><p>{description}</p>\
+         <p>This is a Nostr relay. Connect a Nostr client to this address with <code>ws://</code> or \
+         <code>wss://</code>.</p><p>Supported NIPs: {nips}.</p>\
+         <p>Powered by Starling {version}.</p></body></html>\n",
+        name = escape(&config.name),
+        description = escape(&config.description),
+        version = env!("CARGO_PKG_VERSION"),
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,83 @@
+//! HTTP: the WebSocket endpoint, NIP-11 on the same URL, and health checks.
+
+pub mod info;
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{Method, header},
+    web,
+};
+
+use crate::{actors::connection::Connection, node::Node};
+
+/// Registers every route of the relay.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(root))
+            .route(web::method(Method::OPTIONS).to(preflight)),
+    )
+    .route("/healthz", web::get().to(healthz));
+}
+
+/// `/`: a WebSocket upgrade becomes a connection; `Accept: application/nostr+json` gets the
+/// NIP-11 document; anything else gets a small HTML page.
+async fn root(
+    req: HttpRequest,
+    body: web::Payload,
+    node: web::Data<Node>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if wants_websocket(&req) {
+        let (response, session, stream) = actix_ws::handle(&req, body)?;
+        let peer = req
+            .peer_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        Connection::start(node.into_inner(), session, stream, peer);
+        return Ok(response);
+    }
+    if accepts(&req, "application/nostr+json") {
+        return Ok(with_cors(HttpResponse::Ok())
+            .content_type("application/nostr+json")
+            .body(info::document(&node.config).to_string()));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(info::page(&node.config)))
+}
+
+/// CORS preflight for browsers fetching the NIP-11 document.
+async fn preflight() -> HttpResponse {
+    with_cors(HttpResponse::NoContent())
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+        .finish()
+}
+
+/// `/healthz`: the process is up and serving HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+fn with_cors(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Accept, Authorization, Content-Type",
+        ))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, OPTIONS"));
+    response
+}
+
+fn wants_websocket(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn accepts(req: &HttpRequest, media_type: &str) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|part| part.trim().starts_with(media_type)))
+}

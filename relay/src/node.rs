@@ -1,0 +1,123 @@
+//! A running relay node: the parts every connection shares.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use actix::{Actor, Addr};
+use starling_cluster::Bus;
+use tokio::sync::oneshot;
+
+use crate::{
+    actors::{
+        live_index::Fanout,
+        writer::{Write, WriteResult, Writer},
+    },
+    config::Config,
+    nostr::{KindClass, VerifiedEvent},
+    policy,
+    store::{EventStore, StoreError, WriteOutcome},
+};
+
+/// Counters a node keeps about itself.
+#[derive(Default)]
+pub struct Stats {
+    /// WebSocket connections open now.
+    pub connections_open: AtomicU64,
+    /// Clients disconnected because they did not read what the relay sent.
+    pub slow_clients_dropped: AtomicU64,
+}
+
+/// Shared state of one relay node.
+pub struct Node {
+    /// The node's settings.
+    pub config: Config,
+    /// Where events are stored.
+    pub store: Arc<dyn EventStore>,
+    /// Batches writes to the store.
+    pub writer: Addr<Writer>,
+    /// Delivers accepted events to live subscribers here and on other nodes.
+    pub fanout: Arc<Fanout>,
+    /// This node's counters.
+    pub stats: Stats,
+}
+
+impl Node {
+    /// Starts the writer, the bus receiver and the expiration sweeper. Call it inside an
+    /// actix system.
+    pub fn start(config: Config, store: Arc<dyn EventStore>, bus: Arc<dyn Bus>) -> Arc<Self> {
+        let fanout = Fanout::new(bus, node_id().into());
+        let writer = Writer::new(
+            Arc::clone(&store),
+            Arc::clone(&fanout),
+            config.write_batch_size,
+        )
+        .start();
+        actix_web::rt::spawn(Arc::clone(&fanout).receive_from_bus());
+        actix_web::rt::spawn(sweep_expired(
+            Arc::clone(&store),
+            config.expiration_sweep_seconds,
+        ));
+        Arc::new(Self {
+            config,
+            store,
+            writer,
+            fanout,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Takes a verified event in: ephemeral events go straight to live subscribers; others
+    /// are stored first. Resolves once the outcome is final (committed, for stored events).
+    pub fn ingest(&self, event: Arc<VerifiedEvent>) -> impl Future<Output = WriteResult> + 'static {
+        let pending = if event.event.class() == KindClass::Ephemeral {
+            self.fanout.publish(event);
+            None
+        } else {
+            let (reply, outcome) = oneshot::channel();
+            self.writer.do_send(Write { event, reply });
+            Some(outcome)
+        };
+        async move {
+            match pending {
+                None => Ok(WriteOutcome::Stored),
+                Some(outcome) => outcome.await.map_err(|_| StoreError::Closed)?,
+            }
+        }
+    }
+
+    /// Records that a slow client was dropped.
+    pub fn count_slow_client(&self) -> u64 {
+        self.stats
+            .slow_clients_dropped
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
+    }
+}
+
+/// This node's name in the cluster: the host name and the process id.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "starling".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+async fn sweep_expired(store: Arc<dyn EventStore>, every_seconds: u64) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(every_seconds.max(1)));
+    loop {
+        ticks.tick().await;
+        match store.purge_expired(policy::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted expired events"),
+            Err(error) => tracing::warn!(%error, "expiration sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The relay's acceptance rules for an event, beyond its shape and signature: the limits
+//! of the configuration (reported in NIP-11), NIP-40 expiration and NIP-13 proof of work.
+
+use crate::{
+    config::Config,
+    nostr::{Event, Prefix, Reason},
+};
+
+/// Checks an event against the configured limits at time `now` (unix seconds).
+pub fn check_event(config: &Config, event: &Event, now: u64) -> Result<(), Reason> {
+    if event.tags.len() > config.max_event_tags {
+        return Err(Reason::invalid(format!(
+            "too many tags ({}, at most {})",
+            event.tags.len(),
+            config.max_event_tags
+        )));
+    }
+    if event.content.chars().count() > config.max_content_length {
+        return Err(Reason::invalid(format!(
+            "content is longer than {} characters",
+            config.max_content_length
+        )));
+    }
+    if event.created_at > now.saturating_add(config.created_at_upper_limit) {
+        return Err(Reason::invalid(format!(
+            "created_at is more than {} seconds in the future",
+            config.created_at_upper_limit
+        )));
+    }
+    match event.expiration() {
+        Err(e) => return Err(e.into()),
+        Ok(Some(expires)) if expires <= now => return Err(Reason::invalid("event has expired")),
+        Ok(_) => {}
+    }
+    let required = config.min_pow_difficulty;
+    if required > 0 {
+        let difficulty = event.pow_difficulty();
+        if difficulty < required {
+            return Err(Reason::new(
+                Prefix::Pow,
+                format!("difficulty {difficulty} is less than {required}"),
+            ));
+        }
+        if let Some(target) = event.pow_target().filter(|t| *t < required) {
+            return Err(Reason::new(
+                Prefix::Pow,
+                format!("committed target difficulty {target} is less than {required}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::nostr::Keys;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        Args::parse_from(std::iter::once("starling").chain(args.iter().copied())).config
+    }
+
+    fn event(created_at: u64, tags: Vec<Vec<String>>, content: &str) -> Event {
+        Keys::from_secret([5; 32])
+            .unwrap()
+            .sign(created_at, 1, tags, content)
+    }
+
+    #[test]
+    fn enforces_each_limit() {
+        let c = config(&[
+            "--max-event-tags",
+            "1",
+            "--max-content-length",
+            "3",
+            "--created-at-upper-limit",
+            "10",
+        ]);
+        let tag = || vec!["t".to_string(), "x".to_string()];
+        assert_eq!(
+            check_event(&c, &event(100, vec![tag()], "abc"), 100),
+            Ok(())
+        );
+        assert_eq!(check_event(&c, &event(100, vec![], "日本語"), 100), Ok(()));
+        assert!(check_event(&c, &event(100, vec![tag(), tag()], ""), 100).is_err());
+        assert!(check_event(&c, &event(100, vec![], "abcd"), 100).is_err());
+        assert_eq!(check_event(&c, &event(110, vec![], ""), 100), Ok(()));
+        assert!(check_event(&c, &event(111, vec![], ""), 100).is_err());
+    }
+
+    #[test]
+    fn refuses_expired_events() {
+        let c = config(&[]);
+        let exp = |t: &str| vec![vec!["expiration".to_string(), t.to_string()]];
+        assert_eq!(check_event(&c, &event(1, exp("101"), ""), 100), Ok(()));
+        assert_eq!(
+            check_event(&c, &event(1, exp("100"), ""), 100)
+                .unwrap_err()
+                .message,
+            "event has expired"
+        );
+        assert_eq!(
+            check_event(&c, &event(1, exp("x"), ""), 100)
+                .unwrap_err()
+                .prefix,
+            Prefix::Invalid
+        );
+    }
+
+    #[test]
+    fn requires_proof_of_work_when_configured() {
+        let c = config(&["--min-pow-difficulty", "1"]);
+        let keys = Keys::from_secret([5; 32]).unwrap();
+        let mined = (0u64..)
+            .map(|n| {
+                keys.sign(
+                    1,
+                    1,
+                    vec![vec!["nonce".into(), n.to_string(), "1".into()]],
+                    "",
+                )
+            })
+            .find(|e| e.pow_difficulty() >= 1)
+            .unwrap();
+        assert_eq!(check_event(&c, &mined, 100), Ok(()));
+        let unmined = (0u64..)
+            .map(|n| keys.sign(1, 1, vec![vec!["n".into(), n.to_string()]], ""))
+            .find(|e| e.pow_difficulty() == 0)
+            .unwrap();
+        assert_eq!(
+            check_event(&c, &unmined, 100).unwrap_err().prefix,
+            Prefix::Pow
+        );
+        let low_target = (0u64..)
+            .map(|n| {
+                keys.sign(
+                    1,
+                    1,
+                    vec![vec!["nonce".into(), n.to_string(), "0".into()]],
+                    "",
+                )
+            })
+            .find(|e| e.pow_difficulty() >= 1)
+            .unwrap();
+        assert_eq!(
+            check_event(&c, &low_target, 100).unwrap_err().prefix,
+            Prefix::Pow
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! Event storage: the [`EventStore`] trait every backend implements, and the backends.
+//!
+//! Architecture invariant: the store alone decides whether an event is a duplicate, replaced,
+//! deleted or expired, atomically with writing it. Actors never guess; they act on the
+//! [`WriteOutcome`] a store returns.
+//!
+//! Every backend passes the same conformance suite (`tests/store_conformance.rs`).
+
+pub mod sqlite;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use crate::nostr::{Filter, VerifiedEvent};
+
+pub use sqlite::SqliteStore;
+
+/// A boxed, sendable future: what trait methods of a dyn-compatible async trait return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the store did with one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Committed. For replaceable and addressable kinds, older versions are gone.
+    Stored,
+    /// An event with this id was already stored.
+    Duplicate,
+    /// A newer version of this replaceable or addressable event is stored (NIP-01: newer
+    /// `created_at` wins; on a tie, the lowest id).
+    Superseded,
+    /// The author deleted this event with a NIP-09 request.
+    Deleted,
+}
+
+/// A failure of the storage backend itself (not a verdict on an event).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store's worker threads are gone (shutting down).
+    #[error("store is shut down")]
+    Closed,
+}
+
+/// Where events live. Implementations are cheap to share (`Arc<dyn EventStore>`) and
+/// never block the calling thread: blocking work runs on the backend's own threads or pool.
+pub trait EventStore: Send + Sync + 'static {
+    /// Writes a batch in one transaction, applying NIP-01 replacement and NIP-09 deletion
+    /// rules in order, and returns one outcome per event, in order. `Ok` means committed.
+    /// Ephemeral events must not be passed here.
+    fn write(
+        &self,
+        batch: Vec<Arc<VerifiedEvent>>,
+    ) -> BoxFuture<'_, Result<Vec<WriteOutcome>, StoreError>>;
+
+    /// Stored events matching any filter, each at most once, newest first (ties: lowest id
+    /// first), as canonical JSON. Each filter returns at most its `limit` events, which the
+    /// caller must set. Events expired at `now` are never returned.
+    fn query(
+        &self,
+        filters: Arc<[Filter]>,
+        now: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// How many stored events match any filter (NIP-45); `limit` is ignored.
+    fn count(&self, filters: Arc<[Filter]>, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Deletes events whose NIP-40 expiration is at or before `now`; returns how many.
+    fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
