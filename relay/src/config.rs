@@ -67,7 +67,7 @@ pub struct Config {
     #[arg(long, env = "STARLING_MAX_LIMIT", default_value_t = 5000)]
     pub max_limit: u64,
 
-    /// Events returned per filter when a REQ gives no `limit`.
+    /// Events returned per filter when a REQ gives no `limit` (at most max_limit).
     #[arg(long, env = "STARLING_DEFAULT_LIMIT", default_value_t = 500)]
     pub default_limit: u64,
 
@@ -154,6 +154,7 @@ impl Config {
         if config.workers == Some(0) {
             config.workers = None;
         }
+        config.default_limit = config.default_limit.min(config.max_limit);
         Ok(config)
     }
 
@@ -165,13 +166,6 @@ impl Config {
         }
         if self.max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");
-        }
-        if self.default_limit > self.max_limit {
-            bail!(
-                "default_limit ({}) exceeds max_limit ({})",
-                self.default_limit,
-                self.max_limit
-            );
         }
         for (name, value) in [
             ("max_subscriptions", self.max_subscriptions),

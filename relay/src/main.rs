@@ -1,6 +1,6 @@
 //! The `starling` binary.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::{CommandFactory, FromArgMatches};
 use starling::{
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let (args, arg_matches) = match cli.command {
         Some(Command::Serve(args)) => (

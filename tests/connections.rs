@@ -1,0 +1,163 @@
+//! Connection health: slow readers are dropped without hurting anyone else; silent
+//! connections are closed; connections that answer pings stay.
+
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Client, DEADLINE, Relay, client::Received, eventually, keys, now};
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_dropped_and_nobody_else_suffers() {
+    const EVENTS: usize = 600;
+    let relay = Relay::start(&["--max-outbound-bytes", "65536"]);
+    let mut slow = Client::connect_with_small_buffer(&relay.url(), &relay.addr).await;
+    slow.req("firehose", &[json!({"kinds": [1]})]).await;
+
+    let mut healthy = Client::connect(&relay.url()).await;
+    healthy.req("firehose", &[json!({"kinds": [1]})]).await;
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < EVENTS {
+            healthy.live_event("firehose").await;
+            seen += 1;
+        }
+        seen
+    });
+
+    let mut publisher = Client::connect(&relay.url()).await;
+    let padding = "x".repeat(40_000);
+    for n in 0..EVENTS {
+        publisher
+            .publish_ok(&keys(1).sign(now(), 1, vec![], &format!("{n} {padding}")))
+            .await;
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        EVENTS,
+        "the healthy reader missed events"
+    );
+
+    let mut received = 0;
+    loop {
+        match slow.next().await {
+            Received::Json(msg) if msg[0] == "EVENT" => received += 1,
+            Received::Json(_) => {}
+            Received::Close(_) | Received::Ended => break,
+        }
+    }
+    assert!(received < EVENTS, "the slow client was never dropped");
+    let log = relay.data.path().join("relay.log");
+    let logged = std::fs::read_to_string(log).unwrap();
+    assert!(
+        logged.contains("dropping a client that does not read") && logged.contains("total=1"),
+        "{logged}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let relay = Relay::start(&[
+        "--ping-interval-seconds",
+        "1",
+        "--idle-timeout-seconds",
+        "2",
+    ]);
+    let mut silent = TcpStream::connect(&relay.addr).await.unwrap();
+    let handshake = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        relay.addr
+    );
+    silent.write_all(handshake.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let mut received = Vec::new();
+    loop {
+        let n = tokio::time::timeout(DEADLINE, silent.read(&mut buf))
+            .await
+            .expect("never closed")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        started.elapsed().as_secs() >= 2,
+        "closed before the idle timeout"
+    );
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(
+        received.windows(2).any(|w| w == [0x89, 0x00]),
+        "the relay never pinged"
+    );
+    assert!(
+        received.windows(1).any(|w| w[0] == 0x88),
+        "no close frame was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_answers_pings_stays_open() {
+    let relay = Relay::start(&[
+        "--ping-interval-seconds",
+        "1",
+        "--idle-timeout-seconds",
+        "2",
+    ]);
+    let mut client = Client::connect(&relay.url()).await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    while pings < 5 {
+        match client.next_raw().await {
+            Some(Message::Ping(_)) => pings += 1,
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!(
+                "closed after {:?} despite answering pings",
+                started.elapsed()
+            ),
+        }
+    }
+    assert!(started.elapsed().as_secs() >= 3);
+    assert!(client.req("alive", &[json!({"limit": 1})]).await.is_empty());
+}
+
+#[tokio::test]
+async fn many_connections_and_subscriptions_come_and_go() {
+    let relay = Relay::start(&[]);
+    let mut clients = Vec::new();
+    for n in 0..50 {
+        let mut client = Client::connect(&relay.url()).await;
+        client.req(&format!("s{n}"), &[json!({"kinds": [1]})]).await;
+        clients.push(client);
+    }
+    let mut writer = Client::connect(&relay.url()).await;
+    let event = keys(9).sign(now(), 1, vec![], "to everyone");
+    writer.publish_ok(&event).await;
+    for (n, client) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            client.live_event(&format!("s{n}")).await["id"],
+            event.id_hex()
+        );
+    }
+    drop(clients);
+    let url = relay.url();
+    eventually("the relay to serve after mass disconnect", || {
+        let url = url.clone();
+        async move {
+            Some(
+                Client::connect(&url)
+                    .await
+                    .req("after", &[json!({})])
+                    .await
+                    .len(),
+            )
+        }
+    })
+    .await;
+}

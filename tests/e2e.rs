@@ -1,0 +1,16 @@
+//! End-to-end tests: real `starling` processes on loopback ports, real WebSocket clients.
+//!
+//! Every test starts its own relay with its own data directory, so tests run in parallel.
+//! `store_conformance` runs the shared store suite against every backend directly.
+
+mod support;
+
+mod bad_input;
+mod connections;
+mod deletion;
+mod expiration;
+mod information;
+mod kinds;
+mod limits;
+mod protocol;
+mod store_conformance;

@@ -1,0 +1,180 @@
+//! NIP-11, the human page, health checks, and where settings come from.
+
+use serde_json::Value;
+
+use crate::support::{Relay, TempDir, http::request};
+
+#[tokio::test]
+async fn serves_the_nip11_document_with_real_limits_and_cors() {
+    let pubkey = "ab".repeat(32);
+    let relay = Relay::start(&[
+        "--name",
+        "Test Relay",
+        "--pubkey",
+        &pubkey,
+        "--contact",
+        "mailto:ops@example.com",
+        "--max-limit",
+        "321",
+        "--max-subscriptions",
+        "7",
+        "--min-pow-difficulty",
+        "3",
+    ]);
+    let response = request(
+        &relay.addr,
+        "GET",
+        "/",
+        &[("Accept", "application/nostr+json")],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/nostr+json")
+    );
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    assert!(response.header("access-control-allow-headers").is_some());
+    assert!(
+        response
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("GET"))
+    );
+    let doc: Value = serde_json::from_str(&response.body).expect("JSON document");
+    assert_eq!(doc["name"], "Test Relay");
+    assert_eq!(doc["pubkey"], pubkey);
+    assert_eq!(doc["contact"], "mailto:ops@example.com");
+    assert!(
+        doc["software"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("https://"))
+    );
+    assert!(doc["version"].is_string());
+    assert_eq!(
+        doc["supported_nips"],
+        serde_json::json!([1, 9, 11, 13, 40, 45])
+    );
+    let limits = &doc["limitation"];
+    assert_eq!(limits["max_limit"], 321);
+    assert_eq!(limits["max_subscriptions"], 7);
+    assert_eq!(limits["min_pow_difficulty"], 3);
+    assert_eq!(limits["max_message_length"], 512 * 1024);
+    assert_eq!(limits["max_subid_length"], 64);
+    assert_eq!(limits["restricted_writes"], true);
+    assert_eq!(limits["auth_required"], false);
+}
+
+#[tokio::test]
+async fn answers_cors_preflight() {
+    let relay = Relay::start(&[]);
+    let response = request(
+        &relay.addr,
+        "OPTIONS",
+        "/",
+        &[
+            ("Origin", "https://client.example"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "accept"),
+        ],
+    )
+    .await;
+    assert!(
+        response.status == 204 || response.status == 200,
+        "status {}",
+        response.status
+    );
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        response
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.to_lowercase().contains("accept"))
+    );
+}
+
+#[tokio::test]
+async fn browsers_get_a_page_and_probes_get_health() {
+    let relay = Relay::start(&["--name", "<Relay & Co>"]);
+    let page = request(&relay.addr, "GET", "/", &[("Accept", "text/html")]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    assert!(page.body.contains("&lt;Relay &amp; Co&gt;"));
+    let health = request(&relay.addr, "GET", "/healthz", &[]).await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+}
+
+#[tokio::test]
+async fn flags_override_environment_which_overrides_the_config_file() {
+    let dir = TempDir::new("config");
+    let file = dir.path().join("starling.toml");
+    std::fs::write(&file, "name = \"from file\"\nmax_limit = 111\nmax_filters = 3\ndescription = \"file description\"\n")
+        .unwrap();
+    let relay = Relay::start_in(
+        dir,
+        &["--config", file.to_str().unwrap(), "--max-limit", "222"],
+        &[("STARLING_NAME", "from env"), ("STARLING_MAX_FILTERS", "4")],
+    );
+    let doc: Value = serde_json::from_str(
+        &request(
+            &relay.addr,
+            "GET",
+            "/",
+            &[("Accept", "application/nostr+json")],
+        )
+        .await
+        .body,
+    )
+    .unwrap();
+    assert_eq!(doc["name"], "from env");
+    assert_eq!(doc["description"], "file description");
+    assert_eq!(doc["limitation"]["max_limit"], 222);
+    assert_eq!(doc["limitation"]["max_filters"], 4);
+}
+
+#[tokio::test]
+async fn serve_subcommand_and_bad_settings() {
+    let binary = env!("CARGO_BIN_EXE_starling");
+    let help = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for option in [
+        "--bind",
+        "--data-dir",
+        "--config",
+        "STARLING_MAX_MESSAGE_BYTES",
+        "serve",
+    ] {
+        assert!(help.contains(option), "--help does not mention {option}");
+    }
+    let dir = TempDir::new("bad-config");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+    let out = std::process::Command::new(binary)
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_setting"));
+}
+
+#[tokio::test]
+async fn the_serve_subcommand_runs_the_relay() {
+    let relay = Relay::start_in(TempDir::new("serve"), &["serve", "--name", "served"], &[]);
+    let doc: Value = serde_json::from_str(
+        &request(
+            &relay.addr,
+            "GET",
+            "/",
+            &[("Accept", "application/nostr+json")],
+        )
+        .await
+        .body,
+    )
+    .unwrap();
+    assert_eq!(doc["name"], "served");
+}

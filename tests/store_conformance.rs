@@ -1,0 +1,342 @@
+//! The store conformance suite: one set of cases, run against every [`EventStore`].
+//!
+//! Each case gets a fresh, empty store. To add a backend, add one `suite!` line.
+
+use std::sync::Arc;
+
+use starling::{
+    nostr::{Event, Filter, VerifiedEvent},
+    store::{EventStore, SqliteStore, WriteOutcome},
+};
+
+use crate::support::{TempDir, keys, tags};
+
+type Store = Arc<dyn EventStore>;
+
+const T: u64 = 1_700_000_000;
+const FAR_PAST: u64 = 1_600_000_000;
+
+fn open_sqlite() -> (Store, TempDir) {
+    let dir = TempDir::new("sqlite-conformance");
+    let store = SqliteStore::open(dir.path()).expect("open SQLite store");
+    (Arc::new(store), dir)
+}
+
+macro_rules! suite {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test]
+                    async fn $name() {
+                        let (store, _dir) = $open();
+                        super::$name(store).await;
+                    }
+                };
+            }
+            case!(stores_and_returns_canonical_json);
+            case!(reports_duplicates);
+            case!(replaceable_keeps_the_newest_version);
+            case!(replaceable_tie_keeps_the_lowest_id);
+            case!(addressable_versions_are_kept_per_d_tag);
+            case!(batches_apply_rules_in_order);
+            case!(deletion_by_id_only_by_the_author);
+            case!(deletion_before_the_event_blocks_it);
+            case!(deletion_by_address_up_to_its_time);
+            case!(deletion_requests_cannot_be_deleted);
+            case!(queries_order_newest_first_then_lowest_id);
+            case!(queries_apply_each_filter_limit_and_merge);
+            case!(queries_match_every_field);
+            case!(expired_events_are_hidden_and_purged);
+            case!(counts_the_union_of_filters);
+        }
+    };
+}
+
+suite!(sqlite, crate::store_conformance::open_sqlite);
+
+fn verified(event: Event) -> Arc<VerifiedEvent> {
+    Arc::new(VerifiedEvent::verify(event).expect("test events are valid"))
+}
+
+async fn write(store: &Store, events: &[&Event]) -> Vec<WriteOutcome> {
+    let batch = events.iter().map(|e| verified((*e).clone())).collect();
+    store.write(batch).await.expect("write")
+}
+
+async fn write_one(store: &Store, event: &Event) -> WriteOutcome {
+    write(store, &[event]).await[0]
+}
+
+fn filters(json: &[&str]) -> Arc<[Filter]> {
+    json.iter()
+        .map(|f| {
+            let mut filter = Filter::parse(f).expect("test filter");
+            filter.limit.get_or_insert(1000);
+            filter
+        })
+        .collect()
+}
+
+async fn ids(store: &Store, json: &[&str]) -> Vec<String> {
+    let rows = store.query(filters(json), T).await.expect("query");
+    rows.iter()
+        .map(|r| Event::parse(r).expect("stored JSON parses").id_hex())
+        .collect()
+}
+
+fn note(author: u8, created_at: u64, content: &str) -> Event {
+    keys(author).sign(created_at, 1, vec![], content)
+}
+
+async fn stores_and_returns_canonical_json(store: Store) {
+    let event = keys(1).sign(T, 1, tags(&[&["t", "x"]]), "quote \" and 🚀");
+    assert_eq!(write_one(&store, &event).await, WriteOutcome::Stored);
+    let rows = store.query(filters(&["{}"]), T).await.unwrap();
+    assert_eq!(rows, vec![event.to_json()]);
+}
+
+async fn reports_duplicates(store: Store) {
+    let event = note(1, T, "x");
+    assert_eq!(write_one(&store, &event).await, WriteOutcome::Stored);
+    assert_eq!(write_one(&store, &event).await, WriteOutcome::Duplicate);
+    assert_eq!(store.count(filters(&["{}"]), T).await.unwrap(), 1);
+}
+
+async fn replaceable_keeps_the_newest_version(store: Store) {
+    let old = keys(1).sign(T, 0, vec![], "old");
+    let new = keys(1).sign(T + 1, 0, vec![], "new");
+    let older = keys(1).sign(T - 1, 0, vec![], "older");
+    assert_eq!(write_one(&store, &old).await, WriteOutcome::Stored);
+    assert_eq!(write_one(&store, &new).await, WriteOutcome::Stored);
+    assert_eq!(write_one(&store, &older).await, WriteOutcome::Superseded);
+    assert_eq!(ids(&store, &[r#"{"kinds":[0]}"#]).await, vec![new.id_hex()]);
+    let other_author = keys(2).sign(T - 5, 0, vec![], "someone else");
+    assert_eq!(write_one(&store, &other_author).await, WriteOutcome::Stored);
+}
+
+async fn replaceable_tie_keeps_the_lowest_id(store: Store) {
+    let a = keys(1).sign(T, 10_002, vec![], "a");
+    let b = keys(1).sign(T, 10_002, vec![], "b");
+    let (low, high) = if a.id < b.id { (a, b) } else { (b, a) };
+    assert_eq!(write_one(&store, &high).await, WriteOutcome::Stored);
+    assert_eq!(write_one(&store, &low).await, WriteOutcome::Stored);
+    assert_eq!(write_one(&store, &high).await, WriteOutcome::Superseded);
+    assert_eq!(ids(&store, &["{}"]).await, vec![low.id_hex()]);
+}
+
+async fn addressable_versions_are_kept_per_d_tag(store: Store) {
+    let a1 = keys(1).sign(T, 30_000, tags(&[&["d", "a"]]), "");
+    let a2 = keys(1).sign(T + 1, 30_000, tags(&[&["d", "a"]]), "");
+    let b1 = keys(1).sign(T, 30_000, tags(&[&["d", "b"]]), "");
+    let other_kind = keys(1).sign(T, 30_001, tags(&[&["d", "a"]]), "");
+    for e in [&a1, &a2, &b1, &other_kind] {
+        assert_eq!(write_one(&store, e).await, WriteOutcome::Stored);
+    }
+    let mut found = ids(&store, &["{}"]).await;
+    found.sort();
+    let mut expected = vec![a2.id_hex(), b1.id_hex(), other_kind.id_hex()];
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
+async fn batches_apply_rules_in_order(store: Store) {
+    let old = keys(1).sign(T, 3, vec![], "old");
+    let new = keys(1).sign(T + 1, 3, vec![], "new");
+    let regular = note(2, T, "r");
+    let outcomes = write(&store, &[&old, &regular, &new, &regular, &old]).await;
+    use WriteOutcome::*;
+    assert_eq!(
+        outcomes,
+        vec![Stored, Stored, Stored, Duplicate, Superseded]
+    );
+    assert_eq!(store.count(filters(&["{}"]), T).await.unwrap(), 2);
+}
+
+async fn deletion_by_id_only_by_the_author(store: Store) {
+    let mine = note(1, T, "mine");
+    let theirs = note(2, T, "theirs");
+    write(&store, &[&mine, &theirs]).await;
+    let request = keys(1).sign(
+        T + 1,
+        5,
+        tags(&[&["e", &mine.id_hex()], &["e", &theirs.id_hex()]]),
+        "",
+    );
+    assert_eq!(write_one(&store, &request).await, WriteOutcome::Stored);
+    let mut found = ids(&store, &["{}"]).await;
+    found.sort();
+    let mut expected = vec![theirs.id_hex(), request.id_hex()];
+    expected.sort();
+    assert_eq!(found, expected);
+    assert_eq!(write_one(&store, &mine).await, WriteOutcome::Deleted);
+    assert_eq!(write_one(&store, &theirs).await, WriteOutcome::Duplicate);
+}
+
+async fn deletion_before_the_event_blocks_it(store: Store) {
+    let later = note(1, T, "later");
+    write_one(
+        &store,
+        &keys(1).sign(T + 1, 5, tags(&[&["e", &later.id_hex()]]), ""),
+    )
+    .await;
+    assert_eq!(write_one(&store, &later).await, WriteOutcome::Deleted);
+    let by_someone_else = note(2, T, "x");
+    write_one(
+        &store,
+        &keys(1).sign(T + 1, 5, tags(&[&["e", &by_someone_else.id_hex()]]), ""),
+    )
+    .await;
+    assert_eq!(
+        write_one(&store, &by_someone_else).await,
+        WriteOutcome::Stored
+    );
+}
+
+async fn deletion_by_address_up_to_its_time(store: Store) {
+    let author = starling::nostr::hex::encode(&keys(1).pubkey());
+    let v1 = keys(1).sign(T, 30_023, tags(&[&["d", "x"]]), "v1");
+    write_one(&store, &v1).await;
+    let request = keys(1).sign(
+        T + 10,
+        5,
+        tags(&[
+            &["a", &format!("30023:{author}:x")],
+            &["a", &format!("0:{author}:")],
+        ]),
+        "",
+    );
+    write_one(&store, &request).await;
+    assert_eq!(
+        ids(&store, &[r#"{"kinds":[30023]}"#]).await,
+        Vec::<String>::new()
+    );
+    let v2 = keys(1).sign(T + 5, 30_023, tags(&[&["d", "x"]]), "v2");
+    assert_eq!(write_one(&store, &v2).await, WriteOutcome::Deleted);
+    let profile = keys(1).sign(T + 9, 0, vec![], "profile");
+    assert_eq!(write_one(&store, &profile).await, WriteOutcome::Deleted);
+    let v3 = keys(1).sign(T + 11, 30_023, tags(&[&["d", "x"]]), "v3");
+    assert_eq!(write_one(&store, &v3).await, WriteOutcome::Stored);
+    let forged = keys(2).sign(T + 20, 5, tags(&[&["a", &format!("30023:{author}:x")]]), "");
+    write_one(&store, &forged).await;
+    assert_eq!(
+        ids(&store, &[r#"{"kinds":[30023]}"#]).await,
+        vec![v3.id_hex()]
+    );
+}
+
+async fn deletion_requests_cannot_be_deleted(store: Store) {
+    let target = note(1, T, "t");
+    let first = keys(1).sign(T + 1, 5, tags(&[&["e", &target.id_hex()]]), "");
+    let second = keys(1).sign(T + 2, 5, tags(&[&["e", &first.id_hex()]]), "");
+    write(&store, &[&target, &first, &second]).await;
+    assert_eq!(
+        ids(&store, &[r#"{"kinds":[5]}"#]).await,
+        vec![second.id_hex(), first.id_hex()]
+    );
+}
+
+async fn queries_order_newest_first_then_lowest_id(store: Store) {
+    let mut events: Vec<Event> = (0..6)
+        .map(|n| note(n % 3 + 1, T - (n as u64 % 2), &format!("{n}")))
+        .collect();
+    write(&store, &events.iter().collect::<Vec<_>>()).await;
+    events.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let expected: Vec<String> = events.iter().map(Event::id_hex).collect();
+    assert_eq!(ids(&store, &["{}"]).await, expected);
+    assert_eq!(ids(&store, &[r#"{"limit":2}"#]).await, expected[..2]);
+}
+
+async fn queries_apply_each_filter_limit_and_merge(store: Store) {
+    let ones: Vec<Event> = (0..3).map(|n| note(1, T - n, "one")).collect();
+    let sevens: Vec<Event> = (0..3)
+        .map(|n| keys(1).sign(T - 10 - n, 7, vec![], "+"))
+        .collect();
+    write(&store, &ones.iter().chain(&sevens).collect::<Vec<_>>()).await;
+    let found = ids(
+        &store,
+        &[
+            r#"{"kinds":[1],"limit":1}"#,
+            r#"{"kinds":[7],"limit":2}"#,
+            r#"{"limit":1}"#,
+        ],
+    )
+    .await;
+    assert_eq!(
+        found,
+        vec![ones[0].id_hex(), sevens[0].id_hex(), sevens[1].id_hex()]
+    );
+}
+
+async fn queries_match_every_field(store: Store) {
+    let e = keys(1).sign(
+        T,
+        1,
+        tags(&[&["t", "rust"], &["p", &"ab".repeat(32)], &["t", "second"]]),
+        "",
+    );
+    let other = keys(2).sign(T - 100, 7, tags(&[&["t", "go"]]), "");
+    write(&store, &[&e, &other]).await;
+    let author = starling::nostr::hex::encode(&keys(1).pubkey());
+    let only_e = vec![e.id_hex()];
+    for f in [
+        format!(r#"{{"ids":["{}"]}}"#, e.id_hex()),
+        format!(r#"{{"authors":["{author}"]}}"#),
+        r#"{"kinds":[1]}"#.to_string(),
+        r##"{"#t":["rust"]}"##.to_string(),
+        r##"{"#t":["second"]}"##.to_string(),
+        format!(r##"{{"#p":["{}"],"#t":["rust","go"]}}"##, "ab".repeat(32)),
+        format!(r#"{{"since":{}}}"#, T - 50),
+    ] {
+        assert_eq!(ids(&store, &[&f]).await, only_e, "{f}");
+    }
+    assert_eq!(
+        ids(&store, &[&format!(r#"{{"until":{}}}"#, T - 50)]).await,
+        vec![other.id_hex()]
+    );
+    assert!(
+        ids(&store, &[r##"{"#t":["rust"],"kinds":[7]}"##])
+            .await
+            .is_empty()
+    );
+    assert!(ids(&store, &[r#"{"authors":[]}"#]).await.is_empty());
+    assert!(ids(&store, &[r##"{"#T":["rust"]}"##]).await.is_empty());
+}
+
+async fn expired_events_are_hidden_and_purged(store: Store) {
+    let expiring = keys(1).sign(
+        FAR_PAST,
+        1,
+        tags(&[&["expiration", &(T + 10).to_string()]]),
+        "",
+    );
+    let lasting = note(1, FAR_PAST, "lasting");
+    write(&store, &[&expiring, &lasting]).await;
+    assert_eq!(store.query(filters(&["{}"]), T).await.unwrap().len(), 2);
+    assert_eq!(
+        store.query(filters(&["{}"]), T + 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.count(filters(&["{}"]), T + 10).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(T).await.unwrap(), 0);
+    assert_eq!(store.purge_expired(T + 10).await.unwrap(), 1);
+    assert_eq!(store.count(filters(&["{}"]), 0).await.unwrap(), 1);
+}
+
+async fn counts_the_union_of_filters(store: Store) {
+    let a = note(1, T, "a");
+    let b = keys(2).sign(T, 7, vec![], "b");
+    write(&store, &[&a, &b]).await;
+    let count = |json: &'static [&'static str]| {
+        let store = Arc::clone(&store);
+        async move { store.count(filters(json), T).await.unwrap() }
+    };
+    assert_eq!(count(&["{}"]).await, 2);
+    assert_eq!(count(&[r#"{"kinds":[1]}"#, r#"{"kinds":[1,7]}"#]).await, 2);
+    assert_eq!(count(&[r#"{"kinds":[9]}"#]).await, 0);
+    assert_eq!(count(&[r#"{"ids":[]}"#]).await, 0);
+}

@@ -1,0 +1,187 @@
+//! A Nostr client over a real WebSocket, with a deadline on every wait.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use starling::nostr::Event;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+use super::DEADLINE;
+
+/// What the relay sent, as a test sees it.
+#[derive(Debug)]
+pub enum Received {
+    /// A text frame, parsed as JSON.
+    Json(Value),
+    /// A close frame.
+    Close(Option<CloseFrame>),
+    /// The connection ended without a close frame (or with an error).
+    Ended,
+}
+
+/// One WebSocket connection to a relay.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(DEADLINE, connect_async(url))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        Self { ws }
+    }
+
+    /// Connects to `url` over a socket with a small receive buffer, so that a client that
+    /// does not read fills up quickly.
+    pub async fn connect_with_small_buffer(url: &str, addr: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("set buffer size");
+        let stream = socket
+            .connect(addr.parse().expect("socket address"))
+            .await
+            .expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+        Self { ws }
+    }
+
+    /// The next raw WebSocket message (pings included), or `None` when the connection ends.
+    pub async fn next_raw(&mut self) -> Option<Message> {
+        tokio::time::timeout(DEADLINE, self.ws.next())
+            .await
+            .expect("timed out waiting for the relay")
+            .and_then(Result::ok)
+    }
+
+    /// Sends a raw WebSocket message.
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.send_raw(Message::text(text.into())).await;
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// The next thing the relay sends, skipping pings; fails the test after the deadline.
+    pub async fn next(&mut self) -> Received {
+        loop {
+            let item = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("timed out waiting for the relay");
+            match item {
+                Some(Ok(Message::Text(text))) => {
+                    return Received::Json(
+                        serde_json::from_str(&text).expect("relay sent invalid JSON"),
+                    );
+                }
+                Some(Ok(Message::Close(frame))) => return Received::Close(frame),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("unexpected message {other:?}"),
+                Some(Err(_)) | None => return Received::Ended,
+            }
+        }
+    }
+
+    /// The next JSON message; fails if the connection closes first.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Received::Json(value) => value,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Publishes an event and returns the `OK` answer's (accepted, message).
+    pub async fn publish(&mut self, event: &Event) -> (bool, String) {
+        let json: Value = serde_json::from_str(&event.to_json()).expect("event JSON");
+        self.send(json!(["EVENT", json])).await;
+        self.ok_for(&event.id_hex()).await
+    }
+
+    /// Publishes and asserts the event was accepted.
+    pub async fn publish_ok(&mut self, event: &Event) {
+        let (accepted, message) = self.publish(event).await;
+        assert!(accepted, "event refused: {message}");
+    }
+
+    /// Waits for the `OK` about event `id`, skipping other messages.
+    pub async fn ok_for(&mut self, id: &str) -> (bool, String) {
+        loop {
+            let msg = self.recv().await;
+            if msg[0] == "OK" && msg[1] == id {
+                return (
+                    msg[2].as_bool().expect("OK flag"),
+                    msg[3].as_str().expect("OK message").to_string(),
+                );
+            }
+        }
+    }
+
+    /// Sends a REQ and collects the stored events until `EOSE`; fails on `CLOSED`.
+    pub async fn req(&mut self, sub: &str, filters: &[Value]) -> Vec<Value> {
+        self.send_req(sub, filters).await;
+        self.stored(sub).await
+    }
+
+    /// Sends a REQ without waiting.
+    pub async fn send_req(&mut self, sub: &str, filters: &[Value]) {
+        let mut msg = vec![json!("REQ"), json!(sub)];
+        msg.extend(filters.iter().cloned());
+        self.send(Value::Array(msg)).await;
+    }
+
+    /// Collects `EVENT`s of `sub` until its `EOSE`.
+    pub async fn stored(&mut self, sub: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let msg = self.recv().await;
+            match msg[0].as_str() {
+                Some("EVENT") if msg[1] == sub => events.push(msg[2].clone()),
+                Some("EOSE") if msg[1] == sub => return events,
+                Some("CLOSED") if msg[1] == sub => panic!("subscription closed: {msg}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the next `EVENT` of `sub`, skipping other messages.
+    pub async fn live_event(&mut self, sub: &str) -> Value {
+        loop {
+            let msg = self.recv().await;
+            if msg[0] == "EVENT" && msg[1] == sub {
+                return msg[2].clone();
+            }
+        }
+    }
+
+    /// Ids of a list of events.
+    pub fn ids(events: &[Value]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
+    /// Sends a COUNT and returns the count.
+    pub async fn count(&mut self, sub: &str, filters: &[Value]) -> u64 {
+        let mut msg = vec![json!("COUNT"), json!(sub)];
+        msg.extend(filters.iter().cloned());
+        self.send(Value::Array(msg)).await;
+        let answer = self.recv().await;
+        assert_eq!(answer[0], "COUNT", "{answer}");
+        assert_eq!(answer[1], sub);
+        answer[2]["count"].as_u64().expect("count")
+    }
+}
