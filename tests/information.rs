@@ -178,3 +178,27 @@ async fn the_serve_subcommand_runs_the_relay() {
     .unwrap();
     assert_eq!(doc["name"], "served");
 }
+
+#[test]
+fn the_readme_documents_every_option() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut documented = 0;
+    for word in help.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '=') {
+        let is_option =
+            word.starts_with("--") && word.len() > 2 && word != "--help" && word != "--version";
+        if is_option || word.starts_with("STARLING_") {
+            assert!(
+                readme.contains(&format!("`{word}`")),
+                "README.md does not document {word}"
+            );
+            documented += 1;
+        }
+    }
+    assert!(documented > 40, "found only {documented} options in --help");
+}
