@@ -2,7 +2,10 @@
 
 use serde_json::Value;
 
-use crate::support::{Relay, TempDir, http::request};
+use crate::support::{
+    Relay, TempDir,
+    http::{nip11_document, request},
+};
 
 #[tokio::test]
 async fn serves_the_nip11_document_with_real_limits_and_cors() {
@@ -116,17 +119,7 @@ async fn flags_override_environment_which_overrides_the_config_file() {
         &["--config", file.to_str().unwrap(), "--max-limit", "222"],
         &[("STARLING_NAME", "from env"), ("STARLING_MAX_FILTERS", "4")],
     );
-    let doc: Value = serde_json::from_str(
-        &request(
-            &relay.addr,
-            "GET",
-            "/",
-            &[("Accept", "application/nostr+json")],
-        )
-        .await
-        .body,
-    )
-    .unwrap();
+    let doc = nip11_document(&relay.addr).await;
     assert_eq!(doc["name"], "from env");
     assert_eq!(doc["description"], "file description");
     assert_eq!(doc["limitation"]["max_limit"], 222);
@@ -134,7 +127,7 @@ async fn flags_override_environment_which_overrides_the_config_file() {
 }
 
 #[tokio::test]
-async fn serve_subcommand_and_bad_settings() {
+async fn help_explains_options_and_bad_settings_stop_the_relay() {
     let binary = env!("CARGO_BIN_EXE_starling");
     let help = std::process::Command::new(binary)
         .arg("--help")
@@ -165,17 +158,7 @@ async fn serve_subcommand_and_bad_settings() {
 #[tokio::test]
 async fn the_serve_subcommand_runs_the_relay() {
     let relay = Relay::start_in(TempDir::new("serve"), &["serve", "--name", "served"], &[]);
-    let doc: Value = serde_json::from_str(
-        &request(
-            &relay.addr,
-            "GET",
-            "/",
-            &[("Accept", "application/nostr+json")],
-        )
-        .await
-        .body,
-    )
-    .unwrap();
+    let doc = nip11_document(&relay.addr).await;
     assert_eq!(doc["name"], "served");
 }
 

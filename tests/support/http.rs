@@ -60,3 +60,10 @@ pub async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &st
         body: body.to_string(),
     }
 }
+
+/// The relay's NIP-11 document.
+pub async fn nip11_document(addr: &str) -> serde_json::Value {
+    let response = request(addr, "GET", "/", &[("Accept", "application/nostr+json")]).await;
+    assert_eq!(response.status, 200);
+    serde_json::from_str(&response.body).expect("NIP-11 JSON")
+}
