@@ -49,6 +49,8 @@ macro_rules! suite {
             case!(queries_match_every_field);
             case!(expired_events_are_hidden_and_purged);
             case!(counts_the_union_of_filters);
+            case!(search_matches_every_word_of_the_content);
+            case!(lists_events_in_insertion_order);
         }
     };
 }
@@ -339,4 +341,65 @@ async fn counts_the_union_of_filters(store: Store) {
     assert_eq!(count(&[r#"{"kinds":[1]}"#, r#"{"kinds":[1,7]}"#]).await, 2);
     assert_eq!(count(&[r#"{"kinds":[9]}"#]).await, 0);
     assert_eq!(count(&[r#"{"ids":[]}"#]).await, 0);
+}
+
+async fn search_matches_every_word_of_the_content(store: Store) {
+    let fox = note(1, T, "The quick brown fox");
+    let dog = note(2, T - 1, "a lazy dog sleeps");
+    let both = keys(3).sign(T - 2, 30_023, tags(&[&["d", "x"]]), "Quick dog!");
+    write(&store, &[&fox, &dog, &both]).await;
+    let mut quick = ids(&store, &[r#"{"search":"quick"}"#]).await;
+    quick.sort();
+    let mut expected = vec![fox.id_hex(), both.id_hex()];
+    expected.sort();
+    assert_eq!(quick, expected);
+    assert_eq!(
+        ids(&store, &[r#"{"search":"QUICK dog"}"#]).await,
+        vec![both.id_hex()]
+    );
+    assert_eq!(
+        ids(&store, &[r#"{"search":"quick","kinds":[1]}"#]).await,
+        vec![fox.id_hex()]
+    );
+    assert!(ids(&store, &[r#"{"search":"cat"}"#]).await.is_empty());
+    assert_eq!(
+        ids(&store, &[r#"{"search":"dog language:en","limit":1}"#])
+            .await
+            .len(),
+        1
+    );
+    let count = store
+        .count(filters(&[r#"{"search":"dog"}"#, r#"{"kinds":[1]}"#]), T)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+}
+
+async fn lists_events_in_insertion_order(store: Store) {
+    let events: Vec<Event> = [T, T - 100, T + 100]
+        .iter()
+        .map(|t| note(1, *t, &t.to_string()))
+        .collect();
+    for e in &events {
+        write_one(&store, e).await;
+    }
+    let listed = store.events_after(0, 10).await.unwrap();
+    let listed_ids: Vec<String> = listed
+        .iter()
+        .map(|(_, json)| Event::parse(json).unwrap().id_hex())
+        .collect();
+    assert_eq!(
+        listed_ids,
+        events.iter().map(Event::id_hex).collect::<Vec<_>>()
+    );
+    assert!(listed.windows(2).all(|w| w[0].0 < w[1].0));
+    let rest = store.events_after(listed[0].0, 1).await.unwrap();
+    assert_eq!(rest, vec![listed[1].clone()]);
+    assert!(
+        store
+            .events_after(listed[2].0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -183,6 +183,29 @@ impl Event {
             })
     }
 
+    /// What this event, as a NIP-09 deletion request, asks to delete: ids from its `e` tags
+    /// and, from its `a` tags, the addresses of its own author's replaceable and addressable
+    /// events. Duplicates are removed; malformed tags are ignored.
+    pub fn deletion_targets(&self) -> DeletionTargets {
+        let mut targets = DeletionTargets::default();
+        for tag in self.tags.iter().filter(|t| t.len() >= 2) {
+            match tag[0].as_str() {
+                "e" => targets.ids.extend(hex::decode::<32>(&tag[1])),
+                "a" => targets.addresses.extend(
+                    parse_address(&tag[1])
+                        .filter(|a| a.1 == self.pubkey)
+                        .map(|(kind, _, d)| (kind, d.to_string())),
+                ),
+                _ => {}
+            }
+        }
+        targets.ids.sort_unstable();
+        targets.ids.dedup();
+        targets.addresses.sort_unstable();
+        targets.addresses.dedup();
+        targets
+    }
+
     /// NIP-13 difficulty: the number of leading zero bits of the id.
     pub fn pow_difficulty(&self) -> u32 {
         let mut bits = 0;
@@ -201,6 +224,28 @@ impl Event {
             .iter()
             .find(|t| t.len() >= 3 && t[0] == "nonce")
             .and_then(|t| t[2].parse().ok())
+    }
+}
+
+/// The events a NIP-09 deletion request names (see [`Event::deletion_targets`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeletionTargets {
+    /// Ids from `e` tags.
+    pub ids: Vec<[u8; 32]>,
+    /// (kind, `d` tag) of the author's own replaceable ("" as `d`) or addressable events.
+    pub addresses: Vec<(u16, String)>,
+}
+
+/// Splits `kind:pubkey:d` of an `a` tag naming a replaceable (empty `d`) or addressable event.
+fn parse_address(address: &str) -> Option<(u16, [u8; 32], &str)> {
+    let mut parts = address.splitn(3, ':');
+    let kind: u16 = parts.next()?.parse().ok()?;
+    let pubkey = hex::decode::<32>(parts.next()?)?;
+    let d = parts.next()?;
+    match KindClass::of(kind) {
+        KindClass::Replaceable if d.is_empty() => Some((kind, pubkey, d)),
+        KindClass::Addressable => Some((kind, pubkey, d)),
+        _ => None,
     }
 }
 
@@ -424,6 +469,32 @@ mod tests {
         assert!(matches!(with("content", "3"), Err(EventError::Shape(_))));
         assert!(matches!(Event::parse("{}"), Err(EventError::Shape(_))));
         assert!(matches!(Event::parse("[]"), Err(EventError::Shape(_))));
+    }
+
+    #[test]
+    fn deletion_targets_keep_only_the_authors_addresses() {
+        let keys = Keys::from_secret([9; 32]).unwrap();
+        let me = hex::encode(&keys.pubkey());
+        let other = "ab".repeat(32);
+        let id = "cd".repeat(32);
+        let tags = [
+            vec!["e".to_string(), id.clone()],
+            vec!["e".to_string(), id.clone()],
+            vec!["e".to_string(), "short".to_string()],
+            vec!["a".to_string(), format!("30023:{me}:post")],
+            vec!["a".to_string(), format!("0:{me}:")],
+            vec!["a".to_string(), format!("0:{me}:x")],
+            vec!["a".to_string(), format!("1:{me}:")],
+            vec!["a".to_string(), format!("30023:{other}:post")],
+            vec!["a".to_string(), "nonsense".to_string()],
+        ];
+        let request = keys.sign(1, 5, tags.to_vec(), "");
+        let targets = request.deletion_targets();
+        assert_eq!(targets.ids, vec![hex::decode::<32>(&id).unwrap()]);
+        assert_eq!(
+            targets.addresses,
+            vec![(0, String::new()), (30_023, "post".to_string())]
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Filter {
     pub until: Option<u64>,
     /// How many stored events the client wants at most (the relay clamps it).
     pub limit: Option<u64>,
+    /// NIP-50 full-text query, without `key:value` extensions.
+    pub search: Option<String>,
 }
 
 /// A `#x` condition: the event has an `x` tag whose first value is one of `values`.
@@ -72,6 +74,12 @@ impl Filter {
                 "since" => filter.since = Some(timestamp(&key, &value)?),
                 "until" => filter.until = Some(timestamp(&key, &value)?),
                 "limit" => filter.limit = Some(timestamp(&key, &value)?),
+                "search" => {
+                    let text = value.as_str().ok_or_else(|| {
+                        FilterError::Invalid("\"search\" must be a string".into())
+                    })?;
+                    filter.search = Some(search_terms(text).collect::<Vec<_>>().join(" "));
+                }
                 tag if tag.len() == 2 && tag.starts_with('#') => {
                     let letter = tag.as_bytes()[1];
                     if !letter.is_ascii_alphabetic() {
@@ -107,7 +115,8 @@ impl Filter {
         let empty = self.ids.as_ref().is_some_and(Vec::is_empty)
             || self.authors.as_ref().is_some_and(Vec::is_empty)
             || self.kinds.as_ref().is_some_and(Vec::is_empty)
-            || self.tags.iter().any(|t| t.values.is_empty());
+            || self.tags.iter().any(|t| t.values.is_empty())
+            || self.search.as_ref().is_some_and(String::is_empty);
         let window = match (self.since, self.until) {
             (Some(since), Some(until)) => since <= until,
             _ => true,
@@ -115,8 +124,18 @@ impl Filter {
         !empty && window
     }
 
-    /// Whether the event satisfies every condition (the `limit` plays no part).
+    /// Whether the event satisfies every condition (the `limit` plays no part). A `search`
+    /// matches when every word of it occurs in the content, ignoring case.
     pub fn matches(&self, event: &Event) -> bool {
+        if let Some(search) = &self.search {
+            let content = event.content.to_lowercase();
+            if !search
+                .split(' ')
+                .all(|word| content.contains(&word.to_lowercase()))
+            {
+                return false;
+            }
+        }
         self.ids
             .as_ref()
             .is_none_or(|ids| ids.binary_search(&event.id).is_ok())
@@ -137,6 +156,13 @@ impl Filter {
                 })
             })
     }
+}
+
+/// The words of a NIP-50 query, without `key:value` extensions (none is supported).
+fn search_terms(query: &str) -> impl Iterator<Item = &str> {
+    query.split_whitespace().filter(|word| {
+        !matches!(word.split_once(':'), Some((key, value)) if !key.is_empty() && !value.is_empty())
+    })
 }
 
 fn list<T>(
@@ -263,9 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn search_matches_every_word_and_ignores_extensions() {
+        let keys = Keys::from_secret([1; 32]).unwrap();
+        let e = keys.sign(1, 1, vec![], "Best Nostr apps of 2026");
+        let search =
+            |q: &str| Filter::parse(&serde_json::json!({ "search": q }).to_string()).unwrap();
+        assert!(search("nostr APPS").matches(&e));
+        assert!(search("nostr language:en").matches(&e));
+        assert!(!search("nostr relays").matches(&e));
+        assert_eq!(search("a  b include:spam").search.as_deref(), Some("a b"));
+        assert!(!search("include:spam").can_match());
+        assert!(matches!(
+            Filter::parse(r#"{"search":1}"#),
+            Err(FilterError::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn refuses_unknown_fields_as_unsupported() {
         for f in [
-            r#"{"search":"x"}"#,
+            r#"{"sarch":"x"}"#,
             r#"{"foo":1}"#,
             r##"{"#emoji":["x"]}"##,
             r##"{"#1":["x"]}"##,

@@ -404,7 +404,7 @@ mod tests {
                 Prefix::Invalid,
             ),
             (
-                r#"["REQ","s",{"search":"a"}]"#.to_string(),
+                r#"["REQ","s",{"sarch":"a"}]"#.to_string(),
                 Prefix::Unsupported,
             ),
             (r#"["COUNT","s",[]]"#.to_string(), Prefix::Invalid),

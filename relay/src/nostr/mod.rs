@@ -9,7 +9,7 @@ pub mod hex;
 pub mod kind;
 pub mod message;
 
-pub use event::{Event, EventError, Keys, VerifiedEvent};
+pub use event::{DeletionTargets, Event, EventError, Keys, VerifiedEvent};
 pub use filter::{Filter, TagFilter};
 pub use kind::KindClass;
 pub use message::{ClientMessage, MessageError, Prefix, Reason};

@@ -67,4 +67,49 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Deletes events whose NIP-40 expiration is at or before `now`; returns how many.
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Up to `limit` stored events in insertion order, starting after position `after`
+    /// (0: from the first), each with its position. Used by export and by catch-up.
+    fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(u64, String)>, StoreError>>;
+}
+
+/// One event of one filter's answer, as a store read it.
+#[derive(Debug)]
+pub struct Row {
+    /// `created_at` of the event.
+    pub created_at: i64,
+    /// Its id.
+    pub id: Vec<u8>,
+    /// Its canonical JSON.
+    pub json: String,
+}
+
+/// Merges the answers of a query's filters into one list without duplicates. Without a
+/// NIP-50 search the list is newest first, ties by lowest id (NIP-01). With a search,
+/// answers keep their order of relevance and follow one another in filter order.
+pub fn merge(answers: Vec<(bool, Vec<Row>)>) -> Vec<String> {
+    let ranked = answers.iter().any(|(ranked, _)| *ranked);
+    let mut rows: Vec<Row> = answers.into_iter().flat_map(|(_, rows)| rows).collect();
+    if ranked {
+        let mut seen = std::collections::HashSet::new();
+        rows.retain(|row| seen.insert(row.id.clone()));
+    } else {
+        rows.sort_unstable_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        rows.dedup_by(|a, b| a.id == b.id);
+    }
+    rows.into_iter().map(|row| row.json).collect()
+}
+
+/// Seconds and counts are unsigned in Nostr and signed 64-bit in SQL; values past `i64::MAX`
+/// mean "no bound" anyway.
+pub fn to_sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

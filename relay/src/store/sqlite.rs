@@ -15,14 +15,15 @@ use rusqlite::{
 };
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, EventStore, StoreError, WriteOutcome};
-use crate::nostr::{Filter, KindClass, VerifiedEvent, hex, kind::DELETION};
+use super::{BoxFuture, EventStore, Row, StoreError, WriteOutcome, merge, to_sql_int as clamp};
+use crate::nostr::{Event, Filter, KindClass, VerifiedEvent, kind::DELETION};
 
 /// File name of the database inside the data directory.
 pub const FILE_NAME: &str = "starling.sqlite3";
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const SCHEMA: &[&str] = &[r#"
+const SCHEMA: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq        INTEGER PRIMARY KEY,
     id         BLOB    NOT NULL UNIQUE,
@@ -61,7 +62,11 @@ CREATE TABLE deleted_addresses (
     until   INTEGER NOT NULL,
     PRIMARY KEY (kind, pubkey, d_tag)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+CREATE VIRTUAL TABLE events_fts USING fts5 (content, content = '', contentless_delete = 1);
+"#,
+];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -182,23 +187,37 @@ impl EventStore for SqliteStore {
         now: u64,
     ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(self.readers.run(move |conn| {
-            let mut rows: Vec<(i64, Vec<u8>, String)> = Vec::new();
+            let mut answers = Vec::new();
             for filter in filters.iter().filter(|f| f.can_match()) {
                 let mut values = Vec::new();
-                let condition = condition(filter, now, &mut values);
+                let sql = match &filter.search {
+                    Some(search) => {
+                        values.push(Value::Text(fts_query(search)));
+                        let condition = condition(filter, now, &mut values);
+                        format!(
+                            "SELECT e.created_at, e.id, e.json
+                             FROM events_fts JOIN events e ON e.seq = events_fts.rowid
+                             WHERE events_fts MATCH ? AND {condition} ORDER BY events_fts.rank LIMIT ?"
+                        )
+                    }
+                    None => {
+                        let condition = condition(filter, now, &mut values);
+                        format!(
+                            "SELECT e.created_at, e.id, e.json FROM events e
+                             WHERE {condition} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
+                        )
+                    }
+                };
                 values.push(Value::Integer(clamp(filter.limit.unwrap_or(0))));
-                let sql = format!(
-                    "SELECT created_at, id, json FROM events WHERE {condition} ORDER BY created_at DESC, id ASC LIMIT ?"
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let found = stmt.query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                for row in found {
-                    rows.push(row?);
-                }
+                let rows = conn
+                    .prepare_cached(&sql)?
+                    .query_map(params_from_iter(values), |r| {
+                        Ok(Row { created_at: r.get(0)?, id: r.get(1)?, json: r.get(2)? })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                answers.push((filter.search.is_some(), rows));
             }
-            rows.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            rows.dedup_by(|a, b| a.1 == b.1);
-            Ok(rows.into_iter().map(|(_, _, json)| json).collect())
+            Ok(merge(answers))
         }))
     }
 
@@ -208,13 +227,20 @@ impl EventStore for SqliteStore {
             let conditions: Vec<String> = filters
                 .iter()
                 .filter(|f| f.can_match())
-                .map(|f| format!("({})", condition(f, now, &mut values)))
+                .map(|f| {
+                    let condition = condition(f, now, &mut values);
+                    let search = f.search.as_ref().map(|search| {
+                        values.push(Value::Text(fts_query(search)));
+                        " AND e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
+                    });
+                    format!("({condition}{})", search.unwrap_or_default())
+                })
                 .collect();
             if conditions.is_empty() {
                 return Ok(0);
             }
             let sql = format!(
-                "SELECT COUNT(*) FROM events WHERE {}",
+                "SELECT COUNT(*) FROM events e WHERE {}",
                 conditions.join(" OR ")
             );
             let count: i64 = conn
@@ -232,48 +258,69 @@ impl EventStore for SqliteStore {
             Ok(purged as u64)
         }))
     }
+
+    fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(u64, String)>, StoreError>> {
+        Box::pin(self.readers.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT seq, json FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![clamp(after), clamp(limit as u64)], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?
+            .collect()
+        }))
+    }
 }
 
-/// SQL values are signed 64-bit; larger timestamps and limits mean "no bound" anyway.
-fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A NIP-50 query as an FTS5 expression: every word, quoted, must occur.
+fn fts_query(search: &str) -> String {
+    let words: Vec<String> = search
+        .split(' ')
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    words.join(" ")
 }
 
-/// The WHERE condition for one filter, pushing its bound values onto `values`.
+/// The WHERE condition for one filter over `events e` (NIP-50 `search` aside), pushing its
+/// bound values onto `values`.
 fn condition(filter: &Filter, now: u64, values: &mut Vec<Value>) -> String {
     fn placeholders(n: usize) -> String {
         vec!["?"; n].join(",")
     }
     let mut parts = Vec::new();
     if let Some(ids) = &filter.ids {
-        parts.push(format!("id IN ({})", placeholders(ids.len())));
+        parts.push(format!("e.id IN ({})", placeholders(ids.len())));
         values.extend(ids.iter().map(|id| Value::Blob(id.to_vec())));
     }
     if let Some(authors) = &filter.authors {
-        parts.push(format!("pubkey IN ({})", placeholders(authors.len())));
+        parts.push(format!("e.pubkey IN ({})", placeholders(authors.len())));
         values.extend(authors.iter().map(|a| Value::Blob(a.to_vec())));
     }
     if let Some(kinds) = &filter.kinds {
-        parts.push(format!("kind IN ({})", placeholders(kinds.len())));
+        parts.push(format!("e.kind IN ({})", placeholders(kinds.len())));
         values.extend(kinds.iter().map(|k| Value::Integer(i64::from(*k))));
     }
     if let Some(since) = filter.since {
-        parts.push("created_at >= ?".into());
+        parts.push("e.created_at >= ?".into());
         values.push(Value::Integer(clamp(since)));
     }
     if let Some(until) = filter.until {
-        parts.push("created_at <= ?".into());
+        parts.push("e.created_at <= ?".into());
         values.push(Value::Integer(clamp(until)));
     }
     for tag in &filter.tags {
         parts.push(format!(
-            "seq IN (SELECT event_seq FROM tags WHERE name = ? AND value IN ({}))",
+            "e.seq IN (SELECT event_seq FROM tags WHERE name = ? AND value IN ({}))",
             placeholders(tag.values.len())
         ));
         values.push(Value::Text(char::from(tag.letter).to_string()));
         values.extend(tag.values.iter().map(|v| Value::Text(v.clone())));
     }
-    parts.push("(expires_at IS NULL OR expires_at > ?)".into());
+    parts.push("(e.expires_at IS NULL OR e.expires_at > ?)".into());
     values.push(Value::Integer(clamp(now)));
     parts.join(" AND ")
 }
@@ -303,7 +350,9 @@ fn write_one(tx: &Transaction<'_>, verified: &VerifiedEvent) -> rusqlite::Result
     let created_at = clamp(e.created_at);
     if let Some(d) = d_tag {
         let deleted_until: Option<i64> = tx
-            .prepare_cached("SELECT until FROM deleted_addresses WHERE kind = ?1 AND pubkey = ?2 AND d_tag = ?3")?
+            .prepare_cached(
+                "SELECT until FROM deleted_addresses WHERE kind = ?1 AND pubkey = ?2 AND d_tag = ?3",
+            )?
             .query_row(params![e.kind, &e.pubkey[..], d], |r| r.get(0))
             .optional()?;
         if deleted_until.is_some_and(|until| created_at <= until) {
@@ -326,9 +375,18 @@ fn write_one(tx: &Transaction<'_>, verified: &VerifiedEvent) -> rusqlite::Result
     }
     let expires_at = e.expiration().ok().flatten().map(clamp);
     tx.prepare_cached(
-        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, expires_at, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, expires_at, json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![&e.id[..], &e.pubkey[..], created_at, e.kind, d_tag, expires_at, &*verified.json])?;
+    .execute(params![
+        &e.id[..],
+        &e.pubkey[..],
+        created_at,
+        e.kind,
+        d_tag,
+        expires_at,
+        &*verified.json
+    ])?;
     let seq = tx.last_insert_rowid();
     let mut insert_tag = tx.prepare_cached(
         "INSERT INTO tags (event_seq, name, value, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -341,6 +399,10 @@ fn write_one(tx: &Transaction<'_>, verified: &VerifiedEvent) -> rusqlite::Result
             created_at
         ])?;
     }
+    if !e.content.is_empty() {
+        tx.prepare_cached("INSERT INTO events_fts (rowid, content) VALUES (?1, ?2)")?
+            .execute(params![seq, e.content])?;
+    }
     if e.kind == DELETION {
         apply_deletion(tx, e)?;
     }
@@ -349,72 +411,45 @@ fn write_one(tx: &Transaction<'_>, verified: &VerifiedEvent) -> rusqlite::Result
 
 /// NIP-09: removes what a deletion request names, when the requester is the author, and
 /// remembers it so that the deleted events are refused if they are sent again.
-fn apply_deletion(tx: &Transaction<'_>, request: &crate::nostr::Event) -> rusqlite::Result<()> {
+fn apply_deletion(tx: &Transaction<'_>, request: &Event) -> rusqlite::Result<()> {
     let author = &request.pubkey[..];
-    for tag in request.tags.iter().filter(|t| t.len() >= 2) {
-        match tag[0].as_str() {
-            "e" => {
-                let Some(id) = hex::decode::<32>(&tag[1]) else {
-                    continue;
-                };
-                delete_events(
-                    tx,
-                    "id = ?1 AND pubkey = ?2 AND kind != 5",
-                    params![&id[..], author],
-                )?;
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO deleted_ids (event_id, pubkey) VALUES (?1, ?2)",
-                )?
-                .execute(params![&id[..], author])?;
-            }
-            "a" => {
-                let Some((kind, pubkey, d)) = parse_address(&tag[1]) else {
-                    continue;
-                };
-                if pubkey != request.pubkey {
-                    continue;
-                }
-                let until = clamp(request.created_at);
-                delete_events(
-                    tx,
-                    "pubkey = ?1 AND kind = ?2 AND d_tag = ?3 AND created_at <= ?4",
-                    params![author, kind, d, until],
-                )?;
-                tx.prepare_cached(
-                    "INSERT INTO deleted_addresses (kind, pubkey, d_tag, until) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (kind, pubkey, d_tag) DO UPDATE SET until = max(until, excluded.until)",
-                )?
-                .execute(params![kind, author, d, until])?;
-            }
-            _ => {}
-        }
+    let targets = request.deletion_targets();
+    for id in &targets.ids {
+        delete_events(
+            tx,
+            "id = ?1 AND pubkey = ?2 AND kind != 5",
+            params![&id[..], author],
+        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO deleted_ids (event_id, pubkey) VALUES (?1, ?2)")?
+            .execute(params![&id[..], author])?;
+    }
+    let until = clamp(request.created_at);
+    for (kind, d) in &targets.addresses {
+        delete_events(
+            tx,
+            "pubkey = ?1 AND kind = ?2 AND d_tag = ?3 AND created_at <= ?4",
+            params![author, kind, d, until],
+        )?;
+        tx.prepare_cached(
+            "INSERT INTO deleted_addresses (kind, pubkey, d_tag, until) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, pubkey, d_tag) DO UPDATE SET until = max(until, excluded.until)",
+        )?
+        .execute(params![kind, author, d, until])?;
     }
     Ok(())
 }
 
-/// Splits `kind:pubkey:d` of an `a` tag naming a replaceable or addressable event.
-fn parse_address(address: &str) -> Option<(u16, [u8; 32], &str)> {
-    let mut parts = address.splitn(3, ':');
-    let kind: u16 = parts.next()?.parse().ok()?;
-    let pubkey = hex::decode::<32>(parts.next()?)?;
-    let d = parts.next()?;
-    match KindClass::of(kind) {
-        KindClass::Replaceable if d.is_empty() => Some((kind, pubkey, d)),
-        KindClass::Addressable => Some((kind, pubkey, d)),
-        _ => None,
-    }
-}
-
-/// Deletes the events matching `condition` and their tag rows; returns how many events.
+/// Deletes the events matching `condition`, with their tag and search rows; returns how many.
 fn delete_events(
     tx: &Transaction<'_>,
     condition: &str,
     values: impl rusqlite::Params + Clone,
 ) -> rusqlite::Result<usize> {
-    tx.prepare_cached(&format!(
-        "DELETE FROM tags WHERE event_seq IN (SELECT seq FROM events WHERE {condition})"
-    ))?
-    .execute(values.clone())?;
+    let doomed = format!("SELECT seq FROM events WHERE {condition}");
+    tx.prepare_cached(&format!("DELETE FROM tags WHERE event_seq IN ({doomed})"))?
+        .execute(values.clone())?;
+    tx.prepare_cached(&format!("DELETE FROM events_fts WHERE rowid IN ({doomed})"))?
+        .execute(values.clone())?;
     tx.prepare_cached(&format!("DELETE FROM events WHERE {condition}"))?
         .execute(values)
 }
