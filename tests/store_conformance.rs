@@ -2,19 +2,37 @@
 //!
 //! Each case gets a fresh, empty store. To add a backend, add one `suite!` line.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use starling::{
     nostr::{Event, Filter, VerifiedEvent},
-    store::{EventStore, SqliteStore, WriteOutcome},
+    store::{EventStore, PgSettings, PgStore, SqliteStore, WriteOutcome},
 };
 
-use crate::support::{TempDir, keys, tags};
+use crate::support::{
+    TempDir, keys,
+    postgres::{TestDatabase, database as postgres_database},
+    tags,
+};
 
 type Store = Arc<dyn EventStore>;
 
 const T: u64 = 1_700_000_000;
 const FAR_PAST: u64 = 1_600_000_000;
+
+fn open_postgres() -> (Store, TestDatabase) {
+    let database = postgres_database();
+    let settings = PgSettings {
+        url: database.url.clone(),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(10),
+    };
+    (
+        Arc::new(PgStore::new(&settings).expect("PostgreSQL store")),
+        database,
+    )
+}
 
 fn open_sqlite() -> (Store, TempDir) {
     let dir = TempDir::new("sqlite-conformance");
@@ -56,6 +74,7 @@ macro_rules! suite {
 }
 
 suite!(sqlite, crate::store_conformance::open_sqlite);
+suite!(postgres, crate::store_conformance::open_postgres);
 
 fn verified(event: Event) -> Arc<VerifiedEvent> {
     Arc::new(VerifiedEvent::verify(event).expect("test events are valid"))

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod http;
+pub mod postgres;
 pub mod relay;
 
 pub use client::Client;

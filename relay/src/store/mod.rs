@@ -6,12 +6,14 @@
 //!
 //! Every backend passes the same conformance suite (`tests/store_conformance.rs`).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use crate::nostr::{Filter, VerifiedEvent};
 
+pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
 
 /// A boxed, sendable future: what trait methods of a dyn-compatible async trait return.
