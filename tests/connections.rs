@@ -50,7 +50,7 @@ async fn a_client_that_does_not_read_is_dropped_and_nobody_else_suffers() {
         }
     }
     assert!(received < EVENTS, "the slow client was never dropped");
-    let log = relay.data.path().join("relay.log");
+    let log = relay.storage.dir.path().join("relay.log");
     let logged = std::fs::read_to_string(log).unwrap();
     assert!(
         logged.contains("dropping a client that does not read") && logged.contains("total=1"),

@@ -3,6 +3,7 @@
 //! Every test starts its own relay with its own data directory, so tests run in parallel.
 //! `store_conformance` runs the shared store suite against every backend directly.
 
+#[macro_use]
 mod support;
 
 mod bad_input;

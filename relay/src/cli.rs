@@ -19,23 +19,50 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Options of `serve`, accepted without the word `serve`.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub serve: NodeArgs,
 }
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the relay (the default).
-    Serve(ServeArgs),
+    Serve(NodeArgs),
+    /// Apply pending PostgreSQL migrations (needs DATABASE_URL) and exit.
+    Migrate(NodeArgs),
+    /// Write every stored event, one JSON object a line, in the order they were stored.
+    Export(ExportArgs),
+    /// Store events read as JSON lines, checking each as the relay checks what clients send.
+    Import(ImportArgs),
 }
 
-/// Options of `starling serve`.
+/// The settings every command reads.
 #[derive(Args, Debug)]
-pub struct ServeArgs {
+pub struct NodeArgs {
     /// TOML file with settings (keys as the long options, with underscores).
     #[arg(long, env = "STARLING_CONFIG")]
     pub config: Option<PathBuf>,
     /// The relay's settings.
     #[command(flatten)]
     pub settings: Config,
+}
+
+/// Options of `starling export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// File to write (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Which store to read.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Options of `starling import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// File to read, one event a line ("-": standard input).
+    pub input: PathBuf,
+    /// Which store to write.
+    #[command(flatten)]
+    pub node: NodeArgs,
 }

@@ -27,6 +27,36 @@ pub struct Config {
     #[arg(long, env = "STARLING_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// PostgreSQL URL (postgres://user:password@host:port/db); selects the PostgreSQL store.
+    /// Without it the relay runs on the embedded store in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "STARLING_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+
+    /// Seconds to wait for a PostgreSQL connection, new or from the pool.
+    #[arg(
+        long,
+        env = "STARLING_DATABASE_CONNECT_TIMEOUT_SECONDS",
+        default_value_t = 5
+    )]
+    pub database_connect_timeout_seconds: u64,
+
+    /// Longest a PostgreSQL statement may run, in milliseconds.
+    #[arg(
+        long,
+        env = "STARLING_DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub database_statement_timeout_ms: u64,
+
+    /// Do not apply pending PostgreSQL migrations at start-up (run `starling migrate`).
+    #[arg(long, env = "STARLING_SKIP_MIGRATIONS")]
+    #[serde(default)]
+    pub skip_migrations: bool,
+
     /// Worker threads serving connections (default: one per CPU core).
     #[arg(long, env = "STARLING_WORKERS")]
     pub workers: Option<usize>,
@@ -181,6 +211,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The PostgreSQL settings, when a database URL is set.
+    pub fn postgres(&self) -> Option<crate::store::PgSettings> {
+        self.database_url
+            .as_ref()
+            .map(|url| crate::store::PgSettings {
+                url: url.clone(),
+                pool_size: self.database_pool_size,
+                connect_timeout: std::time::Duration::from_secs(
+                    self.database_connect_timeout_seconds.max(1),
+                ),
+                statement_timeout: std::time::Duration::from_millis(
+                    self.database_statement_timeout_ms.max(1),
+                ),
+            })
     }
 
     /// Worker threads to run.

@@ -11,3 +11,4 @@ pub mod nostr;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod transfer;

@@ -6,18 +6,12 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use starling_cluster::{Bus, InProcessBus};
 
-use crate::{
-    config::Config,
-    http,
-    node::Node,
-    store::{EventStore, SqliteStore},
-};
+use crate::{config::Config, http, node::Node, store};
 
 /// Runs the relay until it is told to stop (SIGINT or SIGTERM). Call it inside an actix
 /// system. Prints `listening on ws://ADDR` on standard output once bound.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&config.data_dir)?);
-    tracing::info!(data_dir = %config.data_dir.display(), "using the embedded store");
+    let store = store::open(&config).await?;
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
     let node = web::Data::from(Node::start(config.clone(), store, bus));
     let server = HttpServer::new(move || App::new().app_data(node.clone()).configure(http::routes))

@@ -9,7 +9,27 @@ pub mod postgres;
 pub mod relay;
 
 pub use client::Client;
-pub use relay::{Relay, TempDir};
+pub use relay::{BACKEND, Backend, Relay, TempDir};
+
+/// Defines a test that runs twice: on the embedded store and on PostgreSQL.
+macro_rules! on_every_store {
+    ($(async fn $name:ident() $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                crate::support::BACKEND.scope(crate::support::Backend::Sqlite, async $body).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                crate::support::BACKEND.scope(crate::support::Backend::Postgres, async $body).await
+            }
+        }
+    )*};
+}
 
 use starling::nostr::{Event, Keys};
 

@@ -43,6 +43,22 @@ pub struct TestDatabase {
     server: &'static PgServer,
 }
 
+impl TestDatabase {
+    /// Runs a `count(*)` query with one bytea parameter.
+    pub fn query_count(&self, sql: &str, param: Vec<u8>) -> i64 {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        on_own_runtime(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client
+                .query_one(&sql, &[&param])
+                .await
+                .map(|row| row.get::<_, i64>(0))
+        })
+        .expect("count query")
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);

@@ -1,5 +1,6 @@
 //! Starting and stopping real `starling` processes.
 
+use super::postgres::TestDatabase;
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -34,13 +35,69 @@ impl Drop for TempDir {
     }
 }
 
+/// Which store the relays a test starts use; set per test by `on_every_store!`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite store in the data directory.
+    Sqlite,
+    /// A PostgreSQL database of the test's own.
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend of the running test (SQLite when unset).
+    pub static BACKEND: Backend;
+}
+
+/// Where a relay keeps its events: its data directory and, on PostgreSQL, its database.
+pub struct Storage {
+    /// The data directory (logs, and the SQLite file).
+    pub dir: TempDir,
+    /// The test's own PostgreSQL database.
+    pub database: Option<TestDatabase>,
+}
+
+impl Storage {
+    /// Fresh storage for the running test's backend.
+    pub fn new(dir: TempDir) -> Self {
+        let database = match BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite) {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(super::postgres::database()),
+        };
+        Self { dir, database }
+    }
+
+    /// How many stored rows have this event id, read directly from the database.
+    pub fn rows_with_id(&self, id: &[u8; 32]) -> i64 {
+        match &self.database {
+            None => {
+                let db = self.dir.path().join("store").join("starling.sqlite3");
+                let conn = rusqlite::Connection::open_with_flags(
+                    db,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .expect("open the SQLite store");
+                conn.query_row(
+                    "SELECT COUNT(*) FROM events WHERE id = ?1",
+                    [&id[..]],
+                    |r| r.get(0),
+                )
+                .expect("count rows")
+            }
+            Some(database) => {
+                database.query_count("SELECT count(*) FROM events WHERE id = $1", id.to_vec())
+            }
+        }
+    }
+}
+
 /// A `starling` process serving on a free loopback port.
 pub struct Relay {
     child: Child,
     /// `host:port` it listens on.
     pub addr: String,
-    /// Its data directory.
-    pub data: TempDir,
+    /// Its data directory and database.
+    pub storage: Storage,
     log: PathBuf,
 }
 
@@ -50,21 +107,30 @@ impl Relay {
         Self::start_in(TempDir::new("relay"), args, &[])
     }
 
+    /// Starts a relay with fresh storage in `dir`.
+    pub fn start_in(dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(Storage::new(dir), args, env)
+    }
+
     /// Starts a relay on `data` with arguments (a subcommand may come first) and environment
     /// variables; `--bind` and `--data-dir` are added after them.
-    pub fn start_in(data: TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let log = data.path().join("relay.log");
+    pub fn start_on(storage: Storage, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = storage.dir.path().join("relay.log");
         let stderr = std::fs::File::create(&log).expect("create log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_starling"));
         command
             .args(args)
             .args(["--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path().join("store"))
+            .arg(storage.dir.path().join("store"))
             .env_remove("STARLING_CONFIG")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        command.env_remove("DATABASE_URL");
+        if let Some(database) = &storage.database {
+            command.env("DATABASE_URL", &database.url);
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -85,7 +151,7 @@ impl Relay {
         Relay {
             child,
             addr,
-            data,
+            storage,
             log,
         }
     }
@@ -100,13 +166,17 @@ impl Relay {
         format!("http://{}", self.addr)
     }
 
-    /// Stops the process at once (SIGKILL) and returns its data directory.
-    pub fn kill(mut self) -> TempDir {
+    /// Stops the process at once (SIGKILL) and returns its storage, to start it again.
+    pub fn kill(mut self) -> Storage {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let data = std::mem::replace(&mut self.data, TempDir(PathBuf::new()));
-        std::mem::forget(self);
-        data
+        let empty = Storage {
+            dir: TempDir(PathBuf::new()),
+            database: None,
+        };
+        let storage = std::mem::replace(&mut self.storage, empty);
+        drop(self);
+        storage
     }
 
     /// Whether the process is still running.

@@ -11,7 +11,8 @@ use std::{
 };
 
 use rusqlite::{
-    Connection, OptionalExtension, Transaction, params, params_from_iter, types::Value,
+    Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
+    types::Value,
 };
 use tokio::sync::oneshot;
 
@@ -157,7 +158,7 @@ fn reader_count() -> usize {
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (version, sql) in (1_i64..).zip(SCHEMA).skip(done.max(0) as usize) {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
@@ -171,7 +172,7 @@ impl EventStore for SqliteStore {
         batch: Vec<Arc<VerifiedEvent>>,
     ) -> BoxFuture<'_, Result<Vec<WriteOutcome>, StoreError>> {
         Box::pin(self.writer.run(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let outcomes = batch
                 .iter()
                 .map(|e| write_one(&tx, e))
@@ -252,7 +253,7 @@ impl EventStore for SqliteStore {
 
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.writer.run(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let purged = delete_events(&tx, "expires_at <= ?1", params![clamp(now)])?;
             tx.commit()?;
             Ok(purged as u64)
