@@ -14,4 +14,5 @@ mod information;
 mod kinds;
 mod limits;
 mod protocol;
+mod storage;
 mod store_conformance;

@@ -244,6 +244,29 @@ on_every_store! {
         assert_eq!(client.count("c5", &[json!({"authors": []})]).await, 0);
     }
 
+    async fn searches_content_by_relevance_and_live() {
+        let relay = Relay::start(&[]);
+        let mut client = Client::connect(&relay.url()).await;
+        let once = keys(1).sign(now() - 2, 1, vec![], "a note about rust");
+        let twice = keys(1).sign(now() - 1, 1, vec![], "rust, rust and more Rust");
+        let other = keys(1).sign(now(), 1, vec![], "nothing to see");
+        for event in [&once, &twice, &other] {
+            client.publish_ok(event).await;
+        }
+        let found = client.req("s", &[json!({"search": "RUST"})]).await;
+        assert_eq!(Client::ids(&found), vec![twice.id_hex(), once.id_hex()], "most relevant first");
+        let limited = client.req("one", &[json!({"search": "rust note", "limit": 5})]).await;
+        assert_eq!(Client::ids(&limited), vec![once.id_hex()]);
+        assert_eq!(client.count("c", &[json!({"search": "rust"})]).await, 2);
+
+        client.req("live", &[json!({"search": "starling"})]).await;
+        let mut writer = Client::connect(&relay.url()).await;
+        writer.publish_ok(&keys(2).sign(now(), 1, vec![], "no match")).await;
+        let matching = keys(2).sign(now(), 1, vec![], "Starling search works live");
+        writer.publish_ok(&matching).await;
+        assert_eq!(client.live_event("live").await["id"], matching.id_hex());
+    }
+
     async fn accepted_events_survive_a_restart() {
         let relay = Relay::start(&[]);
         let mut client = Client::connect(&relay.url()).await;

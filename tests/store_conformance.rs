@@ -422,3 +422,93 @@ async fn lists_events_in_insertion_order(store: Store) {
             .is_empty()
     );
 }
+
+/// Several handles on one database race to write versions of the same replaceable and
+/// addressable events, and copies of one event: they must converge to what NIP-01 says.
+async fn racing_writers_converge(stores: Vec<Store>) {
+    let author = keys(7);
+    let versions: Vec<Event> = (0..64u64)
+        .flat_map(|n| {
+            let created_at = T + n % 13;
+            [
+                author.sign(created_at, 0, vec![], &format!("profile {n}")),
+                author.sign(
+                    created_at,
+                    30_000,
+                    tags(&[&["d", "race"]]),
+                    &format!("list {n}"),
+                ),
+            ]
+        })
+        .collect();
+    let copy = note(8, T, "written by every node at once");
+    let mut tasks = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let mine: Vec<Event> = versions
+            .iter()
+            .skip(n)
+            .step_by(stores.len())
+            .cloned()
+            .collect();
+        let store = Arc::clone(store);
+        let copy = copy.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = vec![write_one(&store, &copy).await];
+            for event in &mine {
+                outcomes.push(write_one(&store, event).await);
+            }
+            outcomes
+        }));
+    }
+    let mut copies_stored = 0;
+    for task in tasks {
+        let outcomes = task.await.expect("writer task");
+        copies_stored += usize::from(outcomes[0] == WriteOutcome::Stored);
+        assert!(outcomes[0] != WriteOutcome::Superseded && outcomes[0] != WriteOutcome::Deleted);
+    }
+    assert_eq!(
+        copies_stored, 1,
+        "one copy is stored, the others are duplicates"
+    );
+    for kind in [0u16, 30_000] {
+        let newest = versions
+            .iter()
+            .filter(|e| e.kind == kind)
+            .min_by(|a, b| {
+                b.created_at
+                    .cmp(&a.created_at)
+                    .then_with(|| a.id.cmp(&b.id))
+            })
+            .expect("versions");
+        for store in &stores {
+            let found = ids(store, &[&format!(r#"{{"kinds":[{kind}]}}"#)]).await;
+            assert_eq!(found, vec![newest.id_hex()], "kind {kind}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writers_converge_on_sqlite() {
+    let dir = TempDir::new("sqlite-race");
+    let stores = (0..4)
+        .map(|_| Arc::new(SqliteStore::open(dir.path()).expect("open")) as Store)
+        .collect();
+    racing_writers_converge(stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writers_converge_on_postgres() {
+    let database = postgres_database();
+    let stores = (0..8)
+        .map(|_| {
+            let settings = PgSettings {
+                url: database.url.clone(),
+                pool_size: 2,
+                connect_timeout: Duration::from_secs(5),
+                statement_timeout: Duration::from_secs(10),
+            };
+            Arc::new(PgStore::new(&settings).expect("PostgreSQL store")) as Store
+        })
+        .collect();
+    racing_writers_converge(stores).await;
+}

@@ -44,6 +44,17 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Runs SQL statements on this database.
+    pub fn execute(&self, sql: &str) {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        on_own_runtime(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await
+        })
+        .expect("execute SQL")
+    }
+
     /// Runs a `count(*)` query with one bytea parameter.
     pub fn query_count(&self, sql: &str, param: Vec<u8>) -> i64 {
         let (url, sql) = (self.url.clone(), sql.to_string());
@@ -231,6 +242,23 @@ impl PgServer {
             "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
         ))
         .expect("create test database");
+        TestDatabase {
+            url: self.url(&name),
+            name,
+            server: self,
+        }
+    }
+
+    /// Creates a database without Starling's schema.
+    pub fn create_empty_database(&'static self) -> TestDatabase {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "starling_empty_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        self.admin(&format!("CREATE DATABASE \"{name}\" TEMPLATE template0"))
+            .expect("create empty database");
         TestDatabase {
             url: self.url(&name),
             name,

@@ -4,8 +4,8 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 
-/// The NIPs this relay implements, each covered by the end-to-end tests.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 45];
+/// The NIPs this relay implements on either store, each covered by the end-to-end tests.
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 45, 50];
 
 /// The NIP-11 document, with the limits actually configured.
 pub fn document(config: &Config) -> Value {

@@ -41,8 +41,16 @@ pub struct PgStore {
 /// How often a batch is retried after a deadlock or serialization failure.
 const WRITE_ATTEMPTS: usize = 5;
 
-fn db(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(error.to_string())
+/// A store error carrying the whole chain of causes ("db error: relation … does not exist").
+fn db(error: impl std::error::Error) -> StoreError {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    StoreError::Database(text)
 }
 
 impl PgStore {
