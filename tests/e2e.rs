@@ -7,6 +7,7 @@
 mod support;
 
 mod bad_input;
+mod cluster;
 mod connections;
 mod deletion;
 mod expiration;

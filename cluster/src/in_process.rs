@@ -1,10 +1,10 @@
 //! A bus inside one process: what a single node uses, and what lets several nodes in one
 //! process share events without any server.
 
-use futures_util::stream::{self, BoxStream, StreamExt};
-use tokio::sync::broadcast;
+use futures_util::stream::BoxStream;
+use tokio::sync::{broadcast, watch};
 
-use crate::{Bus, Envelope};
+use crate::{Bus, ClusterView, Envelope};
 
 /// Envelopes a slow subscriber may fall behind by before it skips the oldest.
 const CAPACITY: usize = 4096;
@@ -13,12 +13,19 @@ const CAPACITY: usize = 4096;
 #[derive(Clone)]
 pub struct InProcessBus {
     sender: broadcast::Sender<Envelope>,
+    state: watch::Sender<ClusterView>,
 }
 
 impl Default for InProcessBus {
     fn default() -> Self {
+        let state = ClusterView {
+            connected: true,
+            nodes: 1,
+            reconnects: 0,
+        };
         Self {
             sender: broadcast::channel(CAPACITY).0,
+            state: watch::Sender::new(state),
         }
     }
 }
@@ -37,16 +44,11 @@ impl Bus for InProcessBus {
     }
 
     fn subscribe(&self) -> BoxStream<'static, Envelope> {
-        stream::unfold(self.sender.subscribe(), |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(envelope) => return Some((envelope, receiver)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })
-        .boxed()
+        crate::broadcast_stream(self.sender.subscribe())
+    }
+
+    fn view(&self) -> watch::Receiver<ClusterView> {
+        self.state.subscribe()
     }
 }
 

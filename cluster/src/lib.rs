@@ -8,13 +8,16 @@
 //! Architecture invariant: payloads are opaque bytes here. The bus knows nothing of Nostr.
 
 mod in_process;
+mod redis_bus;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::sync::{broadcast, watch};
 
 pub use in_process::InProcessBus;
+pub use redis_bus::{InvalidUrl, RedisBus};
 
 /// One published event and the node that accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,4 +36,34 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Every envelope published from now on, by any node, in publication order per node.
     fn subscribe(&self) -> BoxStream<'static, Envelope>;
+
+    /// The bus's view of the cluster, updated as it changes.
+    fn view(&self) -> watch::Receiver<ClusterView>;
+}
+
+/// What a node knows of the cluster through its bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Whether envelopes from other nodes are arriving. After a time without, the node must
+    /// catch up on what it missed from the shared store.
+    pub connected: bool,
+    /// Nodes that announced themselves recently, this one included.
+    pub nodes: usize,
+    /// How many times the connection was lost since start.
+    pub reconnects: u64,
+}
+
+/// Envelopes from a broadcast channel as a stream; a subscriber that falls behind skips
+/// what it missed rather than ending.
+fn broadcast_stream(receiver: broadcast::Receiver<Envelope>) -> BoxStream<'static, Envelope> {
+    stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(envelope) => return Some((envelope, receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
 }

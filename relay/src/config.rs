@@ -57,6 +57,19 @@ pub struct Config {
     #[serde(default)]
     pub skip_migrations: bool,
 
+    /// Redis URL (redis://host:port); joins this node to a cluster over Redis pub/sub.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Name of the cluster on Redis: its nodes share `{cluster}:events` and `{cluster}:nodes`,
+    /// so several clusters can use one Redis.
+    #[arg(long, env = "STARLING_CLUSTER", default_value = "starling")]
+    pub cluster: String,
+
+    /// This node's name in the cluster (default: the host name and the port it listens on).
+    #[arg(long, env = "STARLING_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Worker threads serving connections (default: one per CPU core).
     #[arg(long, env = "STARLING_WORKERS")]
     pub workers: Option<usize>,

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md at the top of the repository for the map of this crate.
 
 pub mod actors;
+pub mod catch_up;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -10,8 +10,8 @@ use std::{
 };
 
 use actix::{Actor, Addr};
-use starling_cluster::Bus;
-use tokio::sync::oneshot;
+use starling_cluster::{Bus, ClusterView};
+use tokio::sync::{oneshot, watch};
 
 use crate::{
     actors::{
@@ -45,13 +45,23 @@ pub struct Node {
     pub fanout: Arc<Fanout>,
     /// This node's counters.
     pub stats: Stats,
+    /// This node's name in the cluster.
+    pub node_id: Arc<str>,
+    /// The cluster as the bus sees it.
+    pub cluster: watch::Receiver<ClusterView>,
 }
 
 impl Node {
-    /// Starts the writer, the bus receiver and the expiration sweeper. Call it inside an
-    /// actix system.
-    pub fn start(config: Config, store: Arc<dyn EventStore>, bus: Arc<dyn Bus>) -> Arc<Self> {
-        let fanout = Fanout::new(bus, node_id().into());
+    /// Starts the writer, the bus receiver, the catch-up after bus outages and the
+    /// expiration sweeper for node `node_id`. Call it inside an actix system.
+    pub fn start(
+        config: Config,
+        store: Arc<dyn EventStore>,
+        bus: Arc<dyn Bus>,
+        node_id: Arc<str>,
+    ) -> Arc<Self> {
+        let cluster = bus.view();
+        let fanout = Fanout::new(bus, Arc::clone(&node_id));
         let writer = Writer::new(
             Arc::clone(&store),
             Arc::clone(&fanout),
@@ -59,6 +69,11 @@ impl Node {
         )
         .start();
         actix_web::rt::spawn(Arc::clone(&fanout).receive_from_bus());
+        actix_web::rt::spawn(crate::catch_up::run(
+            Arc::clone(&fanout),
+            Arc::clone(&store),
+            cluster.clone(),
+        ));
         actix_web::rt::spawn(sweep_expired(
             Arc::clone(&store),
             config.expiration_sweep_seconds,
@@ -69,6 +84,8 @@ impl Node {
             writer,
             fanout,
             stats: Stats::default(),
+            node_id,
+            cluster,
         })
     }
 
@@ -98,16 +115,6 @@ impl Node {
             .fetch_add(1, Ordering::Relaxed)
             + 1
     }
-}
-
-/// This node's name in the cluster: the host name and the process id.
-fn node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "starling".to_string());
-    format!("{host}-{}", std::process::id())
 }
 
 async fn sweep_expired(store: Arc<dyn EventStore>, every_seconds: u64) {

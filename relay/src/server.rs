@@ -4,16 +4,30 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use starling_cluster::{Bus, InProcessBus};
+use starling_cluster::{Bus, InProcessBus, RedisBus};
 
 use crate::{config::Config, http, node::Node, store};
 
 /// Runs the relay until it is told to stop (SIGINT or SIGTERM). Call it inside an actix
 /// system. Prints `listening on ws://ADDR` on standard output once bound.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(config.bind)
+        .with_context(|| format!("binding {}", config.bind))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let node_id: Arc<str> = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| default_node_id(addr.port()))
+        .into();
     let store = store::open(&config).await?;
-    let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
-    let node = web::Data::from(Node::start(config.clone(), store, bus));
+    let bus: Arc<dyn Bus> = match &config.redis_url {
+        Some(url) => {
+            tracing::info!(node = %node_id, "joining the cluster over Redis");
+            Arc::new(RedisBus::start(url, &config.cluster, Arc::clone(&node_id))?)
+        }
+        None => Arc::new(InProcessBus::new()),
+    };
+    let node = web::Data::from(Node::start(config.clone(), store, bus, node_id));
     let server = HttpServer::new(move || App::new().app_data(node.clone()).configure(http::routes))
         .workers(config.worker_count())
         .shutdown_timeout(5)
@@ -22,11 +36,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 let _ = tcp.set_nodelay(true);
             }
         })
-        .bind(config.bind)
-        .with_context(|| format!("binding {}", config.bind))?;
-    for addr in server.addrs() {
-        println!("listening on ws://{addr}");
-        tracing::info!(%addr, "listening");
-    }
+        .listen(listener)
+        .with_context(|| format!("listening on {addr}"))?;
+    println!("listening on ws://{addr}");
+    tracing::info!(%addr, "listening");
     server.run().await.context("serving")
+}
+
+/// A node's default name: the host name and the port, unique on a host.
+fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "starling".to_string());
+    format!("{host}:{port}")
 }

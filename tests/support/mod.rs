@@ -6,6 +6,7 @@
 pub mod client;
 pub mod http;
 pub mod postgres;
+pub mod redis;
 pub mod relay;
 
 pub use client::Client;

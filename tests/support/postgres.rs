@@ -398,7 +398,7 @@ fn find_binaries() -> Option<PathBuf> {
         .find(|bin| bin.join("initdb").exists() && bin.join("postgres").exists())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -432,7 +432,7 @@ fn remove_stale_data_dirs() {
 /// Spawns a process that the kernel stops (SIGQUIT: PostgreSQL's immediate shutdown) when
 /// this test process exits, however it exits. The spawning thread lives as long as the
 /// process, because the kernel ties the signal to the thread that forked.
-fn spawn_tied_to_this_process(mut command: Command) -> Child {
+pub fn spawn_tied_to_this_process(mut command: Command) -> Child {
     type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {

@@ -11,7 +11,7 @@
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
 };
 
@@ -213,10 +213,38 @@ thread_local! {
     static THIS_THREAD: RefCell<Option<Addr<LiveIndex>>> = const { RefCell::new(None) };
 }
 
+/// Ids of the events delivered most recently, so that an event reaching this node by two
+/// paths (its own ingest, the bus, a catch-up after a bus outage) is delivered once.
+struct RecentIds {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+/// How many delivered ids a node remembers.
+const RECENT_IDS: usize = 65_536;
+
+impl RecentIds {
+    /// Records `id`; false if it was already recorded.
+    fn insert(&mut self, id: [u8; 32]) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_IDS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
 /// Hands accepted events to every worker thread's index and to the cluster bus, and
-/// delivers events other nodes published.
+/// delivers events other nodes published. Every path into the live indexes passes through
+/// [`Fanout::deliver`], which delivers each event once.
 pub struct Fanout {
     indexes: Mutex<Vec<Recipient<Deliver>>>,
+    recent: Mutex<RecentIds>,
     bus: Arc<dyn Bus>,
     node_id: Arc<str>,
 }
@@ -224,8 +252,13 @@ pub struct Fanout {
 impl Fanout {
     /// A hub publishing on `bus` as node `node_id`.
     pub fn new(bus: Arc<dyn Bus>, node_id: Arc<str>) -> Arc<Self> {
+        let recent = RecentIds {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        };
         Arc::new(Self {
             indexes: Mutex::new(Vec::new()),
+            recent: Mutex::new(recent),
             bus,
             node_id,
         })
@@ -256,8 +289,17 @@ impl Fanout {
         });
     }
 
-    /// Delivers an event to this node's live subscribers only.
+    /// Delivers an event to this node's live subscribers only, unless it was delivered
+    /// recently already.
     pub fn deliver(&self, event: Arc<VerifiedEvent>) {
+        let fresh = self
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(event.event.id);
+        if !fresh {
+            return;
+        }
         for index in self.lock_indexes().iter() {
             index.do_send(Deliver(Arc::clone(&event)));
         }
@@ -270,15 +312,20 @@ impl Fanout {
             if envelope.origin == self.node_id {
                 continue;
             }
-            let parsed = std::str::from_utf8(&envelope.payload)
-                .ok()
-                .map(Event::parse);
-            match parsed {
-                Some(Ok(event)) => self.deliver(Arc::new(VerifiedEvent::trusted(event))),
-                _ => {
-                    tracing::warn!(origin = %envelope.origin, "dropping a malformed event from the bus")
+            match std::str::from_utf8(&envelope.payload) {
+                Ok(json) => self.deliver_json(json),
+                Err(_) => {
+                    tracing::warn!(origin = %envelope.origin, "dropping a non-UTF-8 payload from the bus")
                 }
             }
+        }
+    }
+
+    /// Delivers an event given as JSON by another node or read back from the store.
+    pub fn deliver_json(&self, json: &str) {
+        match Event::parse(json) {
+            Ok(event) => self.deliver(Arc::new(VerifiedEvent::trusted(event))),
+            Err(error) => tracing::warn!(%error, "dropping a malformed event from the cluster"),
         }
     }
 

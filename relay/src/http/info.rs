@@ -2,13 +2,15 @@
 
 use serde_json::{Value, json};
 
-use crate::config::Config;
+use crate::{config::Config, node::Node};
 
 /// The NIPs this relay implements on either store, each covered by the end-to-end tests.
 pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 45, 50];
 
-/// The NIP-11 document, with the limits actually configured.
-pub fn document(config: &Config) -> Value {
+/// The NIP-11 document, with the limits actually configured, and under `starling` this
+/// node's name and the number of nodes in its cluster.
+pub fn document(node: &Node) -> Value {
+    let config = &node.config;
     let mut doc = json!({
         "name": config.name,
         "description": config.description,
@@ -31,6 +33,7 @@ pub fn document(config: &Config) -> Value {
             "restricted_writes": config.min_pow_difficulty > 0,
         },
     });
+    doc["starling"] = json!({ "node": &*node.node_id, "nodes": node.cluster.borrow().nodes });
     if let Some(pubkey) = &config.pubkey {
         doc["pubkey"] = json!(pubkey);
     }

@@ -17,7 +17,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(root))
             .route(web::method(Method::OPTIONS).to(preflight)),
     )
-    .route("/healthz", web::get().to(healthz));
+    .route("/healthz", web::get().to(healthz))
+    .route("/readyz", web::get().to(readyz));
 }
 
 /// `/`: a WebSocket upgrade becomes a connection; `Accept: application/nostr+json` gets the
@@ -38,7 +39,7 @@ async fn root(
     if accepts(&req, "application/nostr+json") {
         return Ok(with_cors(HttpResponse::Ok())
             .content_type("application/nostr+json")
-            .body(info::document(&node.config).to_string()));
+            .body(info::document(&node).to_string()));
     }
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -55,6 +56,21 @@ async fn preflight() -> HttpResponse {
 /// `/healthz`: the process is up and serving HTTP.
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// `/readyz`: this node, the nodes it sees and its bus. `degraded` (still HTTP 200, the node
+/// serves) while the bus is down: live events from other nodes are delayed until it is back.
+async fn readyz(node: web::Data<Node>) -> HttpResponse {
+    let view = *node.cluster.borrow();
+    HttpResponse::Ok().content_type("application/json").body(
+        serde_json::json!({
+            "status": if view.connected { "ready" } else { "degraded" },
+            "node": &*node.node_id,
+            "nodes": view.nodes,
+            "bus": if view.connected { "connected" } else { "disconnected" },
+        })
+        .to_string(),
+    )
 }
 
 fn with_cors(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {

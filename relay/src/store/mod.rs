@@ -92,6 +92,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// Deletes events whose NIP-40 expiration is at or before `now`; returns how many.
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// The position of the last event stored (0 when empty), for [`EventStore::events_after`].
+    fn position(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
     /// Up to `limit` stored events in insertion order, starting after position `after`
     /// (0: from the first), each with its position. Used by export and by catch-up.
     fn events_after(

@@ -260,6 +260,15 @@ impl EventStore for SqliteStore {
         }))
     }
 
+    fn position(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.readers.run(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|seq| seq as u64)
+        }))
+    }
+
     fn events_after(
         &self,
         after: u64,

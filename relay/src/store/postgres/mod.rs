@@ -323,6 +323,17 @@ impl EventStore for PgStore {
         })
     }
 
+    fn position(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
+                .await
+                .map_err(db)?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
     fn events_after(
         &self,
         after: u64,

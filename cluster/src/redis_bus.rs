@@ -1,0 +1,251 @@
+//! The bus over Redis pub/sub, with node membership kept in Redis.
+//!
+//! Three background tasks share a [`RedisBus`]:
+//! - the publisher sends queued envelopes with `PUBLISH` on one multiplexed connection;
+//! - the subscriber holds a dedicated pub/sub connection and hands received envelopes to
+//!   local subscribers; it reconnects with backoff when Redis goes away;
+//! - the heartbeat records this node in a sorted set every few seconds and counts the nodes
+//!   seen recently.
+//!
+//! Envelopes published while Redis is unreachable are dropped: a node catches up on stored
+//! events from the database when it reconnects (see [`ClusterView::connected`]).
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream::BoxStream};
+use redis::{AsyncConnectionConfig, Client, aio::MultiplexedConnection};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::{Bus, ClusterView, Envelope};
+
+/// Envelopes waiting to be published before new ones are dropped.
+const QUEUE: usize = 65_536;
+/// How often a node announces itself, and how long an announcement counts.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const NODE_TTL: Duration = Duration::from_secs(10);
+/// Longest wait for Redis to connect or answer.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a [`RedisBus`] could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL: {0}")]
+pub struct InvalidUrl(String);
+
+/// A [`Bus`] over Redis pub/sub.
+pub struct RedisBus {
+    outgoing: mpsc::Sender<Envelope>,
+    incoming: broadcast::Sender<Envelope>,
+    view: watch::Receiver<ClusterView>,
+}
+
+impl RedisBus {
+    /// Starts the bus for node `node_id` of cluster `cluster` on the Redis at `url`: the
+    /// cluster's nodes publish on the channel `{cluster}:events` and announce themselves in
+    /// the sorted set `{cluster}:nodes`, so several clusters can share one Redis. Returns at
+    /// once; the tasks connect (and reconnect) in the background. Call it inside a tokio
+    /// runtime.
+    pub fn start(url: &str, cluster: &str, node_id: Arc<str>) -> Result<Self, InvalidUrl> {
+        let client = Client::open(url).map_err(|e| InvalidUrl(e.to_string()))?;
+        let channel: Arc<str> = format!("{cluster}:events").into();
+        let nodes: Arc<str> = format!("{cluster}:nodes").into();
+        let (outgoing, queue) = mpsc::channel(QUEUE);
+        let (incoming, _) = broadcast::channel(QUEUE);
+        let (view_sender, view) = watch::channel(ClusterView {
+            connected: false,
+            nodes: 0,
+            reconnects: 0,
+        });
+        tokio::spawn(publish(client.clone(), Arc::clone(&channel), queue));
+        tokio::spawn(subscribe(
+            client.clone(),
+            channel,
+            incoming.clone(),
+            view_sender.clone(),
+        ));
+        tokio::spawn(heartbeat(client, nodes, node_id, view_sender));
+        Ok(Self {
+            outgoing,
+            incoming,
+            view,
+        })
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, envelope: Envelope) {
+        // A full queue means Redis is unreachable or far behind; the event is stored, and
+        // other nodes catch up on it from the database.
+        let _ = self.outgoing.try_send(envelope);
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, Envelope> {
+        crate::broadcast_stream(self.incoming.subscribe())
+    }
+
+    fn view(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+}
+
+fn encode(envelope: &Envelope) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(envelope.origin.len() + 1 + envelope.payload.len());
+    bytes.extend_from_slice(envelope.origin.as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&envelope.payload);
+    bytes
+}
+
+fn decode(bytes: &[u8]) -> Option<Envelope> {
+    let split = bytes.iter().position(|b| *b == b'\n')?;
+    let origin = std::str::from_utf8(&bytes[..split]).ok()?;
+    Some(Envelope {
+        origin: Arc::from(origin),
+        payload: Bytes::copy_from_slice(&bytes[split + 1..]),
+    })
+}
+
+async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Doubling pauses between attempts, up to [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn publish(client: Client, channel: Arc<str>, mut queue: mpsc::Receiver<Envelope>) {
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut backoff = Backoff::new();
+    while let Some(envelope) = queue.recv().await {
+        if connection.is_none() {
+            match connect(&client).await {
+                Ok(c) => {
+                    connection = Some(c);
+                    backoff = Backoff::new();
+                }
+                Err(_) => {
+                    backoff.wait().await;
+                    continue;
+                }
+            }
+        }
+        let Some(conn) = connection.as_mut() else {
+            continue;
+        };
+        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&*channel)
+            .arg(encode(&envelope))
+            .query_async(conn)
+            .await;
+        if sent.is_err() {
+            connection = None;
+        }
+    }
+}
+
+async fn subscribe(
+    client: Client,
+    channel: Arc<str>,
+    incoming: broadcast::Sender<Envelope>,
+    view: watch::Sender<ClusterView>,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
+            pubsub.subscribe(&*channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        let Ok(pubsub) = subscribed else {
+            backoff.wait().await;
+            continue;
+        };
+        backoff = Backoff::new();
+        view.send_modify(|v| {
+            v.connected = true;
+        });
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            if let Some(envelope) = decode(message.get_payload_bytes()) {
+                let _ = incoming.send(envelope);
+            }
+        }
+        view.send_modify(|v| {
+            v.connected = false;
+            v.reconnects += 1;
+        });
+    }
+}
+
+async fn heartbeat(
+    client: Client,
+    nodes: Arc<str>,
+    node_id: Arc<str>,
+    view: watch::Sender<ClusterView>,
+) {
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    loop {
+        ticks.tick().await;
+        if connection.is_none() {
+            connection = connect(&client).await.ok();
+        }
+        let Some(conn) = connection.as_mut() else {
+            continue;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let counted: redis::RedisResult<(i64, i64, i64)> = redis::pipe()
+            .atomic()
+            .zadd(&*nodes, &*node_id, now)
+            .zrembyscore(&*nodes, "-inf", now - NODE_TTL.as_millis() as i64)
+            .zcard(&*nodes)
+            .query_async(conn)
+            .await;
+        match counted {
+            Ok((_, _, nodes)) => view.send_modify(|v| v.nodes = nodes.max(1) as usize),
+            Err(_) => connection = None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let envelope = Envelope {
+            origin: Arc::from("node-a:7777"),
+            payload: Bytes::from_static(b"{\"a\":\"\\n\"}\n"),
+        };
+        assert_eq!(decode(&encode(&envelope)), Some(envelope));
+        assert_eq!(decode(b"no separator"), None);
+    }
+}

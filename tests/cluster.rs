@@ -1,0 +1,245 @@
+//! Several `starling` nodes sharing one PostgreSQL database and one Redis act as one relay.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    Client, Relay, TempDir, eventually,
+    http::{nip11_document, request},
+    keys, note, now,
+    postgres::{TestDatabase, database},
+    redis::{self, RedisServer, unique_cluster},
+    tags,
+};
+
+/// Nodes of one cluster and the database they share.
+struct Cluster {
+    nodes: Vec<Relay>,
+    database: TestDatabase,
+    name: String,
+    redis_url: String,
+}
+
+impl Cluster {
+    /// Starts `n` nodes on a database of their own and the given Redis, and waits until
+    /// every node sees the others.
+    async fn start(n: usize, redis_url: &str) -> Self {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            database: database(),
+            name: unique_cluster(),
+            redis_url: redis_url.into(),
+        };
+        for i in 0..n {
+            let node = cluster.start_node(i);
+            cluster.nodes.push(node);
+        }
+        for node in &cluster.nodes {
+            wait_ready(node, n).await;
+        }
+        cluster
+    }
+
+    fn start_node(&self, i: usize) -> Relay {
+        let node_id = format!("node-{i}");
+        Relay::start_in(
+            TempDir::new(&node_id),
+            &["--cluster", &self.name, "--node-id", &node_id],
+            &[
+                ("DATABASE_URL", &self.database.url),
+                ("REDIS_URL", &self.redis_url),
+            ],
+        )
+    }
+
+    async fn client(&self, i: usize) -> Client {
+        Client::connect(&self.nodes[i].url()).await
+    }
+}
+
+async fn readyz(node: &Relay) -> Value {
+    serde_json::from_str(&request(&node.addr, "GET", "/readyz", &[]).await.body)
+        .expect("readyz JSON")
+}
+
+/// Waits until `node` is connected to the bus and sees `nodes` nodes.
+async fn wait_ready(node: &Relay, nodes: usize) {
+    eventually("the node to join the cluster", || async {
+        let status = readyz(node).await;
+        (status["status"] == "ready" && status["nodes"] == nodes).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_published_on_one_node_reaches_every_node() {
+    let cluster = Cluster::start(3, redis::shared().url()).await;
+    let mut b = cluster.client(1).await;
+    let mut c = cluster.client(2).await;
+    b.req("live", &[json!({"kinds": [1, 20_001]})]).await;
+    c.req("live", &[json!({"kinds": [1, 20_001]})]).await;
+
+    let mut a = cluster.client(0).await;
+    let event = note(1, "from node A");
+    a.publish_ok(&event).await;
+    assert_eq!(b.live_event("live").await["id"], event.id_hex());
+    assert_eq!(c.live_event("live").await["id"], event.id_hex());
+    let stored = c.req("stored", &[json!({"ids": [event.id_hex()]})]).await;
+    assert_eq!(stored.len(), 1);
+
+    let ephemeral = keys(2).sign(now(), 20_001, vec![], "typing on A");
+    a.publish_ok(&ephemeral).await;
+    assert_eq!(b.live_event("live").await["id"], ephemeral.id_hex());
+    assert_eq!(c.live_event("live").await["id"], ephemeral.id_hex());
+}
+
+#[tokio::test]
+async fn every_node_reports_itself_and_the_cluster_size() {
+    let cluster = Cluster::start(3, redis::shared().url()).await;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let status = readyz(node).await;
+        assert_eq!(status["node"], format!("node-{i}"));
+        assert_eq!(status["bus"], "connected");
+        let doc = nip11_document(&node.addr).await;
+        assert_eq!(
+            doc["starling"],
+            json!({"node": format!("node-{i}"), "nodes": 3})
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_replaceable_writes_on_two_nodes_converge_everywhere() {
+    let cluster = Cluster::start(3, redis::shared().url()).await;
+    let author = keys(5);
+    let t = now() - 100;
+    let versions: Vec<_> = (0..20u64)
+        .map(|n| author.sign(t + n % 7, 0, vec![], &format!("profile {n}")))
+        .collect();
+    let (mine, theirs): (Vec<_>, Vec<_>) = versions
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(n, _)| n % 2 == 0);
+    let (url_a, url_b) = (cluster.nodes[0].url(), cluster.nodes[1].url());
+    let write = |url: String, events: Vec<(usize, starling::nostr::Event)>| async move {
+        let mut client = Client::connect(&url).await;
+        for (_, event) in events {
+            client.publish(&event).await;
+        }
+    };
+    tokio::join!(write(url_a, mine), write(url_b, theirs));
+    let newest = versions
+        .iter()
+        .min_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        })
+        .unwrap();
+    for i in 0..3 {
+        let found = cluster
+            .client(i)
+            .await
+            .req("p", &[json!({"kinds": [0]})])
+            .await;
+        assert_eq!(Client::ids(&found), vec![newest.id_hex()], "node {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_deletion_on_one_node_hides_the_event_on_another() {
+    let cluster = Cluster::start(2, redis::shared().url()).await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    let doomed = note(1, "regrettable");
+    b.publish_ok(&doomed).await;
+    b.req("watch", &[json!({"kinds": [5]})]).await;
+    let request = keys(1).sign(now(), 5, tags(&[&["e", &doomed.id_hex()]]), "");
+    a.publish_ok(&request).await;
+    assert_eq!(b.live_event("watch").await["id"], request.id_hex());
+    assert!(
+        b.req("gone", &[json!({"ids": [doomed.id_hex()]})])
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn after_a_redis_outage_subscribers_get_every_stored_event_once() {
+    let mut redis = RedisServer::throwaway();
+    let cluster = Cluster::start(2, redis.url()).await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    b.req("all", &[json!({"kinds": [1]})]).await;
+    let mut published = Vec::new();
+    let publish = |content: String| note(1, &content);
+    for n in 0..10 {
+        let event = publish(format!("before {n}"));
+        a.publish_ok(&event).await;
+        published.push(event.id_hex());
+    }
+
+    redis.stop();
+    eventually("node B to notice the outage", || async {
+        (readyz(&cluster.nodes[1]).await["status"] == "degraded").then_some(())
+    })
+    .await;
+    for n in 0..10 {
+        let event = publish(format!("during {n}"));
+        a.publish_ok(&event).await;
+        published.push(event.id_hex());
+    }
+    redis.start();
+    wait_ready(&cluster.nodes[1], 2).await;
+    wait_ready(&cluster.nodes[0], 2).await;
+    for n in 0..10 {
+        let event = publish(format!("after {n}"));
+        a.publish_ok(&event).await;
+        published.push(event.id_hex());
+    }
+    let marker = keys(9).sign(now(), 1, vec![], "marker");
+    a.publish_ok(&marker).await;
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut marker_seen = false;
+    while !(marker_seen && published.iter().all(|id| seen.contains_key(id))) {
+        let id = b.live_event("all").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        marker_seen |= id == marker.id_hex();
+        *seen.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    drop(cluster.database);
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_no_acknowledged_event() {
+    let mut cluster = Cluster::start(2, redis::shared().url()).await;
+    let mut a = cluster.client(0).await;
+    let events: Vec<_> = (0..50)
+        .map(|n| note(3, &format!("acknowledged {n}")))
+        .collect();
+    for event in &events {
+        a.publish_ok(event).await;
+    }
+    let killed = cluster.nodes.remove(0);
+    killed.kill();
+    let ids: Vec<String> = events.iter().map(|e| e.id_hex()).collect();
+    let found = cluster
+        .client(0)
+        .await
+        .req("all", &[json!({"ids": ids})])
+        .await;
+    assert_eq!(found.len(), events.len());
+    let restarted = cluster.start_node(0);
+    let found = Client::connect(&restarted.url())
+        .await
+        .req("all", &[json!({"ids": ids})])
+        .await;
+    assert_eq!(found.len(), events.len());
+}
