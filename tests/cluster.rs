@@ -19,17 +19,24 @@ struct Cluster {
     database: TestDatabase,
     name: String,
     redis_url: String,
+    args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `n` nodes on a database of their own and the given Redis, and waits until
     /// every node sees the others.
     async fn start(n: usize, redis_url: &str) -> Self {
+        Self::start_with(n, redis_url, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra arguments for every node.
+    async fn start_with(n: usize, redis_url: &str, args: &[&str]) -> Self {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             database: database(),
             name: unique_cluster(),
             redis_url: redis_url.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..n {
             let node = cluster.start_node(i);
@@ -43,9 +50,11 @@ impl Cluster {
 
     fn start_node(&self, i: usize) -> Relay {
         let node_id = format!("node-{i}");
+        let mut args = vec!["--cluster", &self.name, "--node-id", &node_id];
+        args.extend(self.args.iter().map(String::as_str));
         Relay::start_in(
             TempDir::new(&node_id),
-            &["--cluster", &self.name, "--node-id", &node_id],
+            &args,
             &[
                 ("DATABASE_URL", &self.database.url),
                 ("REDIS_URL", &self.redis_url),
@@ -242,4 +251,101 @@ async fn a_killed_node_loses_no_acknowledged_event() {
         .req("all", &[json!({"ids": ids})])
         .await;
     assert_eq!(found.len(), events.len());
+}
+
+/// The current minute, to tell a refusal from a window that rolled over mid-test.
+fn minute() -> u64 {
+    now() / 60
+}
+
+#[tokio::test]
+async fn event_limits_hold_across_nodes() {
+    let cluster = Cluster::start_with(
+        2,
+        redis::shared().url(),
+        &[
+            "--max-events-per-minute-per-pubkey",
+            "3",
+            "--max-events-per-minute-per-ip",
+            "8",
+        ],
+    )
+    .await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    for author in 1..=10u8 {
+        let started = minute();
+        a.publish_ok(&note(author, "one")).await;
+        b.publish_ok(&note(author, "two")).await;
+        a.publish_ok(&note(author, "three")).await;
+        let (accepted, message) = b.publish(&note(author, "four")).await;
+        if minute() != started {
+            continue;
+        }
+        assert!(
+            !accepted && message.starts_with("rate-limited:"),
+            "{message}"
+        );
+        break;
+    }
+    let started = minute();
+    let mut results = Vec::new();
+    for author in 20..26u8 {
+        let node = if author % 2 == 0 { &mut a } else { &mut b };
+        results.push(node.publish(&note(author, "x")).await);
+    }
+    if minute() == started {
+        let refused = results.iter().filter(|(accepted, _)| !accepted).count();
+        assert!(
+            refused >= 1,
+            "the per-address limit of 8 a minute was not enforced: {results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|(ok, m)| *ok || m.starts_with("rate-limited:")),
+            "{results:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connection_limits_hold_across_nodes() {
+    let cluster =
+        Cluster::start_with(2, redis::shared().url(), &["--max-connections-per-ip", "3"]).await;
+    let first = cluster.client(0).await;
+    let _second = cluster.client(0).await;
+    let _third = cluster.client(1).await;
+    let refused = tokio_tungstenite::connect_async(cluster.nodes[1].url()).await;
+    assert!(
+        refused.is_err(),
+        "a fourth connection from one address was accepted"
+    );
+    drop(first);
+    let url = cluster.nodes[1].url();
+    eventually("a slot to free up after a disconnect", || {
+        let url = url.clone();
+        async move { tokio_tungstenite::connect_async(url).await.ok().map(|_| ()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_per_connection_are_limited() {
+    let relay = Relay::start(&["--max-reqs-per-minute-per-connection", "2"]);
+    let mut client = Client::connect(&relay.url()).await;
+    client.req("one", &[json!({})]).await;
+    client.send(json!(["COUNT", "two", {}])).await;
+    assert_eq!(client.recv().await[0], "COUNT");
+    client.send_req("three", &[json!({})]).await;
+    let refused = client.recv().await;
+    assert_eq!(
+        (refused[0].as_str(), refused[1].as_str()),
+        (Some("CLOSED"), Some("three")),
+        "{refused}"
+    );
+    assert!(
+        refused[2].as_str().unwrap().starts_with("rate-limited:"),
+        "{refused}"
+    );
 }

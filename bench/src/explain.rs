@@ -4,10 +4,13 @@
 //! database itself, so the shapes hit real data. Each shape's SQL is exactly what the store
 //! sends, compiled by `starling::store::postgres::sql`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use starling::{nostr::Filter, store::postgres::sql};
+use starling::{
+    nostr::Filter,
+    store::postgres::{session_options, sql},
+};
 use tokio_postgres::{Client, NoTls};
 
 /// Options of `explain`.
@@ -27,7 +30,9 @@ async fn one_text(client: &Client, sql: &str) -> anyhow::Result<String> {
 
 /// Runs every shape and prints its plan and timings as Markdown.
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let (client, connection) = tokio_postgres::connect(&args.database_url, NoTls).await?;
+    let mut config: tokio_postgres::Config = args.database_url.parse()?;
+    config.options(session_options(Duration::from_secs(60)));
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(connection);
     let count: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
@@ -55,7 +60,11 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .map(|r| r.get(0))
         .collect();
     let e_tag = one_text(&client, "SELECT value FROM event_tags WHERE name = 'e' GROUP BY value ORDER BY count(*) DESC LIMIT 1").await?;
-    let p_tag = one_text(&client, "SELECT value FROM event_tags WHERE name = 'p' GROUP BY value ORDER BY count(*) DESC LIMIT 1").await?;
+    let p_tag = one_text(
+        &client,
+        "SELECT value FROM event_tags WHERE name = 'p' AND length(value) = 64 GROUP BY value ORDER BY count(*) DESC LIMIT 1",
+    )
+    .await?;
     let (newest, d_tag): (i64, String) = {
         let row = client
             .query_one("SELECT created_at, d_tag FROM events WHERE kind = 30023 ORDER BY created_at DESC LIMIT 1", &[])
@@ -99,8 +108,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             json!({"kinds": [30023], "authors": [article_author], "#d": [d_tag], "limit": 1}),
         ),
         (
-            "search, limit 50",
-            json!({"search": "starling murmur", "limit": 50}),
+            "search (two words, few matches), limit 50",
+            json!({"search": "author 42", "limit": 50}),
+        ),
+        (
+            "search (a word in most events), limit 50",
+            json!({"search": "starling", "limit": 50}),
         ),
     ];
     println!("Events in the table: {count}\n");

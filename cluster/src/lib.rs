@@ -8,6 +8,7 @@
 //! Architecture invariant: payloads are opaque bytes here. The bus knows nothing of Nostr.
 
 mod in_process;
+mod limits;
 mod redis_bus;
 
 use std::sync::Arc;
@@ -17,7 +18,13 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{broadcast, watch};
 
 pub use in_process::InProcessBus;
-pub use redis_bus::{InvalidUrl, RedisBus};
+pub use limits::{Limiter, LocalLimiter, RedisLimiter};
+pub use redis_bus::RedisBus;
+
+/// A Redis URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL: {0}")]
+pub struct InvalidUrl(String);
 
 /// One published event and the node that accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]

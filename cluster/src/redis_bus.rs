@@ -20,7 +20,7 @@ use futures_util::{StreamExt, stream::BoxStream};
 use redis::{AsyncConnectionConfig, Client, aio::MultiplexedConnection};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::{Bus, ClusterView, Envelope};
+use crate::{Bus, ClusterView, Envelope, InvalidUrl};
 
 /// Envelopes waiting to be published before new ones are dropped.
 const QUEUE: usize = 65_536;
@@ -31,11 +31,6 @@ const NODE_TTL: Duration = Duration::from_secs(10);
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Why a [`RedisBus`] could not be made.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid Redis URL: {0}")]
-pub struct InvalidUrl(String);
 
 /// A [`Bus`] over Redis pub/sub.
 pub struct RedisBus {

@@ -130,6 +130,34 @@ pub struct Config {
     #[arg(long, env = "STARLING_MIN_POW_DIFFICULTY", default_value_t = 0)]
     pub min_pow_difficulty: u32,
 
+    /// Open connections allowed per client IP address, across the cluster (0: no limit).
+    #[arg(long, env = "STARLING_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: u64,
+
+    /// Events accepted per minute per client IP address, across the cluster (0: no limit).
+    #[arg(
+        long,
+        env = "STARLING_MAX_EVENTS_PER_MINUTE_PER_IP",
+        default_value_t = 0
+    )]
+    pub max_events_per_minute_per_ip: u64,
+
+    /// Events accepted per minute per author, across the cluster (0: no limit).
+    #[arg(
+        long,
+        env = "STARLING_MAX_EVENTS_PER_MINUTE_PER_PUBKEY",
+        default_value_t = 0
+    )]
+    pub max_events_per_minute_per_pubkey: u64,
+
+    /// REQs and COUNTs per minute per connection (0: no limit).
+    #[arg(
+        long,
+        env = "STARLING_MAX_REQS_PER_MINUTE_PER_CONNECTION",
+        default_value_t = 0
+    )]
+    pub max_reqs_per_minute_per_connection: u64,
+
     /// Bytes queued for one client before it counts as not reading and is disconnected.
     #[arg(long, env = "STARLING_MAX_OUTBOUND_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_outbound_bytes: usize,

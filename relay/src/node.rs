@@ -10,7 +10,7 @@ use std::{
 };
 
 use actix::{Actor, Addr};
-use starling_cluster::{Bus, ClusterView};
+use starling_cluster::{Bus, ClusterView, Limiter};
 use tokio::sync::{oneshot, watch};
 
 use crate::{
@@ -49,6 +49,8 @@ pub struct Node {
     pub node_id: Arc<str>,
     /// The cluster as the bus sees it.
     pub cluster: watch::Receiver<ClusterView>,
+    /// Rate limits shared by the cluster's nodes.
+    pub limiter: Arc<dyn Limiter>,
 }
 
 impl Node {
@@ -58,6 +60,7 @@ impl Node {
         config: Config,
         store: Arc<dyn EventStore>,
         bus: Arc<dyn Bus>,
+        limiter: Arc<dyn Limiter>,
         node_id: Arc<str>,
     ) -> Arc<Self> {
         let cluster = bus.view();
@@ -86,6 +89,7 @@ impl Node {
             stats: Stats::default(),
             node_id,
             cluster,
+            limiter,
         })
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use starling_cluster::{Bus, InProcessBus, RedisBus};
+use starling_cluster::{Bus, InProcessBus, Limiter, LocalLimiter, RedisBus, RedisLimiter};
 
 use crate::{config::Config, http, node::Node, store};
 
@@ -20,14 +20,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_node_id(addr.port()))
         .into();
     let store = store::open(&config).await?;
-    let bus: Arc<dyn Bus> = match &config.redis_url {
+    let (bus, limiter): (Arc<dyn Bus>, Arc<dyn Limiter>) = match &config.redis_url {
         Some(url) => {
-            tracing::info!(node = %node_id, "joining the cluster over Redis");
-            Arc::new(RedisBus::start(url, &config.cluster, Arc::clone(&node_id))?)
+            tracing::info!(node = %node_id, cluster = %config.cluster, "joining the cluster over Redis");
+            (
+                Arc::new(RedisBus::start(url, &config.cluster, Arc::clone(&node_id))?),
+                Arc::new(RedisLimiter::new(url, &config.cluster)?),
+            )
         }
-        None => Arc::new(InProcessBus::new()),
+        None => (
+            Arc::new(InProcessBus::new()),
+            Arc::new(LocalLimiter::default()),
+        ),
     };
-    let node = web::Data::from(Node::start(config.clone(), store, bus, node_id));
+    let node = web::Data::from(Node::start(config.clone(), store, bus, limiter, node_id));
     let server = HttpServer::new(move || App::new().app_data(node.clone()).configure(http::routes))
         .workers(config.worker_count())
         .shutdown_timeout(5)

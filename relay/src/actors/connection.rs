@@ -59,6 +59,26 @@ pub struct SubscriptionEnded {
     pub key: u64,
 }
 
+/// Who is on the other end of a connection.
+pub struct Peer {
+    /// `ip:port`, for logs.
+    pub addr: String,
+    /// The IP address, the key of per-address limits.
+    pub ip: String,
+    /// The connection slot held for this address (when connections per IP are limited).
+    pub slot: Option<String>,
+}
+
+impl Peer {
+    /// The limiter key of this address's connection slots.
+    pub fn slot_key(ip: &str) -> String {
+        format!("connections:{ip}")
+    }
+}
+
+/// How long a connection slot lasts unless refreshed, in ping intervals.
+pub const SLOT_LIFETIME_IN_PINGS: u32 = 3;
+
 /// One client's WebSocket connection.
 pub struct Connection {
     node: Arc<Node>,
@@ -67,7 +87,9 @@ pub struct Connection {
     gate: Gate,
     index: Option<Addr<LiveIndex>>,
     subscriptions: HashMap<Arc<str>, (u64, Addr<Subscription>)>,
-    peer: String,
+    peer: Peer,
+    /// Start of the current minute of REQs, and how many came in it.
+    reqs: (Instant, u64),
     opened: Instant,
     last_seen: Instant,
     received: u64,
@@ -76,7 +98,7 @@ pub struct Connection {
 
 impl Connection {
     /// Starts the actor for an upgraded WebSocket on the current worker thread.
-    pub fn start(node: Arc<Node>, session: Session, stream: MessageStream, peer: String) {
+    pub fn start(node: Arc<Node>, session: Session, stream: MessageStream, peer: Peer) {
         let max = node.config.max_message_bytes;
         let outbox = Outbox::new(node.config.max_outbound_bytes);
         let pump = actix_web::rt::spawn(outbox.clone().pump(session));
@@ -98,6 +120,7 @@ impl Connection {
                 index: None,
                 subscriptions: HashMap::new(),
                 peer,
+                reqs: (now, 0),
                 opened: now,
                 last_seen: now,
                 received: 0,
@@ -130,7 +153,7 @@ impl Connection {
 
     fn drop_slow_client(&mut self, ctx: &mut Context<Self>) {
         let total = self.node.count_slow_client();
-        tracing::warn!(peer = %self.peer, queued = self.outbox.queued_bytes(), total, "dropping a client that does not read");
+        tracing::warn!(peer = %self.peer.addr, queued = self.outbox.queued_bytes(), total, "dropping a client that does not read");
         self.pump.abort();
         self.outbox.close(None);
         self.close_reason = "slow client";
@@ -167,12 +190,73 @@ impl Connection {
             Err(e) => return self.send(relay::ok(&id, false, &Reason::from(e).to_string()), ctx),
         };
         let permit = self.gate.enter();
-        let outcome = self.node.ingest(verified);
-        ctx.spawn(outcome.into_actor(self).map(move |result, conn, ctx| {
-            drop(permit);
-            let (accepted, message) = ok_message(result);
-            conn.send(relay::ok(&id, accepted, &message), ctx);
-        }));
+        let node = Arc::clone(&self.node);
+        // Limits are counted after the signature check, so that nobody can spend another
+        // author's allowance with forged events.
+        let limits = self.event_limits(&verified.event);
+        let outcome = async move {
+            if !limits.await {
+                let reason = Reason::new(Prefix::RateLimited, "too many events; slow down");
+                return (false, reason.to_string());
+            }
+            ok_message(node.ingest(verified).await)
+        };
+        ctx.spawn(
+            outcome
+                .into_actor(self)
+                .map(move |(accepted, message), conn, ctx| {
+                    drop(permit);
+                    conn.send(relay::ok(&id, accepted, &message), ctx);
+                }),
+        );
+    }
+
+    /// Counts an event against the per-address and per-author limits; resolves to whether
+    /// both allow it.
+    fn event_limits(&self, event: &Event) -> impl std::future::Future<Output = bool> + 'static {
+        let config = &self.node.config;
+        let minute = Duration::from_secs(60);
+        let by_ip = (config.max_events_per_minute_per_ip > 0).then(|| {
+            let key = format!("events:ip:{}", self.peer.ip);
+            self.node
+                .limiter
+                .hit(&key, config.max_events_per_minute_per_ip, minute)
+        });
+        let by_author = (config.max_events_per_minute_per_pubkey > 0).then(|| {
+            let key = format!("events:pubkey:{}", crate::nostr::hex::encode(&event.pubkey));
+            self.node
+                .limiter
+                .hit(&key, config.max_events_per_minute_per_pubkey, minute)
+        });
+        async move {
+            let ip_ok = match by_ip {
+                Some(check) => check.await,
+                None => true,
+            };
+            let author_ok = match by_author {
+                Some(check) => check.await,
+                None => true,
+            };
+            ip_ok && author_ok
+        }
+    }
+
+    /// Counts a REQ or COUNT against the per-connection limit.
+    fn allow_request(&mut self) -> bool {
+        let limit = self.node.config.max_reqs_per_minute_per_connection;
+        if limit == 0 {
+            return true;
+        }
+        if self.reqs.0.elapsed() >= Duration::from_secs(60) {
+            self.reqs = (Instant::now(), 0);
+        }
+        self.reqs.1 += 1;
+        self.reqs.1 <= limit
+    }
+
+    fn refuse_request(&mut self, sub_id: &str, ctx: &mut Context<Self>) {
+        let reason = Reason::new(Prefix::RateLimited, "too many requests; slow down");
+        self.send(relay::closed(sub_id, &reason), ctx);
     }
 
     /// Checks the filter count and clamps each filter's limit to the configured maximum.
@@ -202,6 +286,9 @@ impl Connection {
     }
 
     fn on_req(&mut self, sub_id: String, filters: Vec<Filter>, ctx: &mut Context<Self>) {
+        if !self.allow_request() {
+            return self.refuse_request(&sub_id, ctx);
+        }
         let filters = match self.prepare_filters(&sub_id, filters) {
             Ok(filters) => filters,
             Err(closed) => return self.send(closed, ctx),
@@ -238,6 +325,9 @@ impl Connection {
     }
 
     fn on_count(&mut self, sub_id: String, filters: Vec<Filter>, ctx: &mut Context<Self>) {
+        if !self.allow_request() {
+            return self.refuse_request(&sub_id, ctx);
+        }
         let filters = match self.prepare_filters(&sub_id, filters) {
             Ok(filters) => filters,
             Err(closed) => return self.send(closed, ctx),
@@ -261,6 +351,18 @@ impl Connection {
             self.close(CloseCode::Normal, "idle timeout", "idle timeout", ctx);
         } else {
             self.outbox.push_control(Outgoing::Ping);
+            if let Some(holder) = &self.peer.slot {
+                let config = &self.node.config;
+                let ttl = Duration::from_secs(config.ping_interval_seconds.max(1))
+                    * SLOT_LIFETIME_IN_PINGS;
+                let refresh = self.node.limiter.acquire(
+                    &Peer::slot_key(&self.peer.ip),
+                    holder,
+                    config.max_connections_per_ip,
+                    ttl,
+                );
+                actix_web::rt::spawn(refresh);
+            }
         }
     }
 }
@@ -303,12 +405,17 @@ impl Actor for Connection {
             sub.do_send(Stop);
         }
         self.outbox.close(None);
+        if let Some(holder) = &self.peer.slot {
+            self.node
+                .limiter
+                .release(&Peer::slot_key(&self.peer.ip), holder);
+        }
         self.node
             .stats
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(
-            peer = %self.peer,
+            peer = %self.peer.addr,
             seconds = self.opened.elapsed().as_secs_f64(),
             received = self.received,
             reason = self.close_reason,
@@ -353,8 +460,12 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Connection {
             Err(ProtocolError::Io(e)) if e.to_string().contains("continuation size") => {
                 self.close(CloseCode::Size, "message too big", "message too big", ctx)
             }
+            Err(ProtocolError::Io(_)) => {
+                self.close_reason = "client went away";
+                ctx.stop();
+            }
             Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "websocket protocol error");
+                tracing::debug!(peer = %self.peer.addr, error = %e, "websocket protocol error");
                 self.close(CloseCode::Protocol, "protocol error", "protocol error", ctx);
             }
         }

@@ -8,7 +8,15 @@ use actix_web::{
     web,
 };
 
-use crate::{actors::connection::Connection, node::Node};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use crate::{
+    actors::connection::{Connection, Peer, SLOT_LIFETIME_IN_PINGS},
+    node::Node,
+};
 
 /// Registers every route of the relay.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -29,11 +37,15 @@ async fn root(
     node: web::Data<Node>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if wants_websocket(&req) {
+        let addr = req.peer_addr();
+        let ip = addr.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let slot = match take_connection_slot(&node, &ip).await {
+            Ok(slot) => slot,
+            Err(refusal) => return Ok(refusal),
+        };
         let (response, session, stream) = actix_ws::handle(&req, body)?;
-        let peer = req
-            .peer_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        Connection::start(node.into_inner(), session, stream, peer);
+        let addr = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        Connection::start(node.into_inner(), session, stream, Peer { addr, ip, slot });
         return Ok(response);
     }
     if accepts(&req, "application/nostr+json") {
@@ -44,6 +56,32 @@ async fn root(
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(info::page(&node.config)))
+}
+
+/// Takes one of the connection slots of address `ip` when connections per address are
+/// limited; a refusal is the HTTP answer to give instead of the upgrade.
+async fn take_connection_slot(node: &Node, ip: &str) -> Result<Option<String>, HttpResponse> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let limit = node.config.max_connections_per_ip;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let holder = format!("{}#{}", node.node_id, NEXT.fetch_add(1, Ordering::Relaxed));
+    let ttl =
+        Duration::from_secs(node.config.ping_interval_seconds.max(1)) * SLOT_LIFETIME_IN_PINGS;
+    if node
+        .limiter
+        .acquire(&Peer::slot_key(ip), &holder, limit, ttl)
+        .await
+    {
+        Ok(Some(holder))
+    } else {
+        Err(HttpResponse::TooManyRequests()
+            .content_type("text/plain")
+            .body(format!(
+                "rate-limited: at most {limit} connections per address\n"
+            )))
+    }
 }
 
 /// CORS preflight for browsers fetching the NIP-11 document.

@@ -38,6 +38,15 @@ pub struct PgStore {
     pool: Pool,
 }
 
+/// Settings of every session the store opens: the statement timeout, and no parallel
+/// workers, whose start-up costs more than a relay's small indexed queries take.
+pub fn session_options(statement_timeout: Duration) -> String {
+    format!(
+        "-c statement_timeout={} -c max_parallel_workers_per_gather=0",
+        statement_timeout.as_millis()
+    )
+}
+
 /// How often a batch is retried after a deadlock or serialization failure.
 const WRITE_ATTEMPTS: usize = 5;
 
@@ -63,10 +72,7 @@ impl PgStore {
         config
             .connect_timeout(settings.connect_timeout)
             .application_name("starling")
-            .options(format!(
-                "-c statement_timeout={}",
-                settings.statement_timeout.as_millis()
-            ));
+            .options(session_options(settings.statement_timeout));
         let manager = Manager::from_config(
             config,
             NoTls,

@@ -70,22 +70,37 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
     parts.join(" AND ")
 }
 
-/// The query for one filter's stored events: newest first (ties: lowest id), or by
-/// relevance for a NIP-50 search, at most `limit`.
+/// How many of the newest matches of a NIP-50 search are ranked by relevance.
+pub const SEARCH_CANDIDATES: i64 = 1000;
+
+/// The query for one filter's stored events: newest first (ties: lowest id), at most
+/// `limit`. A NIP-50 search ranks by relevance the newest [`SEARCH_CANDIDATES`] matches, so
+/// that a word found in millions of events costs no more than a rare one.
 pub fn select(filter: &Filter, now: u64) -> (String, Query) {
     let mut q = Query::default();
     let condition = condition(filter, now, &mut q);
-    let order = match &filter.search {
-        Some(search) => format!(
-            "ts_rank(e.content_fts, plainto_tsquery('simple', {})) DESC, e.created_at DESC, e.id",
-            q.bind(search.clone())
-        ),
-        None => "e.created_at DESC, e.id".to_string(),
+    let sql = match &filter.search {
+        Some(search) => {
+            let query = q.bind(search.clone());
+            let candidates = q.bind(SEARCH_CANDIDATES);
+            let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+            format!(
+                "SELECT created_at, id, json FROM (
+                     SELECT e.created_at, e.id, e.json, e.content_fts FROM events e WHERE {condition}
+                     ORDER BY e.created_at DESC, e.id LIMIT {candidates}
+                 ) AS newest
+                 ORDER BY ts_rank(content_fts, plainto_tsquery('simple', {query})) DESC, created_at DESC, id
+                 LIMIT {limit}"
+            )
+        }
+        None => {
+            let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+            format!(
+                "SELECT e.created_at, e.id, e.json FROM events e WHERE {condition}
+                 ORDER BY e.created_at DESC, e.id LIMIT {limit}"
+            )
+        }
     };
-    let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
-    let sql = format!(
-        "SELECT e.created_at, e.id, e.json FROM events e WHERE {condition} ORDER BY {order} LIMIT {limit}"
-    );
     (sql, q)
 }
 

@@ -1,0 +1,248 @@
+//! Rate limits shared by every node of a cluster.
+//!
+//! Two kinds of limit, both decided atomically where the counts live (a Lua script in
+//! Redis, or a lock in memory for a single node):
+//! - fixed-window counters: at most `limit` hits of a key per window (events per minute per
+//!   IP or per pubkey);
+//! - slots: at most `limit` holders of a key at once (connections per IP). A holder must
+//!   refresh its slot; a slot not refreshed within its time to live lapses, so the slots of
+//!   a node that died free themselves.
+//!
+//! When Redis cannot be reached the limits let everything through: a relay without its
+//! limiter keeps serving.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::{FutureExt, future::BoxFuture};
+use redis::{Client, Script, aio::ConnectionManager};
+use tokio::sync::OnceCell;
+
+/// Cluster-wide counters and slots.
+pub trait Limiter: Send + Sync + 'static {
+    /// Counts one hit on `key`; true while the window holds at most `limit` hits.
+    fn hit(&self, key: &str, limit: u64, window: Duration) -> BoxFuture<'static, bool>;
+
+    /// Takes (or refreshes) slot `holder` of `key` for `ttl`; false when `limit` other
+    /// holders have live slots.
+    fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, bool>;
+
+    /// Gives slot `holder` of `key` back.
+    fn release(&self, key: &str, holder: &str);
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Limits for a node on its own, kept in memory.
+#[derive(Default)]
+pub struct LocalLimiter {
+    counters: Mutex<HashMap<String, (i64, u64)>>,
+    slots: Mutex<HashMap<String, HashMap<String, i64>>>,
+}
+
+impl Limiter for LocalLimiter {
+    fn hit(&self, key: &str, limit: u64, window: Duration) -> BoxFuture<'static, bool> {
+        let window_ms = window.as_millis().max(1) as i64;
+        let current = now_ms() / window_ms;
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters.retain(|_, (w, _)| *w == current);
+        let entry = counters.entry(key.to_string()).or_insert((current, 0));
+        entry.1 += 1;
+        let allowed = entry.1 <= limit;
+        async move { allowed }.boxed()
+    }
+
+    fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, bool> {
+        let now = now_ms();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let holders = slots.entry(key.to_string()).or_default();
+        holders.retain(|_, expires| *expires > now);
+        let allowed = holders.contains_key(holder) || (holders.len() as u64) < limit;
+        if allowed {
+            holders.insert(holder.to_string(), now + ttl.as_millis() as i64);
+        }
+        async move { allowed }.boxed()
+    }
+
+    fn release(&self, key: &str, holder: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(holders) = slots.get_mut(key) {
+            holders.remove(holder);
+            if holders.is_empty() {
+                slots.remove(key);
+            }
+        }
+    }
+}
+
+/// INCR a window's counter, setting its expiry on first use; returns the count.
+const HIT: &str = r"
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+";
+
+/// Drop lapsed holders, then add or refresh this one if there is room; 1 if it holds a slot.
+const ACQUIRE: &str = r"
+local now, ttl, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return 1
+end
+return 0
+";
+
+/// Limits kept in Redis under `{cluster}:limit:…`, shared by every node of the cluster.
+pub struct RedisLimiter {
+    client: Client,
+    prefix: Arc<str>,
+    connection: Arc<OnceCell<ConnectionManager>>,
+    hit: Arc<Script>,
+    acquire: Arc<Script>,
+}
+
+impl RedisLimiter {
+    /// A limiter for cluster `cluster` on the Redis at `url`; connects on first use.
+    pub fn new(url: &str, cluster: &str) -> Result<Self, crate::InvalidUrl> {
+        Ok(Self {
+            client: Client::open(url).map_err(|e| crate::InvalidUrl(e.to_string()))?,
+            prefix: format!("{cluster}:limit:").into(),
+            connection: Arc::new(OnceCell::new()),
+            hit: Arc::new(Script::new(HIT)),
+            acquire: Arc::new(Script::new(ACQUIRE)),
+        })
+    }
+
+    fn connection(&self) -> impl Future<Output = Option<ConnectionManager>> + Send + 'static {
+        let (client, cell) = (self.client.clone(), Arc::clone(&self.connection));
+        async move {
+            let connect = || async {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_response_timeout(Some(Duration::from_secs(1)))
+                    .set_number_of_retries(1);
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.get_connection_manager_with_config(config),
+                )
+                .await
+                .map_err(|_| ())?
+                .map_err(|_| ())
+            };
+            cell.get_or_try_init(connect).await.ok().cloned()
+        }
+    }
+}
+
+impl Limiter for RedisLimiter {
+    fn hit(&self, key: &str, limit: u64, window: Duration) -> BoxFuture<'static, bool> {
+        let window_ms = window.as_millis().max(1) as i64;
+        let key = format!("{}hit:{key}:{}", self.prefix, now_ms() / window_ms);
+        let (script, connection) = (Arc::clone(&self.hit), self.connection());
+        async move {
+            let Some(mut conn) = connection.await else {
+                return true;
+            };
+            let count: redis::RedisResult<u64> =
+                script.key(key).arg(window_ms).invoke_async(&mut conn).await;
+            count.map_or(true, |count| count <= limit)
+        }
+        .boxed()
+    }
+
+    fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, bool> {
+        let key = format!("{}slots:{key}", self.prefix);
+        let holder = holder.to_string();
+        let (script, connection) = (Arc::clone(&self.acquire), self.connection());
+        async move {
+            let Some(mut conn) = connection.await else {
+                return true;
+            };
+            let held: redis::RedisResult<i64> = script
+                .key(key)
+                .arg(now_ms())
+                .arg(ttl.as_millis() as i64)
+                .arg(limit)
+                .arg(holder)
+                .invoke_async(&mut conn)
+                .await;
+            held.map_or(true, |held| held == 1)
+        }
+        .boxed()
+    }
+
+    fn release(&self, key: &str, holder: &str) {
+        let key = format!("{}slots:{key}", self.prefix);
+        let (holder, connection) = (holder.to_string(), self.connection());
+        tokio::spawn(async move {
+            if let Some(mut conn) = connection.await {
+                let _: redis::RedisResult<i64> = redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(holder)
+                    .query_async(&mut conn)
+                    .await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_counters_and_slots_hold_their_limits() {
+        let limiter = LocalLimiter::default();
+        let minute = Duration::from_secs(60);
+        assert!(limiter.hit("k", 2, minute).await);
+        assert!(limiter.hit("k", 2, minute).await);
+        assert!(!limiter.hit("k", 2, minute).await);
+        assert!(limiter.hit("other", 2, minute).await);
+        assert!(limiter.acquire("ip", "a", 2, minute).await);
+        assert!(limiter.acquire("ip", "b", 2, minute).await);
+        assert!(!limiter.acquire("ip", "c", 2, minute).await);
+        assert!(
+            limiter.acquire("ip", "a", 2, minute).await,
+            "a holder refreshes its slot"
+        );
+        limiter.release("ip", "a");
+        assert!(limiter.acquire("ip", "c", 2, minute).await);
+        assert!(
+            limiter
+                .acquire("lapsing", "x", 1, Duration::from_millis(1))
+                .await
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            limiter.acquire("lapsing", "y", 1, minute).await,
+            "a lapsed slot is free"
+        );
+    }
+}
