@@ -3,8 +3,10 @@
 //! - `fill`: writes N signed events of a realistic mix as JSON lines, for `starling import`.
 //! - `explain`: runs the PostgreSQL store's SQL for the common filter shapes under
 //!   `EXPLAIN ANALYZE` and prints each plan with its timing.
+//! - `fanout`: live delivery latency from a publisher on one node to subscribers on others.
 
 mod explain;
+mod fanout;
 mod fill;
 
 use clap::{Parser, Subcommand};
@@ -23,14 +25,20 @@ enum Command {
     Fill(fill::Args),
     /// Show how PostgreSQL runs each common filter shape (EXPLAIN ANALYZE).
     Explain(explain::Args),
+    /// Measure live delivery latency: subscribers on some nodes, a publish rate on one.
+    Fanout(fanout::Args),
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Fill(args) => fill::run(&args),
-        Command::Explain(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(explain::run(&args)),
+        Command::Explain(args) => runtime()?.block_on(explain::run(&args)),
+        Command::Fanout(args) => runtime()?.block_on(fanout::run(&args)),
     }
 }
