@@ -46,10 +46,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The current window's number and each key's hits in it.
+type Window = (i64, HashMap<String, u64>);
+
 /// Limits for a node on its own, kept in memory.
 #[derive(Default)]
 pub struct LocalLimiter {
-    counters: Mutex<HashMap<String, (i64, u64)>>,
+    /// Counts per window length (ms).
+    counters: Mutex<HashMap<i64, Window>>,
     slots: Mutex<HashMap<String, HashMap<String, i64>>>,
 }
 
@@ -58,10 +62,14 @@ impl Limiter for LocalLimiter {
         let window_ms = window.as_millis().max(1) as i64;
         let current = now_ms() / window_ms;
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        counters.retain(|_, (w, _)| *w == current);
-        let entry = counters.entry(key.to_string()).or_insert((current, 0));
-        entry.1 += 1;
-        let allowed = entry.1 <= limit;
+        let (window_number, hits) = counters.entry(window_ms).or_default();
+        if *window_number != current {
+            *window_number = current;
+            hits.clear();
+        }
+        let count = hits.entry(key.to_string()).or_default();
+        *count += 1;
+        let allowed = *count <= limit;
         async move { allowed }.boxed()
     }
 

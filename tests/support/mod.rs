@@ -59,6 +59,31 @@ pub fn note(n: u8, content: &str) -> Event {
     keys(n).sign(now(), 1, vec![], content)
 }
 
+/// Installs a Debian package with apt-get when running as root (one install at a time in
+/// this process); returns whether it tried.
+pub fn install_debian_package(package: &str) -> bool {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let root = unsafe { libc::getuid() } == 0;
+    if !root || !std::path::Path::new("/usr/bin/apt-get").exists() {
+        return false;
+    }
+    let _one_at_a_time = APT.lock().unwrap_or_else(|p| p.into_inner());
+    eprintln!("{package} is not installed; installing the Debian package {package}");
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", package][..],
+    ] {
+        let status = std::process::Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=600"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("run apt-get");
+        assert!(status.success(), "apt-get {args:?} failed");
+    }
+    true
+}
+
 /// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

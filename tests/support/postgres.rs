@@ -355,21 +355,7 @@ fn server_binaries() -> PathBuf {
         if let Some(bin) = find_binaries() {
             return bin;
         }
-        let root = unsafe { libc::getuid() } == 0;
-        if root && Path::new("/usr/bin/apt-get").exists() {
-            eprintln!("PostgreSQL is not installed; installing the Debian package postgresql");
-            for args in [
-                &["update", "-qq"][..],
-                &["install", "-y", "-qq", "postgresql"][..],
-            ] {
-                let status = Command::new("apt-get")
-                    .args(args)
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .expect("run apt-get");
-                assert!(status.success(), "apt-get {args:?} failed");
-            }
-        }
+        super::install_debian_package("postgresql");
         find_binaries().expect(
             "PostgreSQL server binaries not found: install the Debian package `postgresql` \
              (apt-get install postgresql) or set DATABASE_URL to a server to use",

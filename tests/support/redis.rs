@@ -6,7 +6,7 @@
 //! otherwise the suite fails naming the package to install.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         OnceLock,
@@ -140,23 +140,7 @@ fn binary() -> PathBuf {
             if let Some(path) = find() {
                 return path;
             }
-            let root = unsafe { libc::getuid() } == 0;
-            if root && Path::new("/usr/bin/apt-get").exists() {
-                eprintln!(
-                    "redis-server is not installed; installing the Debian package redis-server"
-                );
-                for args in [
-                    &["update", "-qq"][..],
-                    &["install", "-y", "-qq", "redis-server"][..],
-                ] {
-                    let status = Command::new("apt-get")
-                        .args(args)
-                        .env("DEBIAN_FRONTEND", "noninteractive")
-                        .status()
-                        .expect("run apt-get");
-                    assert!(status.success(), "apt-get {args:?} failed");
-                }
-            }
+            super::install_debian_package("redis-server");
             find().expect(
                 "redis-server not found: install the Debian package `redis-server` \
                  (apt-get install redis-server) or set REDIS_URL to a server to use",
