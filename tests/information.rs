@@ -185,3 +185,58 @@ fn the_readme_documents_every_option() {
     }
     assert!(documented > 40, "found only {documented} options in --help");
 }
+
+#[tokio::test]
+async fn metrics_cover_the_node_and_carry_its_id() {
+    use serde_json::json;
+
+    use crate::support::{Client, note};
+
+    let relay = Relay::start(&["--node-id", "metrics-node"]);
+    let mut client = Client::connect(&relay.url()).await;
+    client.req("live", &[json!({"kinds": [1]})]).await;
+    let mut writer = Client::connect(&relay.url()).await;
+    writer.publish_ok(&note(1, "counted")).await;
+    let mut bad = note(1, "bad");
+    bad.sig[0] ^= 1;
+    writer.publish(&bad).await;
+    client.live_event("live").await;
+    let response = request(&relay.addr, "GET", "/metrics", &[]).await;
+    assert_eq!(response.status, 200);
+    let metrics = response.body;
+    for name in [
+        "starling_connections_opened_total",
+        "starling_connections_open",
+        "starling_subscriptions_open",
+        "starling_messages_received_total",
+        "starling_messages_sent_total",
+        "starling_events_accepted_total",
+        "starling_events_refused_total",
+        "starling_store_operation_duration_seconds_bucket",
+        "starling_store_write_batch_size_bucket",
+        "starling_bus_published_total",
+        "starling_deliveries_total",
+        "starling_bus_connected",
+        "starling_bus_reconnects_total",
+        "starling_cluster_nodes",
+        "starling_process_cpu_time_seconds_total",
+        "starling_process_memory_resident_bytes",
+    ] {
+        let series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .collect();
+        assert!(!series.is_empty(), "no series for {name}:\n{metrics}");
+        assert!(
+            series.iter().all(|l| l.contains("node=\"metrics-node\"")),
+            "{name} lacks the node label"
+        );
+    }
+    assert!(
+        metrics.contains(
+            "starling_events_accepted_total{kind_class=\"regular\",node=\"metrics-node\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("reason=\"invalid\""), "{metrics}");
+}

@@ -70,6 +70,7 @@ mod tests {
             bus.publish(Envelope {
                 origin: Arc::from("node-1"),
                 payload: Bytes::from(format!("{n}")),
+                sent_at_micros: 0,
             });
         }
         for sub in [&mut a, &mut b] {

@@ -33,6 +33,15 @@ pub struct Envelope {
     pub origin: Arc<str>,
     /// The event's canonical JSON.
     pub payload: Bytes,
+    /// When the origin published it, in microseconds since the Unix epoch.
+    pub sent_at_micros: u64,
+}
+
+/// Microseconds since the Unix epoch, for [`Envelope::sent_at_micros`].
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A publish/subscribe channel shared by every node of a cluster.

@@ -88,20 +88,27 @@ impl Bus for RedisBus {
     }
 }
 
+/// `origin\nsent_at_micros\njson`.
 fn encode(envelope: &Envelope) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(envelope.origin.len() + 1 + envelope.payload.len());
-    bytes.extend_from_slice(envelope.origin.as_bytes());
-    bytes.push(b'\n');
+    let head = format!("{}\n{}\n", envelope.origin, envelope.sent_at_micros);
+    let mut bytes = Vec::with_capacity(head.len() + envelope.payload.len());
+    bytes.extend_from_slice(head.as_bytes());
     bytes.extend_from_slice(&envelope.payload);
     bytes
 }
 
 fn decode(bytes: &[u8]) -> Option<Envelope> {
-    let split = bytes.iter().position(|b| *b == b'\n')?;
-    let origin = std::str::from_utf8(&bytes[..split]).ok()?;
+    let first = bytes.iter().position(|b| *b == b'\n')?;
+    let second = first + 1 + bytes[first + 1..].iter().position(|b| *b == b'\n')?;
+    let origin = std::str::from_utf8(&bytes[..first]).ok()?;
+    let sent_at_micros = std::str::from_utf8(&bytes[first + 1..second])
+        .ok()?
+        .parse()
+        .ok()?;
     Some(Envelope {
         origin: Arc::from(origin),
-        payload: Bytes::copy_from_slice(&bytes[split + 1..]),
+        payload: Bytes::copy_from_slice(&bytes[second + 1..]),
+        sent_at_micros,
     })
 }
 
@@ -239,6 +246,7 @@ mod tests {
         let envelope = Envelope {
             origin: Arc::from("node-a:7777"),
             payload: Bytes::from_static(b"{\"a\":\"\\n\"}\n"),
+            sent_at_micros: 1_700_000_000_000_000,
         };
         assert_eq!(decode(&encode(&envelope)), Some(envelope));
         assert_eq!(decode(b"no separator"), None);

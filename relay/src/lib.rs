@@ -7,6 +7,7 @@ pub mod catch_up;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod nostr;
 pub mod policy;

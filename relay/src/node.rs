@@ -1,13 +1,6 @@
 //! A running relay node: the parts every connection shares.
 
-use std::{
-    future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr};
 use starling_cluster::{Bus, ClusterView, Limiter};
@@ -19,19 +12,11 @@ use crate::{
         writer::{Write, WriteResult, Writer},
     },
     config::Config,
+    metrics::Metrics,
     nostr::{KindClass, VerifiedEvent},
     policy,
-    store::{EventStore, StoreError, WriteOutcome},
+    store::{EventStore, StoreError, WriteOutcome, metered::Metered},
 };
-
-/// Counters a node keeps about itself.
-#[derive(Default)]
-pub struct Stats {
-    /// WebSocket connections open now.
-    pub connections_open: AtomicU64,
-    /// Clients disconnected because they did not read what the relay sent.
-    pub slow_clients_dropped: AtomicU64,
-}
 
 /// Shared state of one relay node.
 pub struct Node {
@@ -43,14 +28,14 @@ pub struct Node {
     pub writer: Addr<Writer>,
     /// Delivers accepted events to live subscribers here and on other nodes.
     pub fanout: Arc<Fanout>,
-    /// This node's counters.
-    pub stats: Stats,
     /// This node's name in the cluster.
     pub node_id: Arc<str>,
     /// The cluster as the bus sees it.
     pub cluster: watch::Receiver<ClusterView>,
     /// Rate limits shared by the cluster's nodes.
     pub limiter: Arc<dyn Limiter>,
+    /// This node's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -62,9 +47,11 @@ impl Node {
         bus: Arc<dyn Bus>,
         limiter: Arc<dyn Limiter>,
         node_id: Arc<str>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let cluster = bus.view();
-        let fanout = Fanout::new(bus, Arc::clone(&node_id));
+        let store: Arc<dyn EventStore> = Arc::new(Metered::new(store, Arc::clone(&metrics)));
+        let fanout = Fanout::new(bus, Arc::clone(&node_id), Arc::clone(&metrics));
         let writer = Writer::new(
             Arc::clone(&store),
             Arc::clone(&fanout),
@@ -86,10 +73,10 @@ impl Node {
             store,
             writer,
             fanout,
-            stats: Stats::default(),
             node_id,
             cluster,
             limiter,
+            metrics,
         })
     }
 
@@ -110,14 +97,6 @@ impl Node {
                 Some(outcome) => outcome.await.map_err(|_| StoreError::Closed)?,
             }
         }
-    }
-
-    /// Records that a slow client was dropped.
-    pub fn count_slow_client(&self) -> u64 {
-        self.stats
-            .slow_clients_dropped
-            .fetch_add(1, Ordering::Relaxed)
-            + 1
     }
 }
 

@@ -6,7 +6,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use starling_cluster::{Bus, InProcessBus, Limiter, LocalLimiter, RedisBus, RedisLimiter};
 
-use crate::{config::Config, http, node::Node, store};
+use crate::{config::Config, http, metrics::Metrics, node::Node, store};
 
 /// Runs the relay until it is told to stop (SIGINT or SIGTERM). Call it inside an actix
 /// system. Prints `listening on ws://ADDR` on standard output once bound.
@@ -33,7 +33,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Arc::new(LocalLimiter::default()),
         ),
     };
-    let node = web::Data::from(Node::start(config.clone(), store, bus, limiter, node_id));
+    let pool_store = Arc::clone(&store);
+    let pool = pool_store.pool_status().map(|_| {
+        Arc::new(move || pool_store.pool_status().unwrap_or_default())
+            as Arc<dyn Fn() -> (u64, u64) + Send + Sync>
+    });
+    let metrics = Arc::new(Metrics::new(&node_id, bus.view(), pool)?);
+    let node = web::Data::from(Node::start(
+        config.clone(),
+        store,
+        bus,
+        limiter,
+        node_id,
+        metrics,
+    ));
     let server = HttpServer::new(move || App::new().app_data(node.clone()).configure(http::routes))
         .workers(config.worker_count())
         .shutdown_timeout(5)

@@ -32,10 +32,13 @@ use super::{
     subscription::{Stop, Subscription, SubscriptionParts},
     writer::WriteResult,
 };
+use opentelemetry::KeyValue;
+
 use crate::{
     node::Node,
     nostr::{
-        ClientMessage, Event, Filter, MessageError, Prefix, Reason, VerifiedEvent, message::relay,
+        ClientMessage, Event, Filter, KindClass, MessageError, Prefix, Reason, VerifiedEvent,
+        message::relay,
     },
     policy,
     store::WriteOutcome,
@@ -101,7 +104,7 @@ impl Connection {
     pub fn start(node: Arc<Node>, session: Session, stream: MessageStream, peer: Peer) {
         let max = node.config.max_message_bytes;
         let outbox = Outbox::new(node.config.max_outbound_bytes);
-        let pump = actix_web::rt::spawn(outbox.clone().pump(session));
+        let pump = actix_web::rt::spawn(outbox.clone().pump(session, Arc::clone(&node.metrics)));
         let gate = Gate::new(node.config.max_pending_per_connection);
         let frames = gate.guard(
             stream
@@ -152,8 +155,8 @@ impl Connection {
     }
 
     fn drop_slow_client(&mut self, ctx: &mut Context<Self>) {
-        let total = self.node.count_slow_client();
-        tracing::warn!(peer = %self.peer.addr, queued = self.outbox.queued_bytes(), total, "dropping a client that does not read");
+        self.node.metrics.slow_clients_dropped.add(1, &[]);
+        tracing::warn!(peer = %self.peer.addr, queued = self.outbox.queued_bytes(), "dropping a client that does not read");
         self.pump.abort();
         self.outbox.close(None);
         self.close_reason = "slow client";
@@ -162,32 +165,75 @@ impl Connection {
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         match ClientMessage::parse(text) {
-            Ok(ClientMessage::Event(event)) => self.on_event(*event, ctx),
-            Ok(ClientMessage::Req { sub_id, filters }) => self.on_req(sub_id, filters, ctx),
-            Ok(ClientMessage::Count { sub_id, filters }) => self.on_count(sub_id, filters, ctx),
+            Ok(ClientMessage::Event(event)) => {
+                self.count_received("EVENT");
+                self.on_event(*event, ctx)
+            }
+            Ok(ClientMessage::Req { sub_id, filters }) => {
+                self.count_received("REQ");
+                self.on_req(sub_id, filters, ctx)
+            }
+            Ok(ClientMessage::Count { sub_id, filters }) => {
+                self.count_received("COUNT");
+                self.on_count(sub_id, filters, ctx)
+            }
             Ok(ClientMessage::Close { sub_id }) => {
+                self.count_received("CLOSE");
                 if let Some((_, sub)) = self.subscriptions.remove(sub_id.as_str()) {
                     sub.do_send(Stop);
                 }
             }
-            Err(MessageError::Notice(message)) => self.send(relay::notice(&message), ctx),
+            Err(MessageError::Notice(message)) => {
+                self.count_received("invalid");
+                self.send(relay::notice(&message), ctx)
+            }
             Err(MessageError::Event { id, reason }) => {
+                self.count_received("EVENT");
+                self.count_event(None, Some(reason.prefix));
                 self.send(relay::ok(&id, false, &reason.to_string()), ctx)
             }
             Err(MessageError::Closed { sub_id, reason }) => {
+                self.count_received("invalid");
                 self.send(relay::closed(&sub_id, &reason), ctx)
+            }
+        }
+    }
+
+    fn count_received(&self, kind: &'static str) {
+        self.node
+            .metrics
+            .messages_received
+            .add(1, &[KeyValue::new("type", kind)]);
+    }
+
+    /// Counts an event as accepted (`refused` is `None`) or refused for a reason.
+    fn count_event(&self, kind: Option<u16>, refused: Option<Prefix>) {
+        let class = KeyValue::new(
+            "kind_class",
+            kind.map_or("unknown", |k| KindClass::of(k).as_str()),
+        );
+        match refused {
+            None => self.node.metrics.events_accepted.add(1, &[class]),
+            Some(prefix) => {
+                let reason = KeyValue::new("reason", prefix.as_str());
+                self.node.metrics.events_refused.add(1, &[class, reason]);
             }
         }
     }
 
     fn on_event(&mut self, event: Event, ctx: &mut Context<Self>) {
         let id = event.id_hex();
+        let kind = event.kind;
         if let Err(reason) = policy::check_event(&self.node.config, &event, policy::now()) {
+            self.count_event(Some(kind), Some(reason.prefix));
             return self.send(relay::ok(&id, false, &reason.to_string()), ctx);
         }
         let verified = match VerifiedEvent::verify(event) {
             Ok(verified) => Arc::new(verified),
-            Err(e) => return self.send(relay::ok(&id, false, &Reason::from(e).to_string()), ctx),
+            Err(e) => {
+                self.count_event(Some(kind), Some(Prefix::Invalid));
+                return self.send(relay::ok(&id, false, &Reason::from(e).to_string()), ctx);
+            }
         };
         let permit = self.gate.enter();
         let node = Arc::clone(&self.node);
@@ -196,16 +242,20 @@ impl Connection {
         let limits = self.event_limits(&verified.event);
         let outcome = async move {
             if !limits.await {
+                node.metrics
+                    .rate_limited
+                    .add(1, &[KeyValue::new("limit", "events")]);
                 let reason = Reason::new(Prefix::RateLimited, "too many events; slow down");
-                return (false, reason.to_string());
+                return (false, reason.to_string(), Some(Prefix::RateLimited));
             }
             ok_message(node.ingest(verified).await)
         };
         ctx.spawn(
             outcome
                 .into_actor(self)
-                .map(move |(accepted, message), conn, ctx| {
+                .map(move |(accepted, message, refused), conn, ctx| {
                     drop(permit);
+                    conn.count_event(Some(kind), refused);
                     conn.send(relay::ok(&id, accepted, &message), ctx);
                 }),
         );
@@ -255,6 +305,10 @@ impl Connection {
     }
 
     fn refuse_request(&mut self, sub_id: &str, ctx: &mut Context<Self>) {
+        self.node
+            .metrics
+            .rate_limited
+            .add(1, &[KeyValue::new("limit", "requests")]);
         let reason = Reason::new(Prefix::RateLimited, "too many requests; slow down");
         self.send(relay::closed(sub_id, &reason), ctx);
     }
@@ -319,6 +373,7 @@ impl Connection {
             index,
             store: Arc::clone(&self.node.store),
             permit: self.gate.enter(),
+            metrics: Arc::clone(&self.node.metrics),
         })
         .start();
         self.subscriptions.insert(sub_id, (key, sub));
@@ -367,22 +422,29 @@ impl Connection {
     }
 }
 
-/// The `OK` answer for an ingest result.
-fn ok_message(result: WriteResult) -> (bool, String) {
+/// The `OK` answer for an ingest result, and the refusal to count (none for a new event).
+fn ok_message(result: WriteResult) -> (bool, String, Option<Prefix>) {
     match result {
-        Ok(WriteOutcome::Stored) => (true, String::new()),
-        Ok(WriteOutcome::Duplicate) => (true, "duplicate: already have this event".into()),
+        Ok(WriteOutcome::Stored) => (true, String::new(), None),
+        Ok(WriteOutcome::Duplicate) => (
+            true,
+            "duplicate: already have this event".into(),
+            Some(Prefix::Duplicate),
+        ),
         Ok(WriteOutcome::Superseded) => (
             false,
             "duplicate: a newer version of this event is already stored".into(),
+            Some(Prefix::Duplicate),
         ),
         Ok(WriteOutcome::Deleted) => (
             false,
             "blocked: this event was deleted by its author".into(),
+            Some(Prefix::Blocked),
         ),
         Err(e) => (
             false,
             Reason::error(format!("could not store the event: {e}")).to_string(),
+            Some(Prefix::Error),
         ),
     }
 }
@@ -392,10 +454,8 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.index = Some(self.node.fanout.local_index());
-        self.node
-            .stats
-            .connections_open
-            .fetch_add(1, Ordering::Relaxed);
+        self.node.metrics.connections_opened.add(1, &[]);
+        self.node.metrics.connections_open.add(1, &[]);
         let every = Duration::from_secs(self.node.config.ping_interval_seconds.max(1));
         ctx.run_interval(every, Self::heartbeat);
     }
@@ -410,10 +470,9 @@ impl Actor for Connection {
                 .limiter
                 .release(&Peer::slot_key(&self.peer.ip), holder);
         }
-        self.node
-            .stats
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
+        self.node.metrics.connections_open.add(-1, &[]);
+        let reason = KeyValue::new("reason", self.close_reason);
+        self.node.metrics.connections_closed.add(1, &[reason]);
         tracing::debug!(
             peer = %self.peer.addr,
             seconds = self.opened.elapsed().as_secs_f64(),

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use starling_cluster::{Bus, Envelope};
 
 use super::subscription::{LiveEvent, Subscription};
+use crate::metrics::Metrics;
 use crate::nostr::{Event, Filter, VerifiedEvent};
 
 /// (subscription key, index of the filter within the subscription).
@@ -247,11 +248,12 @@ pub struct Fanout {
     recent: Mutex<RecentIds>,
     bus: Arc<dyn Bus>,
     node_id: Arc<str>,
+    metrics: Arc<Metrics>,
 }
 
 impl Fanout {
     /// A hub publishing on `bus` as node `node_id`.
-    pub fn new(bus: Arc<dyn Bus>, node_id: Arc<str>) -> Arc<Self> {
+    pub fn new(bus: Arc<dyn Bus>, node_id: Arc<str>, metrics: Arc<Metrics>) -> Arc<Self> {
         let recent = RecentIds {
             set: HashSet::new(),
             order: VecDeque::new(),
@@ -261,6 +263,7 @@ impl Fanout {
             recent: Mutex::new(recent),
             bus,
             node_id,
+            metrics,
         })
     }
 
@@ -286,7 +289,9 @@ impl Fanout {
         self.bus.publish(Envelope {
             origin: Arc::clone(&self.node_id),
             payload,
+            sent_at_micros: starling_cluster::now_micros(),
         });
+        self.metrics.bus_published.add(1, &[]);
     }
 
     /// Delivers an event to this node's live subscribers only, unless it was delivered
@@ -312,6 +317,9 @@ impl Fanout {
             if envelope.origin == self.node_id {
                 continue;
             }
+            self.metrics.bus_received.add(1, &[]);
+            let latency = starling_cluster::now_micros().saturating_sub(envelope.sent_at_micros);
+            self.metrics.bus_latency.record(latency as f64 / 1e6, &[]);
             match std::str::from_utf8(&envelope.payload) {
                 Ok(json) => self.deliver_json(json),
                 Err(_) => {

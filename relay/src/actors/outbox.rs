@@ -10,11 +10,15 @@ use std::{
     collections::VecDeque,
     future::poll_fn,
     rc::Rc,
+    sync::Arc,
     task::{Poll, Waker},
 };
 
 use actix_ws::{CloseReason, Session};
 use bytes::Bytes;
+use opentelemetry::KeyValue;
+
+use crate::metrics::Metrics;
 
 /// One item for the socket.
 #[derive(Debug)]
@@ -144,11 +148,17 @@ impl Outbox {
         .await
     }
 
-    /// Writes queued items to the socket until the close frame or a write fails.
-    pub async fn pump(self, mut session: Session) {
+    /// Writes queued items to the socket until the close frame or a write fails, counting
+    /// relay messages by type.
+    pub async fn pump(self, mut session: Session, metrics: Arc<Metrics>) {
         while let Some(item) = self.next().await {
             let written = match item {
-                Outgoing::Text(text) => session.text(text).await,
+                Outgoing::Text(text) => {
+                    metrics
+                        .messages_sent
+                        .add(1, &[KeyValue::new("type", message_type(&text))]);
+                    session.text(text).await
+                }
                 Outgoing::Ping => session.ping(b"").await,
                 Outgoing::Pong(payload) => session.pong(&payload).await,
                 Outgoing::Close(reason) => {
@@ -162,6 +172,16 @@ impl Outbox {
         }
         self.close(None);
     }
+}
+
+/// The verb of a relay message: the first string of the array.
+fn message_type(frame: &str) -> &'static str {
+    const TYPES: [&str; 6] = ["EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "COUNT"];
+    let verb = frame
+        .get(2..)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    TYPES.into_iter().find(|t| *t == verb).unwrap_or("other")
 }
 
 fn wake(waker: &mut Option<Waker>) {

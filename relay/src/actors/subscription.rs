@@ -18,6 +18,7 @@ use super::{
     outbox::{Outbox, Refused},
 };
 use crate::{
+    metrics::Metrics,
     nostr::{Filter, Reason, VerifiedEvent, message::relay},
     policy,
     store::EventStore,
@@ -66,6 +67,7 @@ pub struct Subscription {
     phase: Phase,
     /// Counts the stored query against the connection's requests in progress.
     permit: Option<Permit>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a subscription needs from its connection.
@@ -86,6 +88,8 @@ pub struct SubscriptionParts {
     pub store: Arc<dyn EventStore>,
     /// Held until `EOSE`.
     pub permit: Permit,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Subscription {
@@ -101,6 +105,7 @@ impl Subscription {
             store: parts.store,
             phase: Phase::Stored(Vec::new()),
             permit: Some(parts.permit),
+            metrics: parts.metrics,
         }
     }
 
@@ -127,6 +132,7 @@ impl Subscription {
             if sent.contains(&event.event.id_hex()) {
                 continue;
             }
+            self.metrics.deliveries.add(1, &[]);
             if let Err(why) = self.outbox.push(relay::event(&self.sub_id, &event.json)) {
                 return self.refused(why, ctx);
             }
@@ -138,6 +144,7 @@ impl Actor for Subscription {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.subscriptions_open.add(1, &[]);
         self.index.do_send(Register {
             key: self.key,
             filters: Arc::clone(&self.filters),
@@ -176,6 +183,7 @@ impl Actor for Subscription {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.metrics.subscriptions_open.add(-1, &[]);
         self.index.do_send(Unregister(self.key));
         self.connection.do_send(SubscriptionEnded {
             sub_id: Arc::clone(&self.sub_id),
@@ -195,6 +203,7 @@ impl Handler<LiveEvent> for Subscription {
                 ctx,
             ),
             Phase::Live => {
+                self.metrics.deliveries.add(1, &[]);
                 if let Err(why) = self.outbox.push(relay::event(&self.sub_id, &msg.0.json)) {
                     self.refused(why, ctx);
                 }

@@ -26,7 +26,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::method(Method::OPTIONS).to(preflight)),
     )
     .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz));
+    .route("/readyz", web::get().to(readyz))
+    .route("/metrics", web::get().to(metrics));
 }
 
 /// `/`: a WebSocket upgrade becomes a connection; `Accept: application/nostr+json` gets the
@@ -76,6 +77,8 @@ async fn take_connection_slot(node: &Node, ip: &str) -> Result<Option<String>, H
     {
         Ok(Some(holder))
     } else {
+        let label = opentelemetry::KeyValue::new("limit", "connections");
+        node.metrics.rate_limited.add(1, &[label]);
         Err(HttpResponse::TooManyRequests()
             .content_type("text/plain")
             .body(format!(
@@ -109,6 +112,13 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
         })
         .to_string(),
     )
+}
+
+/// `/metrics`: every metric, in the Prometheus text format.
+async fn metrics(node: web::Data<Node>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(node.metrics.render())
 }
 
 fn with_cors(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {

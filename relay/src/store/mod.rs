@@ -6,6 +6,7 @@
 //!
 //! Every backend passes the same conformance suite (`tests/store_conformance.rs`).
 
+pub mod metered;
 pub mod postgres;
 pub mod sqlite;
 
@@ -91,6 +92,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Deletes events whose NIP-40 expiration is at or before `now`; returns how many.
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Connections of the store's pool in use and idle, if it has a pool.
+    fn pool_status(&self) -> Option<(u64, u64)> {
+        None
+    }
 
     /// The position of the last event stored (0 when empty), for [`EventStore::events_after`].
     fn position(&self) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -329,6 +329,12 @@ impl EventStore for PgStore {
         })
     }
 
+    fn pool_status(&self) -> Option<(u64, u64)> {
+        let status = self.pool.status();
+        let idle = status.available as u64;
+        Some(((status.size as u64).saturating_sub(idle), idle))
+    }
+
     fn position(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;

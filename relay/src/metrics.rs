@@ -1,0 +1,252 @@
+//! Metrics: OpenTelemetry instruments, exported in the Prometheus text format at `/metrics`.
+//!
+//! Every series carries the node id as the label `node` (a resource attribute the exporter
+//! copies onto each series). Names follow the OpenTelemetry conventions (`starling.*`, units
+//! as UCUM); the exporter turns them into Prometheus names (`starling_*`, counters with
+//! `_total`, units such as `_seconds`). The README lists every metric.
+
+use std::{collections::HashSet, sync::Arc};
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter, MeterProvider, UpDownCounter},
+};
+use opentelemetry_sdk::{Resource, metrics::SdkMeterProvider};
+use prometheus::{Encoder, TextEncoder};
+use starling_cluster::ClusterView;
+use tokio::sync::watch;
+
+/// Label carrying the node id on every series.
+pub const NODE_LABEL: &str = "node";
+
+/// The node's instruments and the registry they export to.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    /// Connections opened.
+    pub connections_opened: Counter<u64>,
+    /// Connections closed, by `reason`.
+    pub connections_closed: Counter<u64>,
+    /// Connections open now.
+    pub connections_open: UpDownCounter<i64>,
+    /// Subscriptions open now.
+    pub subscriptions_open: UpDownCounter<i64>,
+    /// Client messages, by `type` (EVENT, REQ, CLOSE, COUNT, invalid).
+    pub messages_received: Counter<u64>,
+    /// Relay messages, by `type` (EVENT, OK, EOSE, CLOSED, NOTICE, COUNT).
+    pub messages_sent: Counter<u64>,
+    /// Events accepted, by `kind_class`.
+    pub events_accepted: Counter<u64>,
+    /// Events refused, by `kind_class` and `reason` (the NIP-01 prefix).
+    pub events_refused: Counter<u64>,
+    /// Store operation latency, by `operation`.
+    pub store_duration: Histogram<f64>,
+    /// Events per write batch.
+    pub write_batch_size: Histogram<u64>,
+    /// Events this node published on the bus.
+    pub bus_published: Counter<u64>,
+    /// Events received from other nodes over the bus.
+    pub bus_received: Counter<u64>,
+    /// Time from another node's publish to receipt here.
+    pub bus_latency: Histogram<f64>,
+    /// Live events sent to subscriptions.
+    pub deliveries: Counter<u64>,
+    /// Clients disconnected because they did not read.
+    pub slow_clients_dropped: Counter<u64>,
+    /// Requests refused by a rate limit, by `limit`.
+    pub rate_limited: Counter<u64>,
+}
+
+impl Metrics {
+    /// Instruments for node `node_id`, with gauges read from `cluster` and `pool` (the
+    /// store's connections in use and idle, when it has a pool).
+    pub fn new(
+        node_id: &str,
+        cluster: watch::Receiver<ClusterView>,
+        pool: Option<Arc<dyn Fn() -> (u64, u64) + Send + Sync>>,
+    ) -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .without_target_info()
+            .with_resource_selector(HashSet::from([opentelemetry::Key::new(NODE_LABEL)]))
+            .build()?;
+        let resource = Resource::builder_empty()
+            .with_attribute(KeyValue::new(NODE_LABEL, node_id.to_string()))
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(exporter)
+            .with_resource(resource)
+            .build();
+        let meter = provider.meter("starling");
+        observe(&meter, cluster, pool);
+        let counter = |name: &'static str, description: &'static str| {
+            meter
+                .u64_counter(name)
+                .with_description(description)
+                .build()
+        };
+        let gauge = |name: &'static str, description: &'static str| {
+            meter
+                .i64_up_down_counter(name)
+                .with_description(description)
+                .build()
+        };
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Ok(Self {
+            connections_opened: counter(
+                "starling.connections.opened",
+                "WebSocket connections opened",
+            ),
+            connections_closed: counter(
+                "starling.connections.closed",
+                "WebSocket connections closed, by reason",
+            ),
+            connections_open: gauge(
+                "starling.connections.open",
+                "WebSocket connections open now",
+            ),
+            subscriptions_open: gauge("starling.subscriptions.open", "Subscriptions open now"),
+            messages_received: counter(
+                "starling.messages.received",
+                "Client messages received, by type",
+            ),
+            messages_sent: counter("starling.messages.sent", "Relay messages sent, by type"),
+            events_accepted: counter("starling.events.accepted", "Events accepted, by kind class"),
+            events_refused: counter(
+                "starling.events.refused",
+                "Events refused, by kind class and reason",
+            ),
+            store_duration: meter
+                .f64_histogram("starling.store.operation.duration")
+                .with_unit("s")
+                .with_description("Store operation latency, by operation")
+                .with_boundaries(latency_buckets.clone())
+                .build(),
+            write_batch_size: meter
+                .u64_histogram("starling.store.write.batch.size")
+                .with_description("Events per write batch")
+                .with_boundaries(vec![
+                    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+                ])
+                .build(),
+            bus_published: counter(
+                "starling.bus.published",
+                "Events this node published on the bus",
+            ),
+            bus_received: counter(
+                "starling.bus.received",
+                "Events received from other nodes over the bus",
+            ),
+            bus_latency: meter
+                .f64_histogram("starling.bus.delivery.latency")
+                .with_unit("s")
+                .with_description("Time from another node's publish to receipt here")
+                .with_boundaries(latency_buckets)
+                .build(),
+            deliveries: counter("starling.deliveries", "Live events sent to subscriptions"),
+            slow_clients_dropped: counter(
+                "starling.slow_clients.dropped",
+                "Clients disconnected for not reading",
+            ),
+            rate_limited: counter(
+                "starling.rate_limited",
+                "Requests refused by a rate limit, by limit",
+            ),
+            registry,
+            provider,
+        })
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let _ = self.provider.force_flush();
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Gauges read when metrics are collected: cluster, pool and process.
+fn observe(
+    meter: &Meter,
+    cluster: watch::Receiver<ClusterView>,
+    pool: Option<Arc<dyn Fn() -> (u64, u64) + Send + Sync>>,
+) {
+    let view = cluster.clone();
+    meter
+        .u64_observable_gauge("starling.cluster.nodes")
+        .with_description("Nodes this node sees in its cluster, itself included")
+        .with_callback(move |o| o.observe(view.borrow().nodes as u64, &[]))
+        .build();
+    let view = cluster.clone();
+    meter
+        .u64_observable_gauge("starling.bus.connected")
+        .with_description("1 while the cluster bus is connected")
+        .with_callback(move |o| o.observe(u64::from(view.borrow().connected), &[]))
+        .build();
+    meter
+        .u64_observable_counter("starling.bus.reconnects")
+        .with_description("Times the cluster bus lost its connection")
+        .with_callback(move |o| o.observe(cluster.borrow().reconnects, &[]))
+        .build();
+    if let Some(pool) = pool {
+        meter
+            .u64_observable_gauge("starling.store.pool.connections")
+            .with_description("PostgreSQL pool connections, by state (in_use, idle)")
+            .with_callback(move |o| {
+                let (in_use, idle) = pool();
+                o.observe(in_use, &[KeyValue::new("state", "in_use")]);
+                o.observe(idle, &[KeyValue::new("state", "idle")]);
+            })
+            .build();
+    }
+    meter
+        .f64_observable_counter("starling.process.cpu.time")
+        .with_unit("s")
+        .with_description("CPU time used by the process")
+        .with_callback(|o| {
+            if let Some(seconds) = process::cpu_seconds() {
+                o.observe(seconds, &[]);
+            }
+        })
+        .build();
+    meter
+        .u64_observable_gauge("starling.process.memory.resident")
+        .with_unit("By")
+        .with_description("Resident memory of the process")
+        .with_callback(|o| {
+            if let Some(bytes) = process::resident_bytes() {
+                o.observe(bytes, &[]);
+            }
+        })
+        .build();
+}
+
+/// The process's own figures, from /proc.
+mod process {
+    /// Clock ticks per second of /proc/self/stat (Linux uses 100 on every platform it runs).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    /// Page size of /proc/self/statm.
+    const PAGE_BYTES: u64 = 4096;
+
+    /// User plus system CPU time, in seconds.
+    pub fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let user: f64 = fields.get(11)?.parse().ok()?;
+        let system: f64 = fields.get(12)?.parse().ok()?;
+        Some((user + system) / TICKS_PER_SECOND)
+    }
+
+    /// Resident set size, in bytes.
+    pub fn resident_bytes() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * PAGE_BYTES)
+    }
+}

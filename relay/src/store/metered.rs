@@ -1,0 +1,89 @@
+//! A store wrapper that measures every operation of the store it wraps.
+
+use std::{sync::Arc, time::Instant};
+
+use opentelemetry::KeyValue;
+
+use super::{BoxFuture, EventStore, StoreError, WriteOutcome};
+use crate::{
+    metrics::Metrics,
+    nostr::{Filter, VerifiedEvent},
+};
+
+/// Times each operation (`starling.store.operation.duration`, by operation) and records
+/// write batch sizes.
+pub struct Metered {
+    inner: Arc<dyn EventStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    /// Measures `inner` into `metrics`.
+    pub fn new(inner: Arc<dyn EventStore>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    fn timed<'a, T: Send + 'a>(
+        &'a self,
+        operation: &'static str,
+        work: BoxFuture<'a, Result<T, StoreError>>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = work.await;
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            self.metrics.store_duration.record(
+                started.elapsed().as_secs_f64(),
+                &[
+                    KeyValue::new("operation", operation),
+                    KeyValue::new("outcome", outcome),
+                ],
+            );
+            result
+        })
+    }
+}
+
+impl EventStore for Metered {
+    fn write(
+        &self,
+        batch: Vec<Arc<VerifiedEvent>>,
+    ) -> BoxFuture<'_, Result<Vec<WriteOutcome>, StoreError>> {
+        self.metrics
+            .write_batch_size
+            .record(batch.len() as u64, &[]);
+        self.timed("write", self.inner.write(batch))
+    }
+
+    fn query(
+        &self,
+        filters: Arc<[Filter]>,
+        now: u64,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.timed("query", self.inner.query(filters, now))
+    }
+
+    fn count(&self, filters: Arc<[Filter]>, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.timed("count", self.inner.count(filters, now))
+    }
+
+    fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.timed("purge_expired", self.inner.purge_expired(now))
+    }
+
+    fn position(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.timed("position", self.inner.position())
+    }
+
+    fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(u64, String)>, StoreError>> {
+        self.timed("events_after", self.inner.events_after(after, limit))
+    }
+
+    fn pool_status(&self) -> Option<(u64, u64)> {
+        self.inner.pool_status()
+    }
+}
