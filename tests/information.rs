@@ -240,3 +240,39 @@ async fn metrics_cover_the_node_and_carry_its_id() {
     );
     assert!(metrics.contains("reason=\"invalid\""), "{metrics}");
 }
+
+#[tokio::test]
+async fn json_logs_have_one_line_per_closed_connection() {
+    use serde_json::json;
+
+    use crate::support::{Client, eventually};
+
+    let relay = Relay::start_in(
+        TempDir::new("json-logs"),
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info")],
+    );
+    let mut client = Client::connect(&relay.url()).await;
+    client.req("one", &[json!({"limit": 1})]).await;
+    drop(client);
+    let log = relay.storage.dir.path().join("relay.log");
+    let line: Value = eventually("the connection's closing line", || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).ok()?;
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+                .collect();
+            lines
+                .into_iter()
+                .find(|l| l["fields"]["message"] == "connection closed")
+        }
+    })
+    .await;
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["received"], 1);
+    assert_eq!(line["fields"]["sent"], 1);
+    assert_eq!(line["fields"]["reason"], "client went away");
+    assert!(line["fields"]["seconds"].is_number());
+}

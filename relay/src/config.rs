@@ -70,6 +70,14 @@ pub struct Config {
     #[arg(long, env = "STARLING_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Log format on standard error: `text` or `json` (one object a line).
+    #[arg(long, env = "STARLING_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log level or filter (`info`, `debug`, `starling=debug,warn`); RUST_LOG overrides it.
+    #[arg(long, env = "STARLING_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
     /// Worker threads serving connections (default: one per CPU core).
     #[arg(long, env = "STARLING_WORKERS")]
     pub workers: Option<usize>,
@@ -186,6 +194,16 @@ pub struct Config {
     /// Seconds between sweeps that delete expired (NIP-40) events.
     #[arg(long, env = "STARLING_EXPIRATION_SWEEP_SECONDS", default_value_t = 60)]
     pub expiration_sweep_seconds: u64,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 impl Config {

@@ -7,10 +7,10 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use clap::{CommandFactory, FromArgMatches};
 use starling::{
     cli::{Cli, Command, NodeArgs},
-    config::Config,
+    config::{Config, LogFormat},
     server, store, transfer,
 };
 use tracing_subscriber::EnvFilter;
@@ -21,15 +21,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
     let sub = matches.subcommand().map_or(&matches, |(_, sub)| sub);
-    match actix_web::rt::System::new().block_on(run(cli, sub)) {
+    let (args, command) = match cli.command {
+        None => (cli.serve, Task::Serve),
+        Some(Command::Serve(args)) => (args, Task::Serve),
+        Some(Command::Migrate(args)) => (args, Task::Migrate),
+        Some(Command::Export(args)) => (args.node, Task::Export(args.output)),
+        Some(Command::Import(args)) => (args.node, Task::Import(args.input)),
+    };
+    let result = config(args, sub).and_then(|config| {
+        init_logs(&config);
+        actix_web::rt::System::new().block_on(command.run(config))
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("starling: {e:#}");
@@ -38,60 +42,81 @@ fn main() -> ExitCode {
     }
 }
 
-fn config(args: NodeArgs, matches: &ArgMatches) -> anyhow::Result<Config> {
+fn config(args: NodeArgs, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
     Config::resolve(args.settings, matches, args.config.as_deref())
 }
 
-async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
-    match cli.command {
-        None => server::serve(config(cli.serve, matches)?).await,
-        Some(Command::Serve(args)) => server::serve(config(args, matches)?).await,
-        Some(Command::Migrate(args)) => {
-            let config = config(args, matches)?;
-            let settings = config.postgres().context(
-                "`starling migrate` needs DATABASE_URL (the embedded store migrates itself)",
-            )?;
-            let applied = store::PgStore::new(&settings)?.migrate().await?;
-            println!(
-                "applied {} migration(s): {}",
-                applied.len(),
-                applied.join(", ")
-            );
-            Ok(())
-        }
-        Some(Command::Export(args)) => {
-            let store = store::open(&config(args.node, matches)?).await?;
-            let mut out: Box<dyn Write> = match &args.output {
-                Some(path) => Box::new(
-                    File::create(path).with_context(|| format!("creating {}", path.display()))?,
-                ),
-                None => Box::new(io::stdout().lock()),
-            };
-            let mut out = BufWriter::new(&mut out);
-            let count = transfer::export(store, &mut out).await?;
-            drop(out);
-            eprintln!("exported {count} events");
-            Ok(())
-        }
-        Some(Command::Import(args)) => {
-            let config = config(args.node, matches)?;
-            let store = store::open(&config).await?;
-            let (mut input, size): (Box<dyn io::BufRead>, Option<u64>) =
-                if args.input.as_os_str() == "-" {
-                    (Box::new(BufReader::new(io::stdin())), None)
-                } else {
-                    let file = File::open(&args.input)
-                        .with_context(|| format!("opening {}", args.input.display()))?;
-                    let size = file.metadata().ok().map(|m| m.len());
-                    (Box::new(BufReader::new(file)), size)
+/// Logs to standard error in the configured format; `RUST_LOG` overrides the level.
+fn init_logs(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match config.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(io::stderr().is_terminal()).init(),
+    }
+}
+
+/// What the command line asked for, once its settings are resolved.
+enum Task {
+    Serve,
+    Migrate,
+    Export(Option<std::path::PathBuf>),
+    Import(std::path::PathBuf),
+}
+
+impl Task {
+    async fn run(self, config: Config) -> anyhow::Result<()> {
+        match self {
+            Task::Serve => server::serve(config).await,
+            Task::Migrate => {
+                let settings = config.postgres().context(
+                    "`starling migrate` needs DATABASE_URL (the embedded store migrates itself)",
+                )?;
+                let applied = store::PgStore::new(&settings)?.migrate().await?;
+                println!(
+                    "applied {} migration(s): {}",
+                    applied.len(),
+                    applied.join(", ")
+                );
+                Ok(())
+            }
+            Task::Export(output) => {
+                let store = store::open(&config).await?;
+                let mut out: Box<dyn Write> = match &output {
+                    Some(path) => Box::new(
+                        File::create(path)
+                            .with_context(|| format!("creating {}", path.display()))?,
+                    ),
+                    None => Box::new(io::stdout().lock()),
                 };
-            let report =
-                transfer::import(store, &config, &mut input, size, &mut io::stderr()).await?;
-            eprintln!(
-                "imported {} events; {} already stored; {} refused",
-                report.stored, report.duplicates, report.refused
-            );
-            Ok(())
+                let mut out = BufWriter::new(&mut out);
+                let count = transfer::export(store, &mut out).await?;
+                drop(out);
+                eprintln!("exported {count} events");
+                Ok(())
+            }
+            Task::Import(input) => {
+                let store = store::open(&config).await?;
+                let (mut reader, size): (Box<dyn io::BufRead>, Option<u64>) =
+                    if input.as_os_str() == "-" {
+                        (Box::new(BufReader::new(io::stdin())), None)
+                    } else {
+                        let file = File::open(&input)
+                            .with_context(|| format!("opening {}", input.display()))?;
+                        let size = file.metadata().ok().map(|m| m.len());
+                        (Box::new(BufReader::new(file)), size)
+                    };
+                let report =
+                    transfer::import(store, &config, &mut reader, size, &mut io::stderr()).await?;
+                eprintln!(
+                    "imported {} events; {} already stored; {} refused",
+                    report.stored, report.duplicates, report.refused
+                );
+                Ok(())
+            }
         }
     }
 }

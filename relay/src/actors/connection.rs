@@ -473,10 +473,11 @@ impl Actor for Connection {
         self.node.metrics.connections_open.add(-1, &[]);
         let reason = KeyValue::new("reason", self.close_reason);
         self.node.metrics.connections_closed.add(1, &[reason]);
-        tracing::debug!(
+        tracing::info!(
             peer = %self.peer.addr,
             seconds = self.opened.elapsed().as_secs_f64(),
             received = self.received,
+            sent = self.outbox.frames_queued(),
             reason = self.close_reason,
             "connection closed"
         );

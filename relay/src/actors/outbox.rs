@@ -46,6 +46,8 @@ pub enum Refused {
 struct State {
     items: VecDeque<Outgoing>,
     bytes: usize,
+    /// Text frames queued since the connection opened.
+    frames: u64,
     closed: bool,
     /// The pump waiting for an item.
     pump: Option<Waker>,
@@ -79,6 +81,7 @@ impl Outbox {
             return Err(Refused::Full);
         }
         state.bytes += text.len();
+        state.frames += 1;
         state.items.push_back(Outgoing::Text(text));
         wake(&mut state.pump);
         Ok(())
@@ -102,6 +105,11 @@ impl Outbox {
             wake(&mut state.pump);
             state.drained.drain(..).for_each(Waker::wake);
         }
+    }
+
+    /// Text frames queued since the connection opened.
+    pub fn frames_queued(&self) -> u64 {
+        self.state.borrow().frames
     }
 
     /// Bytes of text queued and not yet handed to the socket.
