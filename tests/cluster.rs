@@ -14,8 +14,8 @@ use crate::support::{
 };
 
 /// Nodes of one cluster and the database they share.
-struct Cluster {
-    nodes: Vec<Relay>,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Relay>,
     database: TestDatabase,
     name: String,
     redis_url: String,
@@ -25,7 +25,7 @@ struct Cluster {
 impl Cluster {
     /// Starts `n` nodes on a database of their own and the given Redis, and waits until
     /// every node sees the others.
-    async fn start(n: usize, redis_url: &str) -> Self {
+    pub(crate) async fn start(n: usize, redis_url: &str) -> Self {
         Self::start_with(n, redis_url, &[]).await
     }
 
@@ -62,7 +62,7 @@ impl Cluster {
         )
     }
 
-    async fn client(&self, i: usize) -> Client {
+    pub(crate) async fn client(&self, i: usize) -> Client {
         Client::connect(&self.nodes[i].url()).await
     }
 }

@@ -14,6 +14,7 @@ mod expiration;
 mod information;
 mod kinds;
 mod limits;
+mod observability;
 mod protocol;
 mod storage;
 mod store_conformance;

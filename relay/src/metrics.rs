@@ -96,7 +96,7 @@ impl Metrics {
         let latency_buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
-        Ok(Self {
+        let metrics = Self {
             connections_opened: counter(
                 "starling.connections.opened",
                 "WebSocket connections opened",
@@ -158,7 +158,26 @@ impl Metrics {
             ),
             registry,
             provider,
-        })
+        };
+        metrics.start_at_zero();
+        Ok(metrics)
+    }
+
+    /// Records zero on counters that may stay untouched for a long time, so that their
+    /// series exist (and dashboards show 0, not "no data") from the start.
+    fn start_at_zero(&self) {
+        for counter in [
+            &self.connections_opened,
+            &self.bus_published,
+            &self.bus_received,
+            &self.deliveries,
+            &self.slow_clients_dropped,
+        ] {
+            counter.add(0, &[]);
+        }
+        for limit in ["connections", "events", "requests"] {
+            self.rate_limited.add(0, &[KeyValue::new("limit", limit)]);
+        }
     }
 
     /// Everything, in the Prometheus text format.
