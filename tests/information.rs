@@ -276,3 +276,29 @@ async fn json_logs_have_one_line_per_closed_connection() {
     assert_eq!(line["fields"]["reason"], "client went away");
     assert!(line["fields"]["seconds"].is_number());
 }
+
+#[tokio::test]
+async fn metrics_can_move_to_a_port_of_their_own() {
+    let port = crate::support::postgres::free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let relay = Relay::start(&["--metrics-bind", &metrics_addr]);
+    assert_eq!(
+        request(&relay.addr, "GET", "/metrics", &[]).await.status,
+        404
+    );
+    let response = crate::support::eventually("the metrics port to answer", || async {
+        let connected = tokio::net::TcpStream::connect(&metrics_addr).await.is_ok();
+        if connected {
+            Some(request(&metrics_addr, "GET", "/metrics", &[]).await)
+        } else {
+            None
+        }
+    })
+    .await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body.contains("starling_connections_open{"),
+        "{}",
+        response.body
+    );
+}

@@ -23,6 +23,10 @@ pub struct Config {
     #[arg(long, env = "STARLING_BIND", default_value = "127.0.0.1:7777")]
     pub bind: SocketAddr,
 
+    /// Serve `/metrics` on this address and port instead of the relay's own.
+    #[arg(long, env = "STARLING_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Directory of the embedded store.
     #[arg(long, env = "STARLING_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

@@ -175,6 +175,8 @@ impl Metrics {
         ] {
             counter.add(0, &[]);
         }
+        self.connections_open.add(0, &[]);
+        self.subscriptions_open.add(0, &[]);
         for limit in ["connections", "events", "requests"] {
             self.rate_limited.add(0, &[KeyValue::new("limit", limit)]);
         }

@@ -47,16 +47,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         node_id,
         metrics,
     ));
-    let server = HttpServer::new(move || App::new().app_data(node.clone()).configure(http::routes))
-        .workers(config.worker_count())
-        .shutdown_timeout(5)
-        .on_connect(|connection, _| {
-            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
-            }
+    let metrics_listener = match config.metrics_bind {
+        Some(bind) => Some(
+            std::net::TcpListener::bind(bind)
+                .with_context(|| format!("binding {bind} for metrics"))?,
+        ),
+        None => None,
+    };
+    if let Some(listener) = metrics_listener {
+        let node = node.clone();
+        let metrics_server = HttpServer::new(move || {
+            App::new()
+                .app_data(node.clone())
+                .configure(http::metrics_route)
         })
-        .listen(listener)
-        .with_context(|| format!("listening on {addr}"))?;
+        .workers(1)
+        .listen(listener)?
+        .run();
+        actix_web::rt::spawn(metrics_server);
+    }
+    let routes = http::routes(config.metrics_bind.is_none());
+    let server =
+        HttpServer::new(move || App::new().app_data(node.clone()).configure(routes.clone()))
+            .workers(config.worker_count())
+            .shutdown_timeout(5)
+            .on_connect(|connection, _| {
+                if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                    let _ = tcp.set_nodelay(true);
+                }
+            })
+            .listen(listener)
+            .with_context(|| format!("listening on {addr}"))?;
     println!("listening on ws://{addr}");
     tracing::info!(%addr, "listening");
     server.run().await.context("serving")

@@ -18,16 +18,25 @@ use crate::{
     node::Node,
 };
 
-/// Registers every route of the relay.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .route(web::get().to(root))
-            .route(web::method(Method::OPTIONS).to(preflight)),
-    )
-    .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz))
-    .route("/metrics", web::get().to(metrics));
+/// Registers every route of the relay; `/metrics` too unless it has a port of its own.
+pub fn routes(with_metrics: bool) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.service(
+            web::resource("/")
+                .route(web::get().to(root))
+                .route(web::method(Method::OPTIONS).to(preflight)),
+        )
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+        if with_metrics {
+            metrics_route(cfg);
+        }
+    }
+}
+
+/// Registers `/metrics` alone, for a separate metrics port.
+pub fn metrics_route(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
 }
 
 /// `/`: a WebSocket upgrade becomes a connection; `Accept: application/nostr+json` gets the
