@@ -1,8 +1,6 @@
 //! What every end-to-end test needs: a real `starling` process on a free port with its own
 //! data directory, and a WebSocket client that speaks Nostr with deadlines.
 
-#![allow(dead_code)]
-
 pub mod client;
 pub mod http;
 pub mod postgres;

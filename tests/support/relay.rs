@@ -161,11 +161,6 @@ impl Relay {
         format!("ws://{}/", self.addr)
     }
 
-    /// The HTTP base URL.
-    pub fn http(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     /// Stops the process at once (SIGKILL) and returns its storage, to start it again.
     pub fn kill(mut self) -> Storage {
         let _ = self.child.kill();
@@ -177,11 +172,6 @@ impl Relay {
         let storage = std::mem::replace(&mut self.storage, empty);
         drop(self);
         storage
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

@@ -114,16 +114,6 @@ impl<T> Index<T> {
         Some(target)
     }
 
-    /// How many subscriptions are registered.
-    pub fn len(&self) -> usize {
-        self.subscriptions.len()
-    }
-
-    /// Whether no subscription is registered.
-    pub fn is_empty(&self) -> bool {
-        self.subscriptions.is_empty()
-    }
-
     /// Every subscription with a filter the event satisfies, each once.
     pub fn matches(&self, event: &Event) -> Vec<&T> {
         let mut keys: Vec<u64> = Vec::new();
@@ -397,7 +387,7 @@ mod tests {
         assert_eq!(index.remove(1), Some('a'));
         assert_eq!(index.matches(&event), vec![&'b']);
         assert_eq!(index.remove(2), Some('b'));
-        assert!(index.is_empty());
+        assert!(index.subscriptions.is_empty());
         assert!(index.by_kind.is_empty() && index.unkeyed.is_empty());
         assert!(index.by_tag.values().all(HashMap::is_empty));
     }
