@@ -18,3 +18,4 @@ mod observability;
 mod protocol;
 mod storage;
 mod store_conformance;
+mod telemetry;

@@ -13,4 +13,5 @@ pub mod nostr;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod transfer;

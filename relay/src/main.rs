@@ -2,7 +2,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, BufWriter, IsTerminal, Write},
+    io::{self, BufReader, BufWriter, Write},
     process::ExitCode,
 };
 
@@ -10,10 +10,11 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use starling::{
     cli::{Cli, Command, NodeArgs},
-    config::{Config, LogFormat},
-    server, store, transfer,
+    config::Config,
+    server, store,
+    telemetry::Telemetry,
+    transfer,
 };
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -30,8 +31,12 @@ fn main() -> ExitCode {
         Some(Command::Import(args)) => (args.node, Task::Import(args.input)),
     };
     let result = config(args, sub).and_then(|config| {
-        init_logs(&config);
-        actix_web::rt::System::new().block_on(command.run(config))
+        actix_web::rt::System::new().block_on(async move {
+            let telemetry = Telemetry::init(&config)?;
+            let result = command.run(config).await;
+            telemetry.shutdown();
+            result
+        })
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,19 +49,6 @@ fn main() -> ExitCode {
 
 fn config(args: NodeArgs, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
     Config::resolve(args.settings, matches, args.config.as_deref())
-}
-
-/// Logs to standard error in the configured format; `RUST_LOG` overrides the level.
-fn init_logs(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr);
-    match config.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.with_ansi(io::stderr().is_terminal()).init(),
-    }
 }
 
 /// What the command line asked for, once its settings are resolved.

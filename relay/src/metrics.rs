@@ -1,4 +1,6 @@
-//! Metrics: OpenTelemetry instruments, exported in the Prometheus text format at `/metrics`.
+//! Metrics: OpenTelemetry instruments, exported in the Prometheus text format at `/metrics`,
+//! and pushed over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (every
+//! `OTEL_METRIC_EXPORT_INTERVAL` milliseconds, 60 s by default).
 //!
 //! Every series carries the node id as the label `node` (a resource attribute the exporter
 //! copies onto each series). Names follow the OpenTelemetry conventions (`starling.*`, units
@@ -75,10 +77,17 @@ impl Metrics {
         let resource = Resource::builder_empty()
             .with_attribute(KeyValue::new(NODE_LABEL, node_id.to_string()))
             .build();
-        let provider = SdkMeterProvider::builder()
+        let mut provider = SdkMeterProvider::builder()
             .with_reader(exporter)
-            .with_resource(resource)
-            .build();
+            .with_resource(resource);
+        if crate::telemetry::otlp_enabled() {
+            let otlp = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()?;
+            provider = provider
+                .with_reader(opentelemetry_sdk::metrics::PeriodicReader::builder(otlp).build());
+        }
+        let provider = provider.build();
         let meter = provider.meter("starling");
         observe(&meter, cluster, pool);
         let counter = |name: &'static str, description: &'static str| {

@@ -24,6 +24,7 @@ use actix::{
 };
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::{
     gate::Gate,
@@ -91,6 +92,8 @@ pub struct Connection {
     index: Option<Addr<LiveIndex>>,
     subscriptions: HashMap<Arc<str>, (u64, Addr<Subscription>)>,
     peer: Peer,
+    /// The `connection` span every span and log line of this connection belongs to.
+    span: tracing::Span,
     /// Start of the current minute of REQs, and how many came in it.
     reqs: (Instant, u64),
     opened: Instant,
@@ -112,6 +115,15 @@ impl Connection {
                 .aggregate_continuations()
                 .max_continuation_size(max),
         );
+        let span = tracing::info_span!(
+            "connection",
+            peer = %peer.addr,
+            node = %node.node_id,
+            trace_id = tracing::field::Empty
+        );
+        if let Some(id) = crate::telemetry::trace_id(&span) {
+            span.record("trace_id", id.as_str());
+        }
         Connection::create(move |ctx| {
             ctx.add_stream(frames);
             let now = Instant::now();
@@ -123,6 +135,7 @@ impl Connection {
                 index: None,
                 subscriptions: HashMap::new(),
                 peer,
+                span,
                 reqs: (now, 0),
                 opened: now,
                 last_seen: now,
@@ -156,7 +169,9 @@ impl Connection {
 
     fn drop_slow_client(&mut self, ctx: &mut Context<Self>) {
         self.node.metrics.slow_clients_dropped.add(1, &[]);
-        tracing::warn!(peer = %self.peer.addr, queued = self.outbox.queued_bytes(), "dropping a client that does not read");
+        let queued = self.outbox.queued_bytes();
+        self.span
+            .in_scope(|| tracing::warn!(queued, "dropping a client that does not read"));
         self.pump.abort();
         self.outbox.close(None);
         self.close_reason = "slow client";
@@ -224,15 +239,17 @@ impl Connection {
     fn on_event(&mut self, event: Event, ctx: &mut Context<Self>) {
         let id = event.id_hex();
         let kind = event.kind;
-        if let Err(reason) = policy::check_event(&self.node.config, &event, policy::now()) {
-            self.count_event(Some(kind), Some(reason.prefix));
-            return self.send(relay::ok(&id, false, &reason.to_string()), ctx);
-        }
-        let verified = match VerifiedEvent::verify(event) {
+        let ingest = tracing::info_span!(parent: &self.span, "ingest", event = %id, kind);
+        let validated = {
+            let _validate = tracing::info_span!(parent: &ingest, "validate").entered();
+            policy::check_event(&self.node.config, &event, policy::now())
+                .and_then(|()| VerifiedEvent::verify(event).map_err(Reason::from))
+        };
+        let verified = match validated {
             Ok(verified) => Arc::new(verified),
-            Err(e) => {
-                self.count_event(Some(kind), Some(Prefix::Invalid));
-                return self.send(relay::ok(&id, false, &Reason::from(e).to_string()), ctx);
+            Err(reason) => {
+                self.count_event(Some(kind), Some(reason.prefix));
+                return self.send(relay::ok(&id, false, &reason.to_string()), ctx);
             }
         };
         let permit = self.gate.enter();
@@ -240,6 +257,7 @@ impl Connection {
         // Limits are counted after the signature check, so that nobody can spend another
         // author's allowance with forged events.
         let limits = self.event_limits(&verified.event);
+        let ingest_span = ingest.clone();
         let outcome = async move {
             if !limits.await {
                 node.metrics
@@ -248,8 +266,10 @@ impl Connection {
                 let reason = Reason::new(Prefix::RateLimited, "too many events; slow down");
                 return (false, reason.to_string(), Some(Prefix::RateLimited));
             }
-            ok_message(node.ingest(verified).await)
-        };
+            let store = tracing::info_span!(parent: &ingest_span, "store");
+            ok_message(node.ingest(verified).instrument(store).await)
+        }
+        .instrument(ingest);
         ctx.spawn(
             outcome
                 .into_actor(self)
@@ -374,6 +394,7 @@ impl Connection {
             store: Arc::clone(&self.node.store),
             permit: self.gate.enter(),
             metrics: Arc::clone(&self.node.metrics),
+            span: tracing::info_span!(parent: &self.span, "req", sub = %sub_id),
         })
         .start();
         self.subscriptions.insert(sub_id, (key, sub));
@@ -473,14 +494,15 @@ impl Actor for Connection {
         self.node.metrics.connections_open.add(-1, &[]);
         let reason = KeyValue::new("reason", self.close_reason);
         self.node.metrics.connections_closed.add(1, &[reason]);
-        tracing::info!(
-            peer = %self.peer.addr,
-            seconds = self.opened.elapsed().as_secs_f64(),
-            received = self.received,
-            sent = self.outbox.frames_queued(),
-            reason = self.close_reason,
-            "connection closed"
-        );
+        self.span.in_scope(|| {
+            tracing::info!(
+                seconds = self.opened.elapsed().as_secs_f64(),
+                received = self.received,
+                sent = self.outbox.frames_queued(),
+                reason = self.close_reason,
+                "connection closed"
+            )
+        });
     }
 }
 

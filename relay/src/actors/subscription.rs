@@ -10,6 +10,7 @@ use std::{collections::HashSet, sync::Arc};
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
+use tracing::Instrument;
 
 use super::{
     connection::{Connection, SlowClient, SubscriptionEnded},
@@ -68,6 +69,7 @@ pub struct Subscription {
     /// Counts the stored query against the connection's requests in progress.
     permit: Option<Permit>,
     metrics: Arc<Metrics>,
+    span: tracing::Span,
 }
 
 /// What a subscription needs from its connection.
@@ -90,6 +92,8 @@ pub struct SubscriptionParts {
     pub permit: Permit,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// The `req` span, child of the connection's.
+    pub span: tracing::Span,
 }
 
 impl Subscription {
@@ -106,6 +110,7 @@ impl Subscription {
             phase: Phase::Stored(Vec::new()),
             permit: Some(parts.permit),
             metrics: parts.metrics,
+            span: parts.span,
         }
     }
 
@@ -154,22 +159,29 @@ impl Actor for Subscription {
         let filters = Arc::clone(&self.filters);
         let outbox = self.outbox.clone();
         let sub_id = Arc::clone(&self.sub_id);
+        let query = tracing::info_span!(parent: &self.span, "query");
+        let streaming = tracing::info_span!(parent: &self.span, "stream");
         let stream = async move {
             let rows = store
                 .query(filters, policy::now())
+                .instrument(query)
                 .await
                 .map_err(|e| End::Failed(Reason::error(e.to_string())))?;
-            let mut sent = HashSet::with_capacity(rows.len());
-            for json in rows {
-                outbox.drained_below(STORED_HIGH_WATER).await;
-                // Stored JSON is canonical: it begins with {"id":"<64 hex>".
-                sent.insert(json.get(7..71).unwrap_or_default().to_string());
-                outbox
-                    .push(relay::event(&sub_id, &json))
-                    .map_err(End::Refused)?;
+            async {
+                let mut sent = HashSet::with_capacity(rows.len());
+                for json in rows {
+                    outbox.drained_below(STORED_HIGH_WATER).await;
+                    // Stored JSON is canonical: it begins with {"id":"<64 hex>".
+                    sent.insert(json.get(7..71).unwrap_or_default().to_string());
+                    outbox
+                        .push(relay::event(&sub_id, &json))
+                        .map_err(End::Refused)?;
+                }
+                outbox.push(relay::eose(&sub_id)).map_err(End::Refused)?;
+                Ok::<_, End>(sent)
             }
-            outbox.push(relay::eose(&sub_id)).map_err(End::Refused)?;
-            Ok::<_, End>(sent)
+            .instrument(streaming)
+            .await
         };
         ctx.spawn(
             stream

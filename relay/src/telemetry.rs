@@ -1,0 +1,85 @@
+//! Logs and traces through `tracing`: logs to standard error as text or JSON and, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans exported over OTLP (gRPC).
+//!
+//! Spans: `connection` (one per WebSocket, carrying the trace id that its log lines show),
+//! `ingest` with `validate` and `store` for each EVENT, `req` with `query` and `stream` for
+//! each REQ.
+
+use std::io::{self, IsTerminal};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::{Config, LogFormat};
+
+/// The environment variable that turns OTLP export on (the OpenTelemetry convention).
+pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// Whether OTLP export is configured.
+pub fn otlp_enabled() -> bool {
+    std::env::var(OTLP_ENDPOINT).is_ok_and(|v| !v.is_empty())
+}
+
+/// The installed subscriber; flushes spans when shut down.
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber. Call it inside a tokio runtime (the OTLP client
+    /// needs one).
+    pub fn init(config: &Config) -> anyhow::Result<Self> {
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+        let logs = match config.log_format {
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(io::stderr)
+                .boxed(),
+            LogFormat::Text => tracing_subscriber::fmt::layer()
+                .with_ansi(io::stderr().is_terminal())
+                .with_writer(io::stderr)
+                .boxed(),
+        };
+        let tracer = if otlp_enabled() {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()?;
+            let resource = Resource::builder().with_service_name("starling").build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        } else {
+            None
+        };
+        let traces = tracer.as_ref().map(|provider| {
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("starling"))
+        });
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(logs)
+            .with(traces)
+            .init();
+        Ok(Self { tracer })
+    }
+
+    /// Exports the spans still buffered.
+    pub fn shutdown(self) {
+        if let Some(tracer) = self.tracer {
+            let _ = tracer.shutdown();
+        }
+    }
+}
+
+/// The OpenTelemetry trace id of a span, when spans are exported.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let id = context.span().span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
