@@ -95,6 +95,7 @@ async fn spans_and_metrics_reach_an_otlp_collector() {
             "ingest",
             "validate",
             "store",
+            "publish",
             "req",
             "query",
             "stream",
@@ -121,6 +122,11 @@ async fn spans_and_metrics_reach_an_otlp_collector() {
         trace_of("req"),
         trace,
         "a REQ belongs to its connection's trace"
+    );
+    assert_eq!(
+        trace_of("publish"),
+        trace,
+        "publishing after commit belongs to the ingest's trace"
     );
 
     eventually("metrics pushed over OTLP", || async {

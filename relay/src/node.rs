@@ -82,13 +82,16 @@ impl Node {
 
     /// Takes a verified event in: ephemeral events go straight to live subscribers; others
     /// are stored first. Resolves once the outcome is final (committed, for stored events).
+    /// The `publish` span after commit is a child of the span current at the call.
     pub fn ingest(&self, event: Arc<VerifiedEvent>) -> impl Future<Output = WriteResult> + 'static {
         let pending = if event.event.class() == KindClass::Ephemeral {
+            let _publish = tracing::info_span!("publish").entered();
             self.fanout.publish(event);
             None
         } else {
             let (reply, outcome) = oneshot::channel();
-            self.writer.do_send(Write { event, reply });
+            let span = tracing::Span::current();
+            self.writer.do_send(Write { event, reply, span });
             Some(outcome)
         };
         async move {

@@ -2,8 +2,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans exported over OTLP (gRPC).
 //!
 //! Spans: `connection` (one per WebSocket, carrying the trace id that its log lines show),
-//! `ingest` with `validate` and `store` for each EVENT, `req` with `query` and `stream` for
-//! each REQ.
+//! `ingest` with `validate` and `store` (and `publish` after commit) for each EVENT, `req`
+//! with `query` and `stream` for each REQ.
 
 use std::io::{self, IsTerminal};
 

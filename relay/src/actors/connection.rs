@@ -267,7 +267,11 @@ impl Connection {
                 return (false, reason.to_string(), Some(Prefix::RateLimited));
             }
             let store = tracing::info_span!(parent: &ingest_span, "store");
-            ok_message(node.ingest(verified).instrument(store).await)
+            ok_message(
+                async { node.ingest(verified).await }
+                    .instrument(store)
+                    .await,
+            )
         }
         .instrument(ingest);
         ctx.spawn(

@@ -27,6 +27,8 @@ pub struct Write {
     pub event: Arc<VerifiedEvent>,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<WriteResult>,
+    /// The span of the request, parent of the `publish` span after commit.
+    pub span: tracing::Span,
 }
 
 /// The batching writer actor.
@@ -65,6 +67,8 @@ impl Writer {
                 Ok(outcomes) => {
                     for (write, outcome) in batch.into_iter().zip(outcomes) {
                         if outcome == WriteOutcome::Stored {
+                            let _publish =
+                                tracing::info_span!(parent: &write.span, "publish").entered();
                             writer.fanout.publish(Arc::clone(&write.event));
                         }
                         let _ = write.reply.send(Ok(outcome));
