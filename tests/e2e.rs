@@ -16,6 +16,7 @@ mod kinds;
 mod limits;
 mod observability;
 mod protocol;
+mod shutdown;
 mod storage;
 mod store_conformance;
 mod telemetry;

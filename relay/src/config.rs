@@ -187,6 +187,11 @@ pub struct Config {
     #[arg(long, env = "STARLING_WRITE_BATCH_SIZE", default_value_t = 500)]
     pub write_batch_size: usize,
 
+    /// Seconds a stopping node (SIGTERM) keeps serving while /readyz says it is draining,
+    /// before it closes its connections (code 1001), finishes its writes and exits.
+    #[arg(long, env = "STARLING_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+
     /// Seconds between pings the relay sends to each client.
     #[arg(long, env = "STARLING_PING_INTERVAL_SECONDS", default_value_t = 30)]
     pub ping_interval_seconds: u64,

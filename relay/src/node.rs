@@ -1,15 +1,24 @@
 //! A running relay node: the parts every connection shares.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Recipient};
 use starling_cluster::{Bus, ClusterView, Limiter};
 use tokio::sync::{oneshot, watch};
 
 use crate::{
     actors::{
+        connection::Shutdown,
         live_index::Fanout,
-        writer::{Write, WriteResult, Writer},
+        writer::{Flush, Write, WriteResult, Writer},
     },
     config::Config,
     metrics::Metrics,
@@ -36,6 +45,11 @@ pub struct Node {
     pub limiter: Arc<dyn Limiter>,
     /// This node's metrics.
     pub metrics: Arc<Metrics>,
+    /// Set once the node is stopping: `/readyz` says so and new connections are refused.
+    draining: AtomicBool,
+    /// The open connections, to close when the node stops.
+    connections: Mutex<HashMap<u64, Recipient<Shutdown>>>,
+    next_connection: AtomicU64,
 }
 
 impl Node {
@@ -77,7 +91,59 @@ impl Node {
             cluster,
             limiter,
             metrics,
+            draining: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
         })
+    }
+
+    /// Records an open connection; returns the key to [`Node::unregister`] it with.
+    pub fn register(&self, connection: Recipient<Shutdown>) -> u64 {
+        let key = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.lock_connections().insert(key, connection);
+        key
+    }
+
+    /// Forgets a closed connection.
+    pub fn unregister(&self, key: u64) {
+        self.lock_connections().remove(&key);
+    }
+
+    /// Whether the node is stopping.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Stops gracefully: says it is draining (`/readyz`), keeps serving for `drain`, then
+    /// closes every connection with code 1001 and waits until every event handed to the
+    /// writer is committed. Events answered `OK true` are never lost.
+    pub async fn shut_down(&self, drain: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        tracing::info!(seconds = drain.as_secs(), "draining");
+        tokio::time::sleep(drain).await;
+        let open: Vec<Recipient<Shutdown>> = self.lock_connections().values().cloned().collect();
+        tracing::info!(connections = open.len(), "closing connections");
+        for connection in open {
+            connection.do_send(Shutdown);
+        }
+        let closing = async {
+            while !self.lock_connections().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+        let (done, flushed) = oneshot::channel();
+        self.writer.do_send(Flush(done));
+        if tokio::time::timeout(Duration::from_secs(30), flushed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the writer did not finish in 30 s");
+        }
+    }
+
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Recipient<Shutdown>>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes a verified event in: ephemeral events go straight to live subscribers; others

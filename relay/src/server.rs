@@ -1,6 +1,6 @@
 //! Assembles a node and serves it over HTTP and WebSocket.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
@@ -67,20 +67,52 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         actix_web::rt::spawn(metrics_server);
     }
     let routes = http::routes(config.metrics_bind.is_none());
-    let server =
-        HttpServer::new(move || App::new().app_data(node.clone()).configure(routes.clone()))
-            .workers(config.worker_count())
-            .shutdown_timeout(5)
-            .on_connect(|connection, _| {
-                if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                    let _ = tcp.set_nodelay(true);
-                }
-            })
-            .listen(listener)
-            .with_context(|| format!("listening on {addr}"))?;
+    let app_node = node.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_node.clone())
+            .configure(routes.clone())
+    })
+    .workers(config.worker_count())
+    .disable_signals()
+    .shutdown_timeout(5)
+    .on_connect(|connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
+    .listen(listener)
+    .with_context(|| format!("listening on {addr}"))?;
     println!("listening on ws://{addr}");
     tracing::info!(%addr, "listening");
-    server.run().await.context("serving")
+    let server = server.run();
+    let handle = server.handle();
+    let drain = Duration::from_secs(config.drain_seconds);
+    actix_web::rt::spawn(async move {
+        stop_signal().await;
+        node.shut_down(drain).await;
+        handle.stop(true).await;
+    });
+    server.await.context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (what Kubernetes and Docker send) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut terminate), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// A node's default name: the host name and the port, unique on a host.

@@ -161,6 +161,30 @@ impl Relay {
         format!("ws://{}/", self.addr)
     }
 
+    /// Asks the process to stop gracefully (SIGTERM).
+    pub fn terminate(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits for the process to exit; returns how, and its storage, to start it again.
+    pub fn wait_for_exit(mut self) -> (std::process::ExitStatus, Storage) {
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status;
+            }
+            assert!(started.elapsed() < super::DEADLINE, "starling did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let empty = Storage {
+            dir: TempDir(PathBuf::new()),
+            database: None,
+        };
+        let storage = std::mem::replace(&mut self.storage, empty);
+        drop(self);
+        (status, storage)
+    }
+
     /// Stops the process at once (SIGKILL) and returns its storage, to start it again.
     pub fn kill(mut self) -> Storage {
         let _ = self.child.kill();

@@ -48,6 +48,11 @@ use crate::{
 /// Source of unique subscription keys for the live indexes.
 static NEXT_SUBSCRIPTION_KEY: AtomicU64 = AtomicU64::new(1);
 
+/// The node is stopping: close with code 1001 (going away).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 /// The client is not reading: drop the connection.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -92,6 +97,8 @@ pub struct Connection {
     index: Option<Addr<LiveIndex>>,
     subscriptions: HashMap<Arc<str>, (u64, Addr<Subscription>)>,
     peer: Peer,
+    /// Key in the node's list of open connections.
+    key: Option<u64>,
     /// The `connection` span every span and log line of this connection belongs to.
     span: tracing::Span,
     /// Start of the current minute of REQs, and how many came in it.
@@ -135,6 +142,7 @@ impl Connection {
                 index: None,
                 subscriptions: HashMap::new(),
                 peer,
+                key: None,
                 span,
                 reqs: (now, 0),
                 opened: now,
@@ -479,6 +487,7 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.index = Some(self.node.fanout.local_index());
+        self.key = Some(self.node.register(ctx.address().recipient()));
         self.node.metrics.connections_opened.add(1, &[]);
         self.node.metrics.connections_open.add(1, &[]);
         let every = Duration::from_secs(self.node.config.ping_interval_seconds.max(1));
@@ -490,6 +499,9 @@ impl Actor for Connection {
             sub.do_send(Stop);
         }
         self.outbox.close(None);
+        if let Some(key) = self.key {
+            self.node.unregister(key);
+        }
         if let Some(holder) = &self.peer.slot {
             self.node
                 .limiter
@@ -559,6 +571,14 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Connection {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<Shutdown> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        self.close(CloseCode::Away, "server shutting down", "shutdown", ctx);
     }
 }
 

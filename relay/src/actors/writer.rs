@@ -31,6 +31,11 @@ pub struct Write {
     pub span: tracing::Span,
 }
 
+/// Answers once every event sent to the writer before it is committed (or failed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush(pub oneshot::Sender<()>);
+
 /// The batching writer actor.
 pub struct Writer {
     store: Arc<dyn EventStore>,
@@ -38,6 +43,7 @@ pub struct Writer {
     queue: Vec<Write>,
     committing: bool,
     max_batch: usize,
+    flushed: Vec<oneshot::Sender<()>>,
 }
 
 impl Writer {
@@ -49,11 +55,18 @@ impl Writer {
             queue: Vec::new(),
             committing: false,
             max_batch,
+            flushed: Vec::new(),
         }
     }
 
     fn commit_next(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.queue.is_empty() {
+        if self.committing {
+            return;
+        }
+        if self.queue.is_empty() {
+            self.flushed.drain(..).for_each(|done| {
+                let _ = done.send(());
+            });
             return;
         }
         self.committing = true;
@@ -89,6 +102,15 @@ impl Writer {
 
 impl Actor for Writer {
     type Context = Context<Self>;
+}
+
+impl Handler<Flush> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) {
+        self.flushed.push(msg.0);
+        self.commit_next(ctx);
+    }
 }
 
 impl Handler<Write> for Writer {

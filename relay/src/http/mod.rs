@@ -47,6 +47,11 @@ async fn root(
     node: web::Data<Node>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if wants_websocket(&req) {
+        if node.is_draining() {
+            return Ok(HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body("shutting down\n"));
+        }
         let addr = req.peer_addr();
         let ip = addr.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         let slot = match take_connection_slot(&node, &ip).await {
@@ -110,11 +115,22 @@ async fn healthz() -> HttpResponse {
 
 /// `/readyz`: this node, the nodes it sees and its bus. `degraded` (still HTTP 200, the node
 /// serves) while the bus is down: live events from other nodes are delayed until it is back.
+/// `draining` (HTTP 503) once the node is stopping.
 async fn readyz(node: web::Data<Node>) -> HttpResponse {
     let view = *node.cluster.borrow();
-    HttpResponse::Ok().content_type("application/json").body(
+    let status = match (node.is_draining(), view.connected) {
+        (true, _) => "draining",
+        (false, true) => "ready",
+        (false, false) => "degraded",
+    };
+    let mut response = if node.is_draining() {
+        HttpResponse::ServiceUnavailable()
+    } else {
+        HttpResponse::Ok()
+    };
+    response.content_type("application/json").body(
         serde_json::json!({
-            "status": if view.connected { "ready" } else { "degraded" },
+            "status": status,
             "node": &*node.node_id,
             "nodes": view.nodes,
             "bus": if view.connected { "connected" } else { "disconnected" },
