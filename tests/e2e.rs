@@ -10,6 +10,7 @@ mod bad_input;
 mod cluster;
 mod connections;
 mod deletion;
+mod deployment;
 mod expiration;
 mod information;
 mod kinds;

