@@ -138,6 +138,9 @@ fn plain_yaml_passes_yamllint() {
     let targets = [
         repository_file("docker-compose.yml"),
         repository_file("deploy"),
+        repository_file("helm/starling/Chart.yaml"),
+        repository_file("helm/starling/values.yaml"),
+        repository_file("helm/starling/ci/production-values.yaml"),
     ];
     let mut command = Command::new("python3");
     command
@@ -150,4 +153,79 @@ fn plain_yaml_passes_yamllint() {
         "yamllint:\n{}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+/// Installs PyPI packages with pip unless `module` imports already.
+fn ensure_python_packages(module: &str, packages: &[&str]) {
+    let present = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output();
+    if present.is_ok_and(|o| o.status.success()) {
+        return;
+    }
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(packages)
+        .status()
+        .expect("run pip (python3 -m pip)");
+    assert!(installed.success(), "pip install {packages:?} failed");
+}
+
+#[tokio::test]
+async fn helm_chart_renders_validates_and_agrees_with_the_binary() {
+    ensure_python_packages("helm_python", &["helm-python-sdk"]);
+    ensure_python_packages("kubernetes_validate", &["kubernetes-validate"]);
+    for (shipped, source) in [
+        ("files/alerts.yml", "deploy/prometheus/alerts.yml"),
+        ("files/starling.json", "deploy/grafana/starling.json"),
+    ] {
+        let chart_copy =
+            std::fs::read(repository_file(&format!("helm/starling/{shipped}"))).unwrap();
+        assert_eq!(
+            chart_copy,
+            std::fs::read(repository_file(source)).unwrap(),
+            "helm/starling/{shipped} differs from {source}"
+        );
+    }
+    let out = crate::support::TempDir::new("helm");
+    let output = Command::new("python3")
+        .arg(repository_file("helm/starling/ci/check_chart.py"))
+        .arg(repository_file("helm/starling"))
+        .arg(out.path())
+        .output()
+        .expect("run the chart check");
+    assert!(
+        output.status.success(),
+        "chart check failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let containers: Vec<Value> = serde_json::from_slice(&output.stdout).expect("the check's JSON");
+    assert!(containers.len() >= 4, "{containers:?}");
+    let relay = crate::support::Relay::start(&[]);
+    for container in &containers {
+        let command = container["args"][0].as_str().expect("a starling command");
+        assert!(
+            ["serve", "migrate"].contains(&command),
+            "unknown command {command}"
+        );
+        let help = help(command);
+        for key in container["env"].as_array().unwrap() {
+            let key = key.as_str().unwrap();
+            assert!(
+                help.contains(&format!("env: {key}")),
+                "starling {command} does not read {key}"
+            );
+        }
+        for path in container["probes"].as_array().unwrap() {
+            let path = path.as_str().unwrap();
+            let status = crate::support::http::request(&relay.addr, "GET", path, &[])
+                .await
+                .status;
+            assert_eq!(status, 200, "probe path {path}");
+        }
+        for port in container["ports"].as_array().unwrap() {
+            assert_eq!(port, 7777, "the container port is STARLING_BIND's");
+        }
+    }
 }
