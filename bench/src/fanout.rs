@@ -11,7 +11,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::{connect_async, tungstenite::Message};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::fill::author;
 
@@ -47,7 +47,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let mut readers = Vec::new();
     for n in 0..args.subscriptions {
         let node = n % args.subscribe.len();
-        let (mut ws, _) = connect_async(args.subscribe[node].as_str()).await?;
+        let mut ws = crate::load::connect(&args.subscribe[node]).await?;
         let req = json!(["REQ", "bench", {"kinds": [1], "#t": [run_tag], "limit": 0}]);
         ws.send(Message::text(req.to_string())).await?;
         // Wait for EOSE so that every subscription is live before publishing starts.
@@ -93,7 +93,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
 
     let total = args.rate * args.seconds;
     let keys = author(0);
-    let (mut publisher, _) = connect_async(args.publish.as_str()).await?;
+    let mut publisher = crate::load::connect(&args.publish).await?;
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let mut ticks = tokio::time::interval(interval);
     let created_at = starling::policy::now();

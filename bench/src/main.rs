@@ -4,10 +4,12 @@
 //! - `explain`: runs the PostgreSQL store's SQL for the common filter shapes under
 //!   `EXPLAIN ANALYZE` and prints each plan with its timing.
 //! - `fanout`: live delivery latency from a publisher on one node to subscribers on others.
+//! - `ingest`, `query`: events/s and REQ→EOSE/s with latency percentiles.
 
 mod explain;
 mod fanout;
 mod fill;
+mod load;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,10 @@ enum Command {
     Explain(explain::Args),
     /// Measure live delivery latency: subscribers on some nodes, a publish rate on one.
     Fanout(fanout::Args),
+    /// Measure ingest: events/s answered OK true and OK latency.
+    Ingest(load::IngestArgs),
+    /// Measure queries: REQ to EOSE per second and latency, for the common shapes.
+    Query(load::QueryArgs),
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -40,5 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fill(args) => fill::run(&args),
         Command::Explain(args) => runtime()?.block_on(explain::run(&args)),
         Command::Fanout(args) => runtime()?.block_on(fanout::run(&args)),
+        Command::Ingest(args) => runtime()?.block_on(load::ingest(&args)),
+        Command::Query(args) => runtime()?.block_on(load::query(&args)),
     }
 }

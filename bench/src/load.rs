@@ -1,0 +1,249 @@
+//! Ingest and query load against any relay, over WebSocket, with latency percentiles.
+//!
+//! - `ingest`: C connections each keep a window of EVENTs in flight; events/s answered
+//!   `OK true` and the send-to-OK latency.
+//! - `query`: C connections each send one REQ of a shape at a time and wait for EOSE;
+//!   REQs/s and the REQ-to-EOSE latency. Run it on a store filled with the same seed
+//!   (`starling-bench fill` + `starling import`), so the sampled values exist.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use starling::nostr::hex;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::fill::{Rng, author, event};
+
+/// Options of `ingest`.
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// WebSocket URL of the relay.
+    #[arg(long)]
+    pub url: String,
+    /// Connections publishing at once.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Events to publish in all (generated and signed before the clock starts).
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+    /// EVENTs each connection keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    /// Seed of the generated events (use one the relay has not stored yet).
+    #[arg(long, default_value_t = 2)]
+    pub seed: u64,
+}
+
+/// Options of `query`.
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// WebSocket URL of the relay.
+    #[arg(long)]
+    pub url: String,
+    /// Connections querying at once.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Seconds to query each shape for.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Authors in the filled store (as given to `fill`).
+    #[arg(long, default_value_t = 5_000)]
+    pub authors: u64,
+}
+
+/// Connects with TCP_NODELAY, so that small frames are not held back by Nagle's algorithm
+/// (which would add ~40 ms to every request that follows a small write).
+pub async fn connect(
+    url: &str,
+) -> anyhow::Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    let address = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("a ws:// URL"))?;
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await?;
+    Ok(ws)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p) as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn summary(name: &str, mut latencies_ms: Vec<f64>, elapsed: Duration, unit: &str) {
+    latencies_ms.sort_by(f64::total_cmp);
+    println!(
+        "| {name} | {} | {:.0} {unit}/s | {:.2} | {:.2} | {:.2} |",
+        latencies_ms.len(),
+        latencies_ms.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies_ms, 0.5),
+        percentile(&latencies_ms, 0.99),
+        percentile(&latencies_ms, 1.0),
+    );
+}
+
+/// Publishes pre-signed events on several connections and reports throughput and latency.
+pub async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
+    let now = starling::policy::now();
+    eprintln!("signing {} events", args.events);
+    let per_connection = args.events.div_ceil(args.connections as u64);
+    let mut batches = Vec::new();
+    for c in 0..args.connections as u64 {
+        let (seed, total) = (args.seed, args.events);
+        batches.push(tokio::task::spawn_blocking(move || {
+            let start = c * per_connection;
+            let end = (start + per_connection).min(total);
+            (start..end)
+                .map(|i| {
+                    // Regular kinds only, so that every event is stored.
+                    let e = event(i + 1_000_000_000, total, 5_000, seed, now);
+                    let e = if e.kind == 1 || e.kind == 7 {
+                        e
+                    } else {
+                        author(i % 5_000).sign(now, 1, e.tags, &e.content)
+                    };
+                    (e.id_hex(), format!("[\"EVENT\",{}]", e.to_json()))
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut prepared = Vec::new();
+    for batch in batches {
+        prepared.push(batch.await?);
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for events in prepared {
+        let (url, window) = (args.url.clone(), args.window);
+        workers.push(tokio::spawn(async move {
+            let ws = connect(&url).await?;
+            let (mut sink, mut stream) = ws.split();
+            let mut sent_at = std::collections::HashMap::new();
+            let mut latencies = Vec::with_capacity(events.len());
+            let mut refused = 0u64;
+            let mut next = 0;
+            while latencies.len() as u64 + refused < events.len() as u64 {
+                while next < events.len() && sent_at.len() < window {
+                    let (id, frame) = &events[next];
+                    sent_at.insert(id.clone(), Instant::now());
+                    sink.send(Message::text(frame.clone())).await?;
+                    next += 1;
+                }
+                let Some(msg) = stream.next().await else {
+                    break;
+                };
+                let text = msg?.into_text()?;
+                let value: Value = serde_json::from_str(&text)?;
+                if value[0] == "OK" {
+                    if let Some(at) = value[1].as_str().and_then(|id| sent_at.remove(id)) {
+                        if value[2] == true {
+                            latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                        } else {
+                            refused += 1;
+                        }
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((latencies, refused))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut refused = 0;
+    for worker in workers {
+        let (l, r) = worker.await??;
+        latencies.extend(l);
+        refused += r;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "ingest on {}: {} connections, window {}, {refused} refused",
+        args.url, args.connections, args.window
+    );
+    println!("| mode | acknowledged | rate | p50 ms | p99 ms | max ms |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    summary("ingest (OK true)", latencies, elapsed, "events");
+    Ok(())
+}
+
+/// One REQ filter of a shape, with values drawn from a filled store.
+fn shape_filter(shape: &str, rng: &mut Rng, authors: u64) -> Value {
+    let pubkey = |rng: &mut Rng| hex::encode(&author(rng.below(authors.min(200))).pubkey());
+    match shape {
+        "authors+kinds limit 50" => json!({"authors": [pubkey(rng)], "kinds": [1], "limit": 50}),
+        "#p limit 50" => json!({"#p": [pubkey(rng)], "limit": 50}),
+        "#e limit 50" => {
+            let target: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+                sha2::Sha256::default(),
+                format!("1:{}", rng.below(100_000)),
+            ))
+            .into();
+            json!({"#e": [hex::encode(&target)], "limit": 50})
+        }
+        "kinds limit 100" => json!({"kinds": [1], "limit": 100}),
+        _ => json!({"kinds": [7], "#t": ["nostr"], "limit": 50}),
+    }
+}
+
+/// Runs each common REQ shape for a while on several connections.
+pub async fn query(args: &QueryArgs) -> anyhow::Result<()> {
+    println!(
+        "queries on {}: {} connections, {} s per shape",
+        args.url, args.connections, args.seconds
+    );
+    println!("| shape | REQs | rate | p50 ms | p99 ms | max ms |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for shape in [
+        "authors+kinds limit 50",
+        "#p limit 50",
+        "#e limit 50",
+        "kinds limit 100",
+        "#t + kinds limit 50",
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for c in 0..args.connections {
+            let (url, authors) = (args.url.clone(), args.authors);
+            workers.push(tokio::spawn(async move {
+                let mut ws = connect(&url).await?;
+                let mut rng = Rng::new(c as u64 + 7);
+                let mut latencies = Vec::new();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let filter = shape_filter(shape, &mut rng, authors);
+                    let sub = format!("q{n}");
+                    let at = Instant::now();
+                    ws.send(Message::text(json!(["REQ", sub, filter]).to_string()))
+                        .await?;
+                    loop {
+                        let msg = ws.next().await.ok_or_else(|| anyhow::anyhow!("closed"))??;
+                        let text = msg.into_text()?;
+                        if text.starts_with("[\"EOSE\"") || text.starts_with("[\"CLOSED\"") {
+                            break;
+                        }
+                    }
+                    latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                    ws.send(Message::text(json!(["CLOSE", sub]).to_string()))
+                        .await?;
+                    n += 1;
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for worker in workers {
+            latencies.extend(worker.await??);
+        }
+        summary(shape, latencies, started.elapsed(), "REQ");
+    }
+    Ok(())
+}
