@@ -2,17 +2,11 @@
 //! Compose binary, and every command, environment variable and port it gives a Starling
 //! container is one `starling` accepts and the balancer and Prometheus point at.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::python;
-
-fn repository_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
+use crate::support::{python, repository_file};
 
 fn help(command: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_starling"))

@@ -169,8 +169,7 @@ fn the_readme_documents_every_option() {
         .output()
         .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::support::repository_file("README.md")).unwrap();
     let mut documented = 0;
     for word in help.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '=') {
         let is_option =

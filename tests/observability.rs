@@ -14,15 +14,9 @@ use crate::{
     support::{
         TempDir, eventually, install_debian_package, keys, note, now,
         postgres::{free_port, spawn_tied_to_this_process},
-        redis,
+        redis, repository_file,
     },
 };
-
-fn repository_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
 
 /// `prometheus` and `promtool`, installing the Debian package if needed.
 fn prometheus_binaries() -> (PathBuf, PathBuf) {

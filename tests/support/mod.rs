@@ -41,6 +41,13 @@ pub fn keys(n: u8) -> Keys {
     Keys::from_secret([n.max(1); 32]).expect("valid secret")
 }
 
+/// A file of this repository, by its path from the repository's top.
+pub fn repository_file(path: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
 /// Unix time now, in seconds.
 pub fn now() -> u64 {
     starling::policy::now()
