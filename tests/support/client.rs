@@ -156,6 +156,20 @@ impl Client {
         }
     }
 
+    /// Expects the next message to be `CLOSED` for `sub` with a reason starting with `prefix`.
+    pub async fn expect_closed(&mut self, sub: &str, prefix: &str) {
+        let msg = self.recv().await;
+        assert_eq!(
+            (msg[0].as_str(), msg[1].as_str()),
+            (Some("CLOSED"), Some(sub)),
+            "{msg}"
+        );
+        assert!(
+            msg[2].as_str().is_some_and(|r| r.starts_with(prefix)),
+            "{msg}"
+        );
+    }
+
     /// Waits for the next `EVENT` of `sub`, skipping other messages.
     pub async fn live_event(&mut self, sub: &str) -> Value {
         loop {
