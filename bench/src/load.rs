@@ -52,6 +52,14 @@ pub struct QueryArgs {
     pub authors: u64,
 }
 
+/// The `host:port` of a `ws://` URL.
+pub fn address(url: &str) -> anyhow::Result<&str> {
+    url.strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|host| !host.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{url}: expected a ws:// URL"))
+}
+
 /// Connects with TCP_NODELAY, so that small frames are not held back by Nagle's algorithm
 /// (which would add ~40 ms to every request that follows a small write).
 pub async fn connect(
@@ -59,12 +67,7 @@ pub async fn connect(
 ) -> anyhow::Result<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 > {
-    let address = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("a ws:// URL"))?;
-    let stream = tokio::net::TcpStream::connect(address).await?;
+    let stream = tokio::net::TcpStream::connect(address(url)?).await?;
     stream.set_nodelay(true)?;
     let (ws, _) =
         tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))

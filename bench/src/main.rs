@@ -5,7 +5,9 @@
 //!   `EXPLAIN ANALYZE` and prints each plan with its timing.
 //! - `fanout`: live delivery latency from a publisher on one node to subscribers on others.
 //! - `ingest`, `query`: events/s and REQ→EOSE/s with latency percentiles.
+//! - `connections`: the relay's resident memory per idle connection and per subscription.
 
+mod connections;
 mod explain;
 mod fanout;
 mod fill;
@@ -33,6 +35,8 @@ enum Command {
     Ingest(load::IngestArgs),
     /// Measure queries: REQ to EOSE per second and latency, for the common shapes.
     Query(load::QueryArgs),
+    /// Measure the relay's memory per idle connection and per live subscription.
+    Connections(connections::Args),
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -48,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fanout(args) => runtime()?.block_on(fanout::run(&args)),
         Command::Ingest(args) => runtime()?.block_on(load::ingest(&args)),
         Command::Query(args) => runtime()?.block_on(load::query(&args)),
+        Command::Connections(args) => runtime()?.block_on(connections::run(&args)),
     }
 }
