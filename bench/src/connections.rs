@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, anyhow, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use starling::nostr::hex;
 use tokio::{
     net::{TcpSocket, TcpStream},
@@ -27,7 +27,7 @@ use tokio_tungstenite::{
 use crate::fill::Rng;
 
 /// Options of `connections`.
-#[derive(clap::Args)]
+#[derive(clap::Args, serde::Serialize)]
 pub struct Args {
     /// WebSocket URL of the relay (on IPv4 loopback).
     #[arg(long)]
@@ -70,8 +70,17 @@ enum Phase {
 /// A connection task's news: a step done, or why it failed.
 type Report = Result<(), String>;
 
+/// The relay's resident memory (bytes) at each step of a run.
+struct Readings {
+    before: u64,
+    connected: u64,
+    subscribed: u64,
+    closed: u64,
+    open_seconds: f64,
+}
+
 /// Opens the connections, then the subscriptions, and reports the relay's memory for each.
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let limit = raise_fd_limit()?;
     ensure!(
         args.connections as u64 + SPARE_FDS <= limit,
@@ -82,7 +91,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     );
     let target = loopback_target(&args.url).await?;
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let baseline = settle(args.pid, deadline).await?;
+    let before = settle(args.pid, deadline).await?;
     let (phase, phase_rx) = watch::channel(Phase::Idle);
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let started = Instant::now();
@@ -98,29 +107,50 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow!("the connections did not close within --seconds"))?;
     let closed = settle(args.pid, deadline).await?;
+    let readings = Readings {
+        before,
+        connected,
+        subscribed,
+        closed,
+        open_seconds,
+    };
+    crate::report("connections", args, table(args, &readings))
+}
 
+/// Prints the readings and the memory per connection and per subscription; returns them.
+fn table(args: &Args, r: &Readings) -> Value {
     let subscriptions = args.connections * args.subscriptions_per_connection;
     let per = |after: u64, before: u64, n: usize| (after as f64 - before as f64) / n.max(1) as f64;
+    let per_connection = per(r.connected, r.before, args.connections);
+    let per_subscription = per(r.subscribed, r.connected, subscriptions);
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "connections on {} (relay pid {}): {} source addresses, opened in {open_seconds:.1} s",
-        args.url, args.pid, args.sources
+        "connections on {} (relay pid {}): {} source addresses, opened in {:.1} s",
+        args.url, args.pid, args.sources, r.open_seconds
     );
     println!(
         "| connections | subscriptions | RSS before MiB | RSS connected MiB | RSS subscribed MiB | RSS closed MiB | bytes/connection | bytes/subscription |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {} | {subscriptions} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+        "| {} | {subscriptions} | {:.1} | {:.1} | {:.1} | {:.1} | {per_connection:.0} | {per_subscription:.0} |",
         args.connections,
-        mib(baseline),
-        mib(connected),
-        mib(subscribed),
-        mib(closed),
-        per(connected, baseline, args.connections),
-        per(subscribed, connected, subscriptions),
+        mib(r.before),
+        mib(r.connected),
+        mib(r.subscribed),
+        mib(r.closed),
     );
-    Ok(())
+    json!({
+        "connections": args.connections,
+        "subscriptions": subscriptions,
+        "open_seconds": r.open_seconds,
+        "rss_before_bytes": r.before,
+        "rss_connected_bytes": r.connected,
+        "rss_subscribed_bytes": r.subscribed,
+        "rss_closed_bytes": r.closed,
+        "bytes_per_connection": per_connection,
+        "bytes_per_subscription": per_subscription,
+    })
 }
 
 /// Raises this process's soft limit on open files to its hard limit, and returns it.

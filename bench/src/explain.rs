@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use starling::{
     nostr::Filter,
     store::postgres::{session_options, sql},
@@ -14,10 +14,11 @@ use starling::{
 use tokio_postgres::{Client, NoTls};
 
 /// Options of `explain`.
-#[derive(clap::Args)]
+#[derive(clap::Args, serde::Serialize)]
 pub struct Args {
     /// The database to examine.
     #[arg(long, env = "DATABASE_URL")]
+    #[serde(skip)]
     pub database_url: String,
     /// Timed runs of each shape after the EXPLAIN.
     #[arg(long, default_value_t = 50)]
@@ -29,7 +30,7 @@ async fn one_text(client: &Client, sql: &str) -> anyhow::Result<String> {
 }
 
 /// Runs every shape and prints its plan and timings as Markdown.
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let mut config: tokio_postgres::Config = args.database_url.parse()?;
     config.options(session_options(Duration::from_secs(60)));
     let (client, connection) = config.connect(NoTls).await?;
@@ -118,6 +119,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     ];
     println!("Events in the table: {count}\n");
     let now = starling::policy::now();
+    let mut results = Vec::new();
     for (name, filter) in shapes {
         let filter =
             Filter::parse(&filter.to_string()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
@@ -148,6 +150,14 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             if seq_scan { "YES" } else { "no" }
         );
         println!("```\n{}\n```\n", plan.join("\n"));
+        results.push(json!({
+            "shape": name,
+            "rows": rows,
+            "p50_ms": at(0.5),
+            "p99_ms": at(0.99),
+            "sequential_scan": seq_scan,
+            "plan": plan,
+        }));
     }
-    Ok(())
+    crate::report("explain", args, json!({"events": count, "shapes": results}))
 }

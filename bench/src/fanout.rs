@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::fill::author;
 
 /// Options of `fanout`.
-#[derive(clap::Args)]
+#[derive(clap::Args, serde::Serialize)]
 pub struct Args {
     /// WebSocket URL of the node events are published to.
     #[arg(long)]
@@ -40,7 +40,7 @@ pub struct Args {
 type Samples = Arc<Mutex<Vec<u64>>>;
 
 /// Runs the measurement and prints a table per subscriber node.
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let run_tag = format!("bench-{}", starling::policy::now());
     let start = Instant::now();
     let samples: Vec<Samples> = args.subscribe.iter().map(|_| Samples::default()).collect();
@@ -136,6 +136,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         "| subscribers on | subscriptions | deliveries | expected | p50 ms | p99 ms | max ms | deliveries/s |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut nodes = Vec::new();
     for (node, samples) in args.subscribe.iter().zip(&samples) {
         let mut samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
         samples.sort_unstable();
@@ -149,15 +150,27 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 .unwrap_or(0) as f64
                 / 1000.0
         };
+        let expected = subs as u64 * total;
+        let rate = samples.len() as f64 / args.seconds as f64;
+        let (p50, p99, max) = (at(0.5), at(0.99), at(1.0));
         println!(
-            "| {node} | {subs} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {node} | {subs} | {} | {expected} | {p50:.2} | {p99:.2} | {max:.2} | {rate:.0} |",
             samples.len(),
-            subs as u64 * total,
-            at(0.5),
-            at(0.99),
-            at(1.0),
-            samples.len() as f64 / args.seconds as f64
         );
+        nodes.push(json!({
+            "node": node,
+            "subscriptions": subs,
+            "deliveries": samples.len(),
+            "expected": expected,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": max,
+            "deliveries_per_s": rate,
+        }));
     }
-    Ok(())
+    crate::report(
+        "fanout",
+        args,
+        json!({"published": total, "acknowledged": drain, "nodes": nodes}),
+    )
 }

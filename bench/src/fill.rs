@@ -10,13 +10,15 @@ use std::{
     path::PathBuf,
     sync::mpsc,
     thread,
+    time::Instant,
 };
 
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use starling::nostr::{Event, Keys, hex};
 
 /// Options of `fill`.
-#[derive(clap::Args)]
+#[derive(clap::Args, serde::Serialize)]
 pub struct Args {
     /// Events to generate (at least this many remain stored after replacement rules).
     #[arg(long, default_value_t = 1_000_000)]
@@ -157,7 +159,8 @@ pub fn event(i: u64, total: u64, authors: u64, seed: u64, now: u64) -> Event {
 }
 
 /// Writes the data set, signing on every core.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub fn run(args: &Args) -> anyhow::Result<Value> {
+    let started = Instant::now();
     let now = starling::policy::now();
     let threads = thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let mut out = BufWriter::new(File::create(&args.output)?);
@@ -198,5 +201,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     out.flush()?;
     eprintln!("\rgenerated {events} events into {}", args.output.display());
-    Ok(())
+    let seconds = started.elapsed().as_secs_f64();
+    crate::report(
+        "fill",
+        args,
+        json!({"events": events, "seconds": seconds, "events_per_s": events as f64 / seconds}),
+    )
 }

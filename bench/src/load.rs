@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::fill::{Rng, author, event};
 
 /// Options of `ingest`.
-#[derive(clap::Args)]
+#[derive(clap::Args, serde::Serialize)]
 pub struct IngestArgs {
     /// WebSocket URL of the relay.
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct IngestArgs {
 }
 
 /// Options of `query`.
-#[derive(clap::Args)]
+#[derive(clap::Args, serde::Serialize)]
 pub struct QueryArgs {
     /// WebSocket URL of the relay.
     #[arg(long)]
@@ -82,20 +82,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn summary(name: &str, mut latencies_ms: Vec<f64>, elapsed: Duration, unit: &str) {
+/// Prints a table row of a run's count, rate and latency percentiles, and returns them.
+fn summary(name: &str, mut latencies_ms: Vec<f64>, elapsed: Duration, unit: &str) -> Value {
     latencies_ms.sort_by(f64::total_cmp);
-    println!(
-        "| {name} | {} | {:.0} {unit}/s | {:.2} | {:.2} | {:.2} |",
-        latencies_ms.len(),
-        latencies_ms.len() as f64 / elapsed.as_secs_f64(),
+    let count = latencies_ms.len();
+    let rate = count as f64 / elapsed.as_secs_f64();
+    let (p50, p99, max) = (
         percentile(&latencies_ms, 0.5),
         percentile(&latencies_ms, 0.99),
         percentile(&latencies_ms, 1.0),
     );
+    println!("| {name} | {count} | {rate:.0} {unit}/s | {p50:.2} | {p99:.2} | {max:.2} |");
+    json!({
+        "name": name,
+        "count": count,
+        "seconds": elapsed.as_secs_f64(),
+        "rate_per_s": rate,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": max,
+    })
 }
 
 /// Publishes pre-signed events on several connections and reports throughput and latency.
-pub async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
+pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
     let now = starling::policy::now();
     eprintln!("signing {} events", args.events);
     let per_connection = args.events.div_ceil(args.connections as u64);
@@ -173,8 +183,12 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     );
     println!("| mode | acknowledged | rate | p50 ms | p99 ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    summary("ingest (OK true)", latencies, elapsed, "events");
-    Ok(())
+    let acknowledged = summary("ingest (OK true)", latencies, elapsed, "events");
+    crate::report(
+        "ingest",
+        args,
+        json!({"refused": refused, "acknowledged": acknowledged}),
+    )
 }
 
 /// One REQ filter of a shape, with values drawn from a filled store.
@@ -197,13 +211,14 @@ fn shape_filter(shape: &str, rng: &mut Rng, authors: u64) -> Value {
 }
 
 /// Runs each common REQ shape for a while on several connections.
-pub async fn query(args: &QueryArgs) -> anyhow::Result<()> {
+pub async fn query(args: &QueryArgs) -> anyhow::Result<Value> {
     println!(
         "queries on {}: {} connections, {} s per shape",
         args.url, args.connections, args.seconds
     );
     println!("| shape | REQs | rate | p50 ms | p99 ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- |");
+    let mut shapes = Vec::new();
     for shape in [
         "authors+kinds limit 50",
         "#p limit 50",
@@ -246,7 +261,7 @@ pub async fn query(args: &QueryArgs) -> anyhow::Result<()> {
         for worker in workers {
             latencies.extend(worker.await??);
         }
-        summary(shape, latencies, started.elapsed(), "REQ");
+        shapes.push(summary(shape, latencies, started.elapsed(), "REQ"));
     }
-    Ok(())
+    crate::report("query", args, json!({ "shapes": shapes }))
 }

@@ -6,6 +6,8 @@
 //! - `fanout`: live delivery latency from a publisher on one node to subscribers on others.
 //! - `ingest`, `query`: events/s and REQ→EOSE/s with latency percentiles.
 //! - `connections`: the relay's resident memory per idle connection and per subscription.
+//!
+//! Every mode prints Markdown on stdout; `--json FILE` also writes its results as JSON.
 
 mod connections;
 mod explain;
@@ -13,12 +15,18 @@ mod fanout;
 mod fill;
 mod load;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 
 /// Load generator and measurements for Starling.
 #[derive(Parser)]
 #[command(name = "starling-bench", version)]
 struct Cli {
+    /// Also write the results as a JSON object (mode, parameters, results) to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,13 +53,29 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// The JSON object of a mode's run: its name, its parameters and its results.
+fn report(mode: &str, parameters: &impl serde::Serialize, results: Value) -> anyhow::Result<Value> {
+    Ok(json!({
+        "mode": mode,
+        "parameters": serde_json::to_value(parameters)?,
+        "results": results,
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let report = match cli.command {
         Command::Fill(args) => fill::run(&args),
         Command::Explain(args) => runtime()?.block_on(explain::run(&args)),
         Command::Fanout(args) => runtime()?.block_on(fanout::run(&args)),
         Command::Ingest(args) => runtime()?.block_on(load::ingest(&args)),
         Command::Query(args) => runtime()?.block_on(load::query(&args)),
         Command::Connections(args) => runtime()?.block_on(connections::run(&args)),
+    }?;
+    if let Some(path) = cli.json {
+        let text = serde_json::to_string_pretty(&report)? + "\n";
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
+    Ok(())
 }
