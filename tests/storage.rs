@@ -9,7 +9,7 @@ use crate::support::{
     http::request,
     keys, note, now,
     postgres::{PgServer, TestDatabase, shared},
-    tags,
+    repository_file, tags,
 };
 
 fn starling(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -36,7 +36,8 @@ fn migrate_applies_each_migration_once() {
     let first = starling(&["migrate"], &env);
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(
-        text(&first.stdout).contains("applied 1 migration(s): 0001_events.sql"),
+        text(&first.stdout)
+            .contains("applied 2 migration(s): 0001_events.sql, 0002_probe_indexes.sql"),
         "{}",
         text(&first.stdout)
     );
@@ -50,6 +51,36 @@ fn migrate_applies_each_migration_once() {
     let without_url = starling(&["migrate"], &[]);
     assert!(!without_url.status.success());
     assert!(text(&without_url.stderr).contains("DATABASE_URL"));
+}
+
+#[test]
+fn a_database_of_the_first_schema_upgrades_with_its_events() {
+    let database = shared().create_empty_database();
+    let first = std::fs::read_to_string(repository_file("migrations/0001_events.sql"))
+        .expect("first migration");
+    database.execute(&first);
+    database.execute(
+        "CREATE TABLE starling_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+         INSERT INTO starling_migrations (version, name) VALUES (1, '0001_events.sql');
+         INSERT INTO events (id, pubkey, created_at, kind, json) VALUES ('\\x01', '\\x02', 5, 7, '{}');
+         INSERT INTO event_tags (event_seq, name, value, created_at)
+         SELECT seq, 't', 'x', 5 FROM events;",
+    );
+    let upgrade = starling(&["migrate"], &[("DATABASE_URL", database.url.as_str())]);
+    assert!(upgrade.status.success(), "{}", text(&upgrade.stderr));
+    assert!(
+        text(&upgrade.stdout).contains("applied 1 migration(s): 0002_probe_indexes.sql"),
+        "{}",
+        text(&upgrade.stdout)
+    );
+    let tagged = database.query_count(
+        "SELECT count(*) FROM event_tags t JOIN events e ON e.seq = t.event_seq
+         WHERE e.id = $1 AND t.kind = 7",
+        vec![1],
+    );
+    assert_eq!(tagged, 1, "the tag row carries its event's kind");
 }
 
 #[tokio::test]

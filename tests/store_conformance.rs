@@ -65,6 +65,8 @@ macro_rules! suite {
             case!(queries_order_newest_first_then_lowest_id);
             case!(queries_apply_each_filter_limit_and_merge);
             case!(queries_match_every_field);
+            case!(queries_agree_with_the_filter_definition);
+            case!(a_batch_repeating_an_id_stores_it_once);
             case!(expired_events_are_hidden_and_purged);
             case!(counts_the_union_of_filters);
             case!(search_matches_every_word_of_the_content);
@@ -326,6 +328,77 @@ async fn queries_match_every_field(store: Store) {
     );
     assert!(ids(&store, &[r#"{"authors":[]}"#]).await.is_empty());
     assert!(ids(&store, &[r##"{"#T":["rust"]}"##]).await.is_empty());
+}
+
+/// Every filter shape a store may plan differently (index probes per author and kind, per
+/// kind, per tag value and kind; the general plan), checked against [`Filter::matches`]
+/// over the same events: newest first, ties by lowest id, each at most once, the limit kept.
+async fn queries_agree_with_the_filter_definition(store: Store) {
+    let values = ["a", "b", "c"];
+    let events: Vec<Event> = (0..48u64)
+        .map(|n| {
+            let mut tags: Vec<Vec<String>> = (0..n % 4)
+                .map(|k| vec!["t".into(), values[((n + k) % 3) as usize].into()])
+                .collect();
+            if n % 5 == 0 {
+                // The same tag twice: still one match.
+                tags.push(vec!["t".into(), "a".into()]);
+                tags.push(vec!["t".into(), "a".into()]);
+            }
+            let kind = [1, 7, 1111][(n % 3) as usize];
+            keys((n % 4 + 1) as u8).sign(T - (n * 7) % 13, kind, tags, &format!("{n}"))
+        })
+        .collect();
+    write(&store, &events.iter().collect::<Vec<_>>()).await;
+    let author = |n: u8| starling::nostr::hex::encode(&keys(n).pubkey());
+    let shapes = [
+        format!(r#"{{"authors":["{}"],"kinds":[1],"limit":3}}"#, author(1)),
+        format!(
+            r#"{{"authors":["{}","{}"],"kinds":[1,7,1111],"limit":7}}"#,
+            author(2),
+            author(3)
+        ),
+        format!(
+            r##"{{"authors":["{}"],"kinds":[7],"#t":["a"],"limit":50}}"##,
+            author(2)
+        ),
+        r#"{"kinds":[7],"limit":4}"#.to_string(),
+        r#"{"kinds":[1,1111],"limit":9,"until":1699999995}"#.to_string(),
+        r##"{"#t":["a"],"limit":5}"##.to_string(),
+        r##"{"#t":["a","b"],"limit":11}"##.to_string(),
+        r##"{"#t":["a","c"],"kinds":[1,7],"limit":6}"##.to_string(),
+        r##"{"#t":["b"],"since":1699999992,"until":1699999997,"limit":50}"##.to_string(),
+        format!(
+            r##"{{"#t":["a"],"#p":["{}"],"limit":50}}"##,
+            "ab".repeat(32)
+        ),
+        r#"{"limit":10}"#.to_string(),
+    ];
+    for shape in shapes {
+        let filter = Filter::parse(&shape).expect("test filter");
+        let mut expected: Vec<&Event> = events.iter().filter(|e| filter.matches(e)).collect();
+        expected.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        let expected: Vec<String> = expected
+            .iter()
+            .take(filter.limit.unwrap_or(1000) as usize)
+            .map(|e| e.id_hex())
+            .collect();
+        assert_eq!(ids(&store, &[&shape]).await, expected, "{shape}");
+    }
+}
+
+async fn a_batch_repeating_an_id_stores_it_once(store: Store) {
+    let first = note(1, T, "first");
+    let second = note(1, T, "second");
+    assert_eq!(
+        write(&store, &[&first, &second, &first]).await,
+        vec![
+            WriteOutcome::Stored,
+            WriteOutcome::Stored,
+            WriteOutcome::Duplicate
+        ]
+    );
+    assert_eq!(store.count(filters(&["{}"]), T).await.unwrap(), 2);
 }
 
 async fn expired_events_are_hidden_and_purged(store: Store) {

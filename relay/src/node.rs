@@ -25,6 +25,7 @@ use crate::{
     nostr::{KindClass, VerifiedEvent},
     policy,
     store::{EventStore, StoreError, WriteOutcome, metered::Metered},
+    verifier::Verifier,
 };
 
 /// Shared state of one relay node.
@@ -35,6 +36,8 @@ pub struct Node {
     pub store: Arc<dyn EventStore>,
     /// Batches writes to the store.
     pub writer: Addr<Writer>,
+    /// Checks signatures on threads of its own.
+    pub verifier: Arc<Verifier>,
     /// Delivers accepted events to live subscribers here and on other nodes.
     pub fanout: Arc<Fanout>,
     /// This node's name in the cluster.
@@ -86,6 +89,7 @@ impl Node {
             config,
             store,
             writer,
+            verifier: Verifier::per_core(),
             fanout,
             node_id,
             cluster,

@@ -38,8 +38,7 @@ use opentelemetry::KeyValue;
 use crate::{
     node::Node,
     nostr::{
-        ClientMessage, Event, Filter, KindClass, MessageError, Prefix, Reason, VerifiedEvent,
-        message::relay,
+        ClientMessage, Event, Filter, KindClass, MessageError, Prefix, Reason, message::relay,
     },
     policy,
     store::WriteOutcome,
@@ -248,26 +247,30 @@ impl Connection {
         let id = event.id_hex();
         let kind = event.kind;
         let ingest = tracing::info_span!(parent: &self.span, "ingest", event = %id, kind);
-        let validated = {
+        let checked = {
             let _validate = tracing::info_span!(parent: &ingest, "validate").entered();
             policy::check_event(&self.node.config, &event, policy::now())
-                .and_then(|()| VerifiedEvent::verify(event).map_err(Reason::from))
         };
-        let verified = match validated {
-            Ok(verified) => Arc::new(verified),
-            Err(reason) => {
-                self.count_event(Some(kind), Some(reason.prefix));
-                return self.send(relay::ok(&id, false, &reason.to_string()), ctx);
-            }
-        };
+        if let Err(reason) = checked {
+            self.count_event(Some(kind), Some(reason.prefix));
+            return self.send(relay::ok(&id, false, &reason.to_string()), ctx);
+        }
         let permit = self.gate.enter();
         let node = Arc::clone(&self.node);
-        // Limits are counted after the signature check, so that nobody can spend another
-        // author's allowance with forged events.
-        let limits = self.event_limits(&verified.event);
+        let limits = self.limit_keys(&event);
         let ingest_span = ingest.clone();
         let outcome = async move {
-            if !limits.await {
+            let validate = tracing::info_span!(parent: &ingest_span, "validate");
+            let verified = match node.verifier.verify(event).instrument(validate).await {
+                Ok(verified) => Arc::new(verified),
+                Err(error) => {
+                    let reason = Reason::from(error);
+                    return (false, reason.to_string(), Some(reason.prefix));
+                }
+            };
+            // Limits are counted after the signature check, so that nobody can spend another
+            // author's allowance with forged events.
+            if !event_limits(&node, limits).await {
                 node.metrics
                     .rate_limited
                     .add(1, &[KeyValue::new("limit", "events")]);
@@ -293,33 +296,11 @@ impl Connection {
         );
     }
 
-    /// Counts an event against the per-address and per-author limits; resolves to whether
-    /// both allow it.
-    fn event_limits(&self, event: &Event) -> impl std::future::Future<Output = bool> + 'static {
-        let config = &self.node.config;
-        let minute = Duration::from_secs(60);
-        let by_ip = (config.max_events_per_minute_per_ip > 0).then(|| {
-            let key = format!("events:ip:{}", self.peer.ip);
-            self.node
-                .limiter
-                .hit(&key, config.max_events_per_minute_per_ip, minute)
-        });
-        let by_author = (config.max_events_per_minute_per_pubkey > 0).then(|| {
-            let key = format!("events:pubkey:{}", crate::nostr::hex::encode(&event.pubkey));
-            self.node
-                .limiter
-                .hit(&key, config.max_events_per_minute_per_pubkey, minute)
-        });
-        async move {
-            let ip_ok = match by_ip {
-                Some(check) => check.await,
-                None => true,
-            };
-            let author_ok = match by_author {
-                Some(check) => check.await,
-                None => true,
-            };
-            ip_ok && author_ok
+    /// The per-address and per-author limit keys an event counts against.
+    fn limit_keys(&self, event: &Event) -> EventLimitKeys {
+        EventLimitKeys {
+            ip: format!("events:ip:{}", self.peer.ip),
+            author: format!("events:pubkey:{}", crate::nostr::hex::encode(&event.pubkey)),
         }
     }
 
@@ -604,4 +585,31 @@ impl Handler<SubscriptionEnded> for Connection {
             self.subscriptions.remove(&msg.sub_id);
         }
     }
+}
+
+/// The keys an event's per-minute limits are counted under.
+struct EventLimitKeys {
+    ip: String,
+    author: String,
+}
+
+/// Counts an event against the per-address and per-author limits; whether both allow it.
+async fn event_limits(node: &Node, keys: EventLimitKeys) -> bool {
+    let config = &node.config;
+    let minute = Duration::from_secs(60);
+    let ip_ok = config.max_events_per_minute_per_ip == 0
+        || node
+            .limiter
+            .hit(&keys.ip, config.max_events_per_minute_per_ip, minute)
+            .await;
+    let author_ok = config.max_events_per_minute_per_pubkey == 0
+        || node
+            .limiter
+            .hit(
+                &keys.author,
+                config.max_events_per_minute_per_pubkey,
+                minute,
+            )
+            .await;
+    ip_ok && author_ok
 }

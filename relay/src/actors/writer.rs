@@ -1,8 +1,10 @@
 //! The Writer: batches events from every connection into store transactions.
 //!
-//! While one batch is being committed, new events queue; when it commits, the whole queue
-//! goes in the next batch. An idle relay commits each event at once; a busy one commits
-//! many per transaction. Only after commit are stored events published to live
+//! Up to [`BATCHES_IN_FLIGHT`] batches are committed at once; while they are, new events
+//! queue, and when one commits, the whole queue (up to the batch size) goes in the next. An
+//! idle relay commits each event at once; a busy one commits many per transaction, on several
+//! database connections (the store keeps concurrent batches consistent: see
+//! `store::postgres`). Only after commit are stored events published to live
 //! subscribers and other nodes, and only then is each sender told the outcome.
 
 use std::sync::Arc;
@@ -36,12 +38,15 @@ pub struct Write {
 #[rtype(result = "()")]
 pub struct Flush(pub oneshot::Sender<()>);
 
+/// How many batches may be committing at once.
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
 /// The batching writer actor.
 pub struct Writer {
     store: Arc<dyn EventStore>,
     fanout: Arc<Fanout>,
     queue: Vec<Write>,
-    committing: bool,
+    in_flight: usize,
     max_batch: usize,
     flushed: Vec<oneshot::Sender<()>>,
 }
@@ -53,23 +58,26 @@ impl Writer {
             store,
             fanout,
             queue: Vec::new(),
-            committing: false,
+            in_flight: 0,
             max_batch,
             flushed: Vec::new(),
         }
     }
 
     fn commit_next(&mut self, ctx: &mut Context<Self>) {
-        if self.committing {
+        if self.in_flight >= BATCHES_IN_FLIGHT {
             return;
         }
         if self.queue.is_empty() {
+            if self.in_flight > 0 {
+                return;
+            }
             self.flushed.drain(..).for_each(|done| {
                 let _ = done.send(());
             });
             return;
         }
-        self.committing = true;
+        self.in_flight += 1;
         let take = self.queue.len().min(self.max_batch);
         let batch: Vec<Write> = self.queue.drain(..take).collect();
         let events = batch.iter().map(|w| Arc::clone(&w.event)).collect();
@@ -94,7 +102,7 @@ impl Writer {
                     }
                 }
             }
-            writer.committing = false;
+            writer.in_flight -= 1;
             writer.commit_next(ctx);
         }));
     }

@@ -10,11 +10,18 @@ use tokio_postgres::Client;
 const LOCK_KEY: i64 = 0x7374_6172_6c69_6e67;
 
 /// Every migration: version, name and SQL. Versions are the files' numbers.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_events.sql",
-    include_str!("../../../../migrations/0001_events.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_events.sql",
+        include_str!("../../../../migrations/0001_events.sql"),
+    ),
+    (
+        2,
+        "0002_probe_indexes.sql",
+        include_str!("../../../../migrations/0002_probe_indexes.sql"),
+    ),
+];
 
 /// Applies pending migrations; returns the names of those applied now.
 pub async fn run(client: &mut Client) -> Result<Vec<&'static str>, tokio_postgres::Error> {

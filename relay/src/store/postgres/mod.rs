@@ -3,8 +3,9 @@
 //! Queries go through a `deadpool-postgres` pool of `tokio-postgres` connections with
 //! prepared statements. A batch of writes is one transaction: it first takes advisory locks
 //! on every id and address the batch touches (sorted, so that writers on different nodes
-//! never deadlock), then calls `starling_write_event` once per event, pipelined on one
-//! connection. The locks make duplicate, replacement and deletion decisions atomic across
+//! never deadlock), then writes each run of plain events (regular kinds) with one set-based
+//! statement and every other event with a call of `starling_write_event`, all pipelined on
+//! one connection. The locks make duplicate, replacement and deletion decisions atomic across
 //! every node.
 
 pub mod migrate;
@@ -112,23 +113,178 @@ impl PgStore {
             &[&locks],
         )
         .await?;
-        let write = tx
-            .prepare_cached(
-                "SELECT starling_write_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .await?;
-        let args: Vec<_> = batch.iter().map(WriteParams::args).collect();
-        let rows = try_join_all(args.iter().map(|a| tx.query_one(&write, a))).await?;
+        let by_rule = tx.prepare_cached(WRITE_BY_RULE).await?;
+        let plain = tx.prepare_cached(WRITE_PLAIN).await?;
+        let (steps, repeated) = plan(batch);
+        // Every step is sent before the first answer arrives (pipelined), in batch order.
+        let runs = steps.iter().map(|step| {
+            let (by_rule, plain, tx) = (&by_rule, &plain, &tx);
+            async move {
+                match step {
+                    Step::ByRule(i) => {
+                        let row = tx.query_one(by_rule, &batch[*i].args()).await?;
+                        Ok(vec![(*i, outcome(row.get(0)))])
+                    }
+                    Step::Plain(run) => {
+                        let arrays = PlainArrays::new(run.iter().map(|i| &batch[*i]));
+                        let rows = tx.query(plain, &arrays.args()).await?;
+                        Ok(rows
+                            .iter()
+                            .map(|row| {
+                                (run[row.get::<_, i64>(0) as usize - 1], outcome(row.get(1)))
+                            })
+                            .collect::<Vec<_>>())
+                    }
+                }
+            }
+        });
+        let done = try_join_all(runs).await?;
         tx.commit().await?;
-        Ok(rows
-            .iter()
-            .map(|row| match row.get::<_, i16>(0) {
-                1 => WriteOutcome::Duplicate,
-                2 => WriteOutcome::Superseded,
-                3 => WriteOutcome::Deleted,
-                _ => WriteOutcome::Stored,
-            })
-            .collect())
+        let mut outcomes = vec![WriteOutcome::Duplicate; batch.len()];
+        for (i, result) in done.into_iter().flatten() {
+            outcomes[i] = result;
+        }
+        debug_assert!(
+            repeated
+                .iter()
+                .all(|i| outcomes[*i] == WriteOutcome::Duplicate)
+        );
+        Ok(outcomes)
+    }
+}
+
+/// Writes one event, applying every NIP-01 and NIP-09 rule (see the migrations).
+const WRITE_BY_RULE: &str =
+    "SELECT starling_write_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// Writes a run of plain events (regular kinds, no deletion requests, distinct ids) in one
+/// set-based statement: an event is stored unless its id is stored already (1) or its author
+/// deleted it (3). Answers (position in the run from 1, outcome) for every event.
+const WRITE_PLAIN: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BIGINT[], $4::INTEGER[], $5::BIGINT[],
+                         $6::TEXT[], $7::TEXT[])
+        WITH ORDINALITY AS i (id, pubkey, created_at, kind, expires_at, content, json, n)
+), stored AS (
+    INSERT INTO events (id, pubkey, created_at, kind, expires_at, content_fts, json)
+    SELECT id, pubkey, created_at, kind, expires_at,
+           CASE WHEN content <> '' THEN to_tsvector('simple', content) END, json
+    FROM input
+    WHERE NOT EXISTS (SELECT 1 FROM deleted_ids d WHERE d.event_id = input.id AND d.pubkey = input.pubkey)
+    ORDER BY n
+    ON CONFLICT (id) DO NOTHING
+    RETURNING seq, id
+), tagged AS (
+    INSERT INTO event_tags (event_seq, name, value, kind, created_at)
+    SELECT DISTINCT s.seq, t.name, t.value, i.kind, i.created_at
+    FROM unnest($8::BIGINT[], $9::TEXT[], $10::TEXT[]) AS t (n, name, value)
+    JOIN input i ON i.n = t.n
+    JOIN stored s ON s.id = i.id
+)
+SELECT i.n,
+       CASE WHEN s.seq IS NOT NULL THEN 0
+            WHEN EXISTS (SELECT 1 FROM deleted_ids d WHERE d.event_id = i.id AND d.pubkey = i.pubkey) THEN 3
+            ELSE 1 END::SMALLINT
+FROM input i LEFT JOIN stored s ON s.id = i.id";
+
+/// The outcome a write statement reports as a number.
+fn outcome(code: i16) -> WriteOutcome {
+    match code {
+        1 => WriteOutcome::Duplicate,
+        2 => WriteOutcome::Superseded,
+        3 => WriteOutcome::Deleted,
+        _ => WriteOutcome::Stored,
+    }
+}
+
+/// One statement of a batch write.
+enum Step {
+    /// Positions of consecutive plain events, written by [`WRITE_PLAIN`].
+    Plain(Vec<usize>),
+    /// The position of an event written by [`WRITE_BY_RULE`] (replaceable, addressable or
+    /// a deletion request).
+    ByRule(usize),
+}
+
+/// Splits a batch into steps that keep its order, and lists the plain events repeating an
+/// id earlier in their own run: duplicates, never sent. (A repeat after a step by rule is
+/// sent, since that step may have deleted the first.)
+fn plan(batch: &[WriteParams<'_>]) -> (Vec<Step>, Vec<usize>) {
+    let mut in_run = std::collections::HashSet::new();
+    let (mut steps, mut repeated) = (Vec::new(), Vec::new());
+    for (i, event) in batch.iter().enumerate() {
+        if !event.is_plain() {
+            in_run.clear();
+            steps.push(Step::ByRule(i));
+        } else if !in_run.insert(event.id) {
+            repeated.push(i);
+        } else if let Some(Step::Plain(run)) = steps.last_mut() {
+            run.push(i);
+        } else {
+            steps.push(Step::Plain(vec![i]));
+        }
+    }
+    (steps, repeated)
+}
+
+/// A run of plain events as the column arrays of [`WRITE_PLAIN`].
+struct PlainArrays<'a> {
+    ids: Vec<&'a [u8]>,
+    pubkeys: Vec<&'a [u8]>,
+    created_at: Vec<i64>,
+    kinds: Vec<i32>,
+    expires_at: Vec<Option<i64>>,
+    contents: Vec<&'a str>,
+    jsons: Vec<&'a str>,
+    tag_events: Vec<i64>,
+    tag_names: Vec<&'a str>,
+    tag_values: Vec<&'a str>,
+}
+
+impl<'a> PlainArrays<'a> {
+    fn new(run: impl Iterator<Item = &'a WriteParams<'a>>) -> Self {
+        let mut arrays = Self {
+            ids: Vec::new(),
+            pubkeys: Vec::new(),
+            created_at: Vec::new(),
+            kinds: Vec::new(),
+            expires_at: Vec::new(),
+            contents: Vec::new(),
+            jsons: Vec::new(),
+            tag_events: Vec::new(),
+            tag_names: Vec::new(),
+            tag_values: Vec::new(),
+        };
+        for (n, event) in run.enumerate() {
+            arrays.ids.push(event.id);
+            arrays.pubkeys.push(event.pubkey);
+            arrays.created_at.push(event.created_at);
+            arrays.kinds.push(event.kind);
+            arrays.expires_at.push(event.expires_at);
+            arrays.contents.push(event.content);
+            arrays.jsons.push(event.json);
+            for (name, value) in event.tag_names.iter().zip(&event.tag_values) {
+                arrays.tag_events.push(n as i64 + 1);
+                arrays.tag_names.push(name);
+                arrays.tag_values.push(value);
+            }
+        }
+        arrays
+    }
+
+    fn args(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.ids,
+            &self.pubkeys,
+            &self.created_at,
+            &self.kinds,
+            &self.expires_at,
+            &self.contents,
+            &self.jsons,
+            &self.tag_events,
+            &self.tag_names,
+            &self.tag_values,
+        ]
     }
 }
 
@@ -185,6 +341,11 @@ impl<'a> WriteParams<'a> {
 }
 
 impl WriteParams<'_> {
+    /// Whether the event is stored as it is: a regular kind, not a deletion request.
+    fn is_plain(&self) -> bool {
+        self.d_tag.is_none() && self.kind != i32::from(DELETION)
+    }
+
     /// The arguments in the function's order.
     fn args(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 13] {
         [

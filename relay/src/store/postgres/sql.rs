@@ -3,7 +3,10 @@
 
 use tokio_postgres::types::ToSql;
 
-use crate::{nostr::Filter, store::to_sql_int};
+use crate::{
+    nostr::{Filter, TagFilter},
+    store::to_sql_int,
+};
 
 /// A value bound to a placeholder.
 pub type Param = Box<dyn ToSql + Sync + Send>;
@@ -73,34 +76,199 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
 /// How many of the newest matches of a NIP-50 search are ranked by relevance.
 pub const SEARCH_CANDIDATES: i64 = 1000;
 
+/// The most index probes one filter is answered with; beyond it the planner gets the whole
+/// condition.
+pub const MAX_PROBES: usize = 16;
+
 /// The query for one filter's stored events: newest first (ties: lowest id), at most
 /// `limit`. A NIP-50 search ranks by relevance the newest [`SEARCH_CANDIDATES`] matches, so
 /// that a word found in millions of events costs no more than a rare one.
+///
+/// A filter naming a few (author, kind) pairs, a few kinds, or a few values of one tag is
+/// answered by index-ordered probes: one newest-first index scan per pair, kind or value
+/// (`events_by_author`, `events_by_kind`, `event_tags_by_kind`, `event_tags_by_value`),
+/// each stopping at the limit, merged. The cost follows the limit, not the number of
+/// matches.
 pub fn select(filter: &Filter, now: u64) -> (String, Query) {
+    if let Some(search) = &filter.search {
+        return search_select(filter, search, now);
+    }
+    let pairs = |a: usize, b: usize| a * b <= MAX_PROBES;
+    let kinds = filter.kinds.as_deref();
+    if filter.ids.is_none() {
+        if let (Some(authors), Some(kinds)) = (&filter.authors, kinds) {
+            if pairs(authors.len(), kinds.len()) {
+                return author_probes(filter, authors, kinds, now);
+            }
+        }
+        let tag = filter
+            .tags
+            .iter()
+            .find(|t| pairs(t.values.len(), kinds.map_or(1, <[u16]>::len)));
+        if let Some(tag) = tag {
+            return tag_probes(filter, tag, now);
+        }
+        if let (None, Some(kinds)) = (&filter.authors, kinds) {
+            if kinds.len() <= MAX_PROBES {
+                return kind_probes(filter, kinds, now);
+            }
+        }
+    }
     let mut q = Query::default();
     let condition = condition(filter, now, &mut q);
-    let sql = match &filter.search {
-        Some(search) => {
-            let query = q.bind(search.clone());
-            let candidates = q.bind(SEARCH_CANDIDATES);
-            let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
-            format!(
-                "SELECT created_at, id, json FROM (
-                     SELECT e.created_at, e.id, e.json, e.content_fts FROM events e WHERE {condition}
-                     ORDER BY e.created_at DESC, e.id LIMIT {candidates}
-                 ) AS newest
-                 ORDER BY ts_rank(content_fts, plainto_tsquery('simple', {query})) DESC, created_at DESC, id
-                 LIMIT {limit}"
-            )
+    let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+    let sql = format!(
+        "SELECT e.created_at, e.id, e.json FROM events e WHERE {condition}
+         ORDER BY e.created_at DESC, e.id LIMIT {limit}"
+    );
+    (sql, q)
+}
+
+fn search_select(filter: &Filter, search: &str, now: u64) -> (String, Query) {
+    let mut q = Query::default();
+    let condition = condition(filter, now, &mut q);
+    let query = q.bind(search.to_string());
+    let candidates = q.bind(SEARCH_CANDIDATES);
+    let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+    let sql = format!(
+        "SELECT created_at, id, json FROM (
+             SELECT e.created_at, e.id, e.json, e.content_fts FROM events e WHERE {condition}
+             ORDER BY e.created_at DESC, e.id LIMIT {candidates}
+         ) AS newest
+         ORDER BY ts_rank(content_fts, plainto_tsquery('simple', {query})) DESC, created_at DESC, id
+         LIMIT {limit}"
+    );
+    (sql, q)
+}
+
+/// One probe of `events_by_author` per (author, kind) pair.
+fn author_probes(
+    filter: &Filter,
+    authors: &[[u8; 32]],
+    kinds: &[u16],
+    now: u64,
+) -> (String, Query) {
+    let (mut pubkeys, mut pair_kinds) = (Vec::new(), Vec::new());
+    for author in authors {
+        for kind in kinds {
+            pubkeys.push(author.to_vec());
+            pair_kinds.push(i32::from(*kind));
         }
-        None => {
-            let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
-            format!(
-                "SELECT e.created_at, e.id, e.json FROM events e WHERE {condition}
-                 ORDER BY e.created_at DESC, e.id LIMIT {limit}"
-            )
-        }
+    }
+    let rest = Filter {
+        authors: None,
+        kinds: None,
+        ..filter.clone()
     };
+    let mut q = Query::default();
+    let pubkeys = q.bind(pubkeys);
+    let pair_kinds = q.bind(pair_kinds);
+    let probe = format!(
+        "SELECT e.created_at, e.id, e.json FROM events e
+         WHERE e.pubkey = p.pubkey AND e.kind = p.kind AND {}",
+        condition(&rest, now, &mut q)
+    );
+    let source = format!("unnest({pubkeys}::BYTEA[], {pair_kinds}::INTEGER[]) AS p (pubkey, kind)");
+    merged(source, probe, "e.created_at DESC, e.id", false, filter, q)
+}
+
+/// One probe of `events_by_kind` per kind.
+fn kind_probes(filter: &Filter, kinds: &[u16], now: u64) -> (String, Query) {
+    let rest = Filter {
+        kinds: None,
+        ..filter.clone()
+    };
+    let mut q = Query::default();
+    let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
+    let source = format!("unnest({}::INTEGER[]) AS p (kind)", q.bind(kinds));
+    let probe = format!(
+        "SELECT e.created_at, e.id, e.json FROM events e WHERE e.kind = p.kind AND {}",
+        condition(&rest, now, &mut q)
+    );
+    merged(source, probe, "e.created_at DESC, e.id", false, filter, q)
+}
+
+/// One probe of the tag indexes per value of `tag` (and per kind, when the filter names
+/// kinds). An event may carry several of the values, so the merge removes repeats.
+fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
+    let rest = Filter {
+        kinds: None,
+        tags: filter
+            .tags
+            .iter()
+            .filter(|t| t.letter != tag.letter)
+            .cloned()
+            .collect(),
+        ..filter.clone()
+    };
+    let mut q = Query::default();
+    let name = q.bind(char::from(tag.letter).to_string());
+    let (source, kind_match) = match &filter.kinds {
+        Some(kinds) => {
+            let (mut values, mut pair_kinds) = (Vec::new(), Vec::new());
+            for value in &tag.values {
+                for kind in kinds {
+                    values.push(value.clone());
+                    pair_kinds.push(i32::from(*kind));
+                }
+            }
+            let (values, pair_kinds) = (q.bind(values), q.bind(pair_kinds));
+            (
+                format!("unnest({values}::TEXT[], {pair_kinds}::INTEGER[]) AS p (value, kind)"),
+                " AND t.kind = p.kind",
+            )
+        }
+        None => (
+            format!(
+                "unnest({}::TEXT[]) AS p (value)",
+                q.bind(tag.values.clone())
+            ),
+            "",
+        ),
+    };
+    // The window again on the tag rows, so that the index scan starts and stops there.
+    let mut window = String::new();
+    if let Some(since) = filter.since {
+        window.push_str(&format!(
+            " AND t.created_at >= {}",
+            q.bind(to_sql_int(since))
+        ));
+    }
+    if let Some(until) = filter.until {
+        window.push_str(&format!(
+            " AND t.created_at <= {}",
+            q.bind(to_sql_int(until))
+        ));
+    }
+    let probe = format!(
+        "SELECT e.created_at, e.id, e.json FROM event_tags t JOIN events e ON e.seq = t.event_seq
+         WHERE t.name = {name} AND t.value = p.value{kind_match}{window} AND {}",
+        condition(&rest, now, &mut q)
+    );
+    merged(source, probe, "t.created_at DESC, e.id", true, filter, q)
+}
+
+/// Runs `probe` (which may refer to the columns of `source`) once per row of `source`,
+/// newest first by `order`, at most the limit each, and merges the answers.
+fn merged(
+    source: String,
+    probe: String,
+    order: &str,
+    distinct: bool,
+    filter: &Filter,
+    mut q: Query,
+) -> (String, Query) {
+    let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+    let distinct = if distinct {
+        "DISTINCT ON (x.created_at, x.id) "
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {distinct}x.created_at, x.id, x.json
+         FROM {source} CROSS JOIN LATERAL ({probe} ORDER BY {order} LIMIT {limit}) AS x
+         ORDER BY x.created_at DESC, x.id LIMIT {limit}"
+    );
     (sql, q)
 }
 
