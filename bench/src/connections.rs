@@ -24,7 +24,7 @@ use tokio_tungstenite::{
     tungstenite::{Message, protocol::WebSocketConfig},
 };
 
-use crate::fill::Rng;
+use crate::{fill::Rng, progress::Progress};
 
 /// Options of `connections`.
 #[derive(clap::Args, serde::Serialize)]
@@ -253,6 +253,7 @@ async fn await_reports(
     deadline: Instant,
     what: &str,
 ) -> anyhow::Result<()> {
+    let progress = Progress::start(format!("connections {what}"), Some(want as u64));
     for got in 0..want {
         let report = tokio::time::timeout_at(deadline, reports.recv())
             .await
@@ -261,6 +262,7 @@ async fn await_reports(
         if let Err(e) = report {
             bail!("{got} of {want} connections {what}, then {e}");
         }
+        progress.add(1);
     }
     Ok(())
 }

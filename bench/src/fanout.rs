@@ -5,7 +5,10 @@
 //! Works against any relay (and any set of nodes of one cluster): it only speaks NIP-01.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -13,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::fill::author;
+use crate::{fill::author, progress::Progress};
 
 /// Options of `fanout`.
 #[derive(clap::Args, serde::Serialize)]
@@ -45,6 +48,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let start = Instant::now();
     let samples: Vec<Samples> = args.subscribe.iter().map(|_| Samples::default()).collect();
     let mut readers = Vec::new();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let opening = Progress::start("subscriptions open", Some(args.subscriptions as u64));
     for n in 0..args.subscriptions {
         let node = n % args.subscribe.len();
         let mut ws = crate::load::connect(&args.subscribe[node]).await?;
@@ -60,7 +65,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
                 break;
             }
         }
-        let samples = Arc::clone(&samples[node]);
+        opening.add(1);
+        let (samples, delivered) = (Arc::clone(&samples[node]), Arc::clone(&delivered));
         readers.push(tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
                 let Ok(text) = msg.to_text() else { continue };
@@ -79,19 +85,23 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(now.saturating_sub(sent));
+                delivered.fetch_add(1, Ordering::Relaxed);
             }
         }));
-        if n % 500 == 499 {
-            eprint!("\r{} subscriptions open", n + 1);
-        }
     }
+    drop(opening);
     eprintln!(
-        "\r{} subscriptions open on {} node(s)",
+        "{} subscriptions open on {} node(s)",
         args.subscriptions,
         args.subscribe.len()
     );
 
     let total = args.rate * args.seconds;
+    let delivering = Progress::watch(
+        "deliveries",
+        Some(total * args.subscriptions as u64),
+        delivered,
+    );
     let keys = author(0);
     let mut publisher = crate::load::connect(&args.publish).await?;
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
@@ -127,6 +137,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     for reader in readers {
         reader.abort();
     }
+    drop(delivering);
 
     println!(
         "published {total} events at {}/s on {}; {drain} acknowledged",

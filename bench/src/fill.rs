@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use starling::nostr::{Event, Keys, hex};
 
+use crate::progress::Progress;
+
 /// Options of `fill`.
 #[derive(clap::Args, serde::Serialize)]
 pub struct Args {
@@ -187,20 +189,20 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     // Write chunks in order so the file is the same for the same seed.
     let mut pending = std::collections::BTreeMap::new();
     let mut next = 0;
+    let progress = Progress::start("events generated", Some(events));
     for (start, batch) in lines {
         pending.insert(start, batch);
         while let Some(batch) = pending.remove(&next) {
+            progress.add(batch.len() as u64);
             for line in batch {
                 writeln!(out, "{line}")?;
             }
             next += chunk;
-            if next % 100_000 == 0 {
-                eprint!("\rgenerated {next} events");
-            }
         }
     }
     out.flush()?;
-    eprintln!("\rgenerated {events} events into {}", args.output.display());
+    drop(progress);
+    eprintln!("generated {events} events into {}", args.output.display());
     let seconds = started.elapsed().as_secs_f64();
     crate::report(
         "fill",

@@ -6,14 +6,20 @@
 //!   REQs/s and the REQ-to-EOSE latency. Run it on a store filled with the same seed
 //!   (`starling-bench fill` + `starling import`), so the sampled values exist.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use starling::nostr::hex;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::fill::{Rng, author, event};
+use crate::{
+    fill::{Rng, author, event},
+    progress::Progress,
+};
 
 /// Options of `ingest`.
 #[derive(clap::Args, serde::Serialize)]
@@ -109,9 +115,10 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
     let now = starling::policy::now();
     eprintln!("signing {} events", args.events);
     let per_connection = args.events.div_ceil(args.connections as u64);
+    let signing = Progress::start("events signed", Some(args.events));
     let mut batches = Vec::new();
     for c in 0..args.connections as u64 {
-        let (seed, total) = (args.seed, args.events);
+        let (seed, total, signed) = (args.seed, args.events, signing.counter());
         batches.push(tokio::task::spawn_blocking(move || {
             let start = c * per_connection;
             let end = (start + per_connection).min(total);
@@ -124,6 +131,7 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
                     } else {
                         author(i % 5_000).sign(now, 1, e.tags, &e.content)
                     };
+                    signed.fetch_add(1, Ordering::Relaxed);
                     (e.id_hex(), format!("[\"EVENT\",{}]", e.to_json()))
                 })
                 .collect::<Vec<_>>()
@@ -133,10 +141,13 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
     for batch in batches {
         prepared.push(batch.await?);
     }
+    drop(signing);
+    let acknowledging = Progress::start("events acknowledged", Some(args.events));
     let started = Instant::now();
     let mut workers = Vec::new();
     for events in prepared {
         let (url, window) = (args.url.clone(), args.window);
+        let acknowledged = acknowledging.counter();
         workers.push(tokio::spawn(async move {
             let ws = connect(&url).await?;
             let (mut sink, mut stream) = ws.split();
@@ -158,6 +169,7 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
                 let value: Value = serde_json::from_str(&text)?;
                 if value[0] == "OK" {
                     if let Some(at) = value[1].as_str().and_then(|id| sent_at.remove(id)) {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
                         if value[2] == true {
                             latencies.push(at.elapsed().as_secs_f64() * 1000.0);
                         } else {
@@ -177,6 +189,7 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
         refused += r;
     }
     let elapsed = started.elapsed();
+    drop(acknowledging);
     println!(
         "ingest on {}: {} connections, window {}, {refused} refused",
         args.url, args.connections, args.window
@@ -228,9 +241,10 @@ pub async fn query(args: &QueryArgs) -> anyhow::Result<Value> {
     ] {
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let started = Instant::now();
+        let progress = Progress::start(format!("{shape}: REQs"), None);
         let mut workers = Vec::new();
         for c in 0..args.connections {
-            let (url, authors) = (args.url.clone(), args.authors);
+            let (url, authors, answered) = (args.url.clone(), args.authors, progress.counter());
             workers.push(tokio::spawn(async move {
                 let mut ws = connect(&url).await?;
                 let mut rng = Rng::new(c as u64 + 7);
@@ -250,6 +264,7 @@ pub async fn query(args: &QueryArgs) -> anyhow::Result<Value> {
                         }
                     }
                     latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                    answered.fetch_add(1, Ordering::Relaxed);
                     ws.send(Message::text(json!(["CLOSE", sub]).to_string()))
                         .await?;
                     n += 1;
@@ -261,6 +276,7 @@ pub async fn query(args: &QueryArgs) -> anyhow::Result<Value> {
         for worker in workers {
             latencies.extend(worker.await??);
         }
+        drop(progress);
         shapes.push(summary(shape, latencies, started.elapsed(), "REQ"));
     }
     crate::report("query", args, json!({ "shapes": shapes }))

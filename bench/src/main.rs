@@ -7,13 +7,15 @@
 //! - `ingest`, `query`: events/s and REQ→EOSE/s with latency percentiles.
 //! - `connections`: the relay's resident memory per idle connection and per subscription.
 //!
-//! Every mode prints Markdown on stdout; `--json FILE` also writes its results as JSON.
+//! Every mode prints Markdown on stdout; `--json FILE` also writes its results as JSON. On a
+//! terminal, a progress line on stderr shows how far a run has got.
 
 mod connections;
 mod explain;
 mod fanout;
 mod fill;
 mod load;
+mod progress;
 
 use std::path::PathBuf;
 
