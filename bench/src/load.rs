@@ -7,10 +7,14 @@
 //!   (`starling-bench fill` + `starling import`), so the sampled values exist.
 
 use std::{
-    sync::atomic::Ordering,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
+use anyhow::{anyhow, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use starling::nostr::hex;
@@ -56,6 +60,9 @@ pub struct QueryArgs {
     /// Authors in the filled store (as given to `fill`).
     #[arg(long, default_value_t = 5_000)]
     pub authors: u64,
+    /// Shapes to run, comma-separated (`ids` takes the ids of up to 500 stored notes first).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Shape::ALL)]
+    pub shapes: Vec<Shape>,
 }
 
 /// The `host:port` of a `ws://` URL.
@@ -63,7 +70,7 @@ pub fn address(url: &str) -> anyhow::Result<&str> {
     url.strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .filter(|host| !host.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("{url}: expected a ws:// URL"))
+        .ok_or_else(|| anyhow!("{url}: expected a ws:// URL"))
 }
 
 /// Connects with TCP_NODELAY, so that small frames are not held back by Nagle's algorithm
@@ -204,27 +211,124 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
     )
 }
 
-/// One REQ filter of a shape, with values drawn from a filled store.
-fn shape_filter(shape: &str, rng: &mut Rng, authors: u64) -> Value {
-    let pubkey = |rng: &mut Rng| hex::encode(&author(rng.below(authors.min(200))).pubkey());
-    match shape {
-        "authors+kinds limit 50" => json!({"authors": [pubkey(rng)], "kinds": [1], "limit": 50}),
-        "#p limit 50" => json!({"#p": [pubkey(rng)], "limit": 50}),
-        "#e limit 50" => {
-            let target: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
-                sha2::Sha256::default(),
-                format!("1:{}", rng.below(100_000)),
-            ))
-            .into();
-            json!({"#e": [hex::encode(&target)], "limit": 50})
+/// A common REQ shape.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// One author's notes: `authors` + `kinds`, limit 50.
+    AuthorsKinds,
+    /// Mentions of a key: `#p`, limit 50.
+    PTag,
+    /// References to an event: `#e`, limit 50.
+    ETag,
+    /// The newest notes: `kinds`, limit 100.
+    Kinds,
+    /// Reactions on a topic: `#t` + `kinds`, limit 50.
+    TTagKinds,
+    /// A batch of 50 `ids` of stored notes.
+    Ids,
+}
+
+impl Shape {
+    /// Every shape, in the order they run.
+    const ALL: [Shape; 6] = [
+        Shape::AuthorsKinds,
+        Shape::PTag,
+        Shape::ETag,
+        Shape::Kinds,
+        Shape::TTagKinds,
+        Shape::Ids,
+    ];
+
+    /// The shape's name in the table.
+    fn label(self) -> &'static str {
+        match self {
+            Shape::AuthorsKinds => "authors+kinds limit 50",
+            Shape::PTag => "#p limit 50",
+            Shape::ETag => "#e limit 50",
+            Shape::Kinds => "kinds limit 100",
+            Shape::TTagKinds => "#t + kinds limit 50",
+            Shape::Ids => "ids batch of 50",
         }
-        "kinds limit 100" => json!({"kinds": [1], "limit": 100}),
-        _ => json!({"kinds": [7], "#t": ["nostr"], "limit": 50}),
     }
 }
 
-/// Runs each common REQ shape for a while on several connections.
+/// REQ filters of one shape, with values drawn from a filled store.
+struct Filters {
+    shape: Shape,
+    rng: Rng,
+    authors: u64,
+    ids: Arc<Vec<String>>,
+}
+
+impl Filters {
+    /// The next filter.
+    fn next(&mut self) -> Value {
+        let rng = &mut self.rng;
+        let pubkey =
+            |rng: &mut Rng| hex::encode(&author(rng.below(self.authors.min(200))).pubkey());
+        match self.shape {
+            Shape::AuthorsKinds => json!({"authors": [pubkey(rng)], "kinds": [1], "limit": 50}),
+            Shape::PTag => json!({"#p": [pubkey(rng)], "limit": 50}),
+            Shape::ETag => {
+                let target: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+                    sha2::Sha256::default(),
+                    format!("1:{}", rng.below(100_000)),
+                ))
+                .into();
+                json!({"#e": [hex::encode(&target)], "limit": 50})
+            }
+            Shape::Kinds => json!({"kinds": [1], "limit": 100}),
+            Shape::TTagKinds => json!({"kinds": [7], "#t": ["nostr"], "limit": 50}),
+            Shape::Ids => json!({ "ids": sample(&self.ids, 50, rng) }),
+        }
+    }
+}
+
+/// `n` distinct items of `items` (all of them when there are fewer), drawn with `rng`.
+fn sample(items: &[String], n: usize, rng: &mut Rng) -> Vec<String> {
+    let mut picked = std::collections::BTreeSet::new();
+    while picked.len() < n.min(items.len()) {
+        picked.insert(rng.below(items.len() as u64) as usize);
+    }
+    picked.into_iter().map(|i| items[i].clone()).collect()
+}
+
+/// Ids of up to 500 stored notes (kind 1), for the `ids` shape.
+async fn harvest_ids(url: &str) -> anyhow::Result<Vec<String>> {
+    let mut ws = connect(url).await?;
+    let req = json!(["REQ", "ids", {"kinds": [1], "limit": 500}]);
+    ws.send(Message::text(req.to_string())).await?;
+    let mut ids = Vec::new();
+    loop {
+        let msg = ws
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("the relay closed the connection"))??;
+        let value: Value = serde_json::from_str(msg.to_text()?)?;
+        match value[0].as_str() {
+            Some("EVENT") => ids.extend(value[2]["id"].as_str().map(String::from)),
+            Some("EOSE") => break,
+            Some("CLOSED") => bail!("the relay refused the REQ for ids: {value}"),
+            _ => {}
+        }
+    }
+    ws.close(None).await?;
+    ensure!(
+        !ids.is_empty(),
+        "no notes (kind 1) are stored to take ids from; fill the relay first"
+    );
+    Ok(ids)
+}
+
+/// Runs each chosen REQ shape for a while on several connections.
 pub async fn query(args: &QueryArgs) -> anyhow::Result<Value> {
+    let ids = if args.shapes.contains(&Shape::Ids) {
+        harvest_ids(&args.url).await?
+    } else {
+        Vec::new()
+    };
+    let ids = Arc::new(ids);
     println!(
         "queries on {}: {} connections, {} s per shape",
         args.url, args.connections, args.seconds
@@ -232,52 +336,71 @@ pub async fn query(args: &QueryArgs) -> anyhow::Result<Value> {
     println!("| shape | REQs | rate | p50 ms | p99 ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut shapes = Vec::new();
-    for shape in [
-        "authors+kinds limit 50",
-        "#p limit 50",
-        "#e limit 50",
-        "kinds limit 100",
-        "#t + kinds limit 50",
-    ] {
-        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    for &shape in &args.shapes {
         let started = Instant::now();
-        let progress = Progress::start(format!("{shape}: REQs"), None);
-        let mut workers = Vec::new();
-        for c in 0..args.connections {
-            let (url, authors, answered) = (args.url.clone(), args.authors, progress.counter());
-            workers.push(tokio::spawn(async move {
-                let mut ws = connect(&url).await?;
-                let mut rng = Rng::new(c as u64 + 7);
-                let mut latencies = Vec::new();
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let filter = shape_filter(shape, &mut rng, authors);
-                    let sub = format!("q{n}");
-                    let at = Instant::now();
-                    ws.send(Message::text(json!(["REQ", sub, filter]).to_string()))
-                        .await?;
-                    loop {
-                        let msg = ws.next().await.ok_or_else(|| anyhow::anyhow!("closed"))??;
-                        let text = msg.into_text()?;
-                        if text.starts_with("[\"EOSE\"") || text.starts_with("[\"CLOSED\"") {
-                            break;
-                        }
-                    }
-                    latencies.push(at.elapsed().as_secs_f64() * 1000.0);
-                    answered.fetch_add(1, Ordering::Relaxed);
-                    ws.send(Message::text(json!(["CLOSE", sub]).to_string()))
-                        .await?;
-                    n += 1;
-                }
-                Ok::<_, anyhow::Error>(latencies)
-            }));
-        }
-        let mut latencies = Vec::new();
-        for worker in workers {
-            latencies.extend(worker.await??);
-        }
-        drop(progress);
-        shapes.push(summary(shape, latencies, started.elapsed(), "REQ"));
+        let latencies = run_shape(args, shape, &ids).await?;
+        shapes.push(summary(shape.label(), latencies, started.elapsed(), "REQ"));
     }
     crate::report("query", args, json!({ "shapes": shapes }))
+}
+
+/// Queries one shape on every connection for `--seconds`; the REQ-to-EOSE latencies (ms).
+async fn run_shape(
+    args: &QueryArgs,
+    shape: Shape,
+    ids: &Arc<Vec<String>>,
+) -> anyhow::Result<Vec<f64>> {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let progress = Progress::start(format!("{}: REQs", shape.label()), None);
+    let workers: Vec<_> = (0..args.connections)
+        .map(|c| {
+            let filters = Filters {
+                shape,
+                rng: Rng::new(c as u64 + 7),
+                authors: args.authors,
+                ids: Arc::clone(ids),
+            };
+            let url = args.url.clone();
+            tokio::spawn(query_worker(url, filters, deadline, progress.counter()))
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    Ok(latencies)
+}
+
+/// One connection sending a REQ, waiting for its EOSE and closing it, until `deadline`.
+async fn query_worker(
+    url: String,
+    mut filters: Filters,
+    deadline: Instant,
+    answered: Arc<AtomicU64>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut ws = connect(&url).await?;
+    let mut latencies = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let sub = format!("q{n}");
+        let at = Instant::now();
+        let req = json!(["REQ", sub, filters.next()]);
+        ws.send(Message::text(req.to_string())).await?;
+        loop {
+            let msg = ws
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("the relay closed the connection"))??;
+            let text = msg.into_text()?;
+            if text.starts_with("[\"EOSE\"") || text.starts_with("[\"CLOSED\"") {
+                break;
+            }
+        }
+        latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+        answered.fetch_add(1, Ordering::Relaxed);
+        ws.send(Message::text(json!(["CLOSE", sub]).to_string()))
+            .await?;
+        n += 1;
+    }
+    Ok(latencies)
 }
