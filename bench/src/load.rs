@@ -73,13 +73,13 @@ pub fn address(url: &str) -> anyhow::Result<&str> {
         .ok_or_else(|| anyhow!("{url}: expected a ws:// URL"))
 }
 
+/// A client's WebSocket connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// Connects with TCP_NODELAY, so that small frames are not held back by Nagle's algorithm
 /// (which would add ~40 ms to every request that follows a small write).
-pub async fn connect(
-    url: &str,
-) -> anyhow::Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-> {
+pub async fn connect(url: &str) -> anyhow::Result<Ws> {
     let stream = tokio::net::TcpStream::connect(address(url)?).await?;
     stream.set_nodelay(true)?;
     let (ws, _) =
