@@ -294,7 +294,13 @@ impl Connection {
         };
         reports.send(Ok(()))?;
         drain_until(&mut ws, &mut phase, Phase::Subscribe).await?;
-        self.subscribe(&mut ws).await?;
+        {
+            // A bounded number of connections subscribe at once, as clients arriving over
+            // time do: the figure is then what a live subscription holds, not the peak of
+            // every connection's stored query in flight at the same moment.
+            let _permit = handshakes.acquire().await?;
+            self.subscribe(&mut ws).await?;
+        }
         reports.send(Ok(()))?;
         drain_until(&mut ws, &mut phase, Phase::Close).await?;
         // Closing is a courtesy: the socket is released either way.

@@ -155,7 +155,7 @@ impl Node {
     /// The `publish` span after commit is a child of the span current at the call.
     pub fn ingest(&self, event: Arc<VerifiedEvent>) -> impl Future<Output = WriteResult> + 'static {
         let pending = if event.event.class() == KindClass::Ephemeral {
-            let _publish = tracing::info_span!("publish").entered();
+            let _publish = tracing::debug_span!("publish").entered();
             self.fanout.publish(event);
             None
         } else {

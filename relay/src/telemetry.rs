@@ -4,12 +4,20 @@
 //! Spans: `connection` (one per WebSocket, carrying the trace id that its log lines show),
 //! `ingest` with `validate` and `store` (and `publish` after commit) for each EVENT, `req`
 //! with `query` and `stream` for each REQ.
+//!
+//! The spans of requests are at DEBUG level: the trace exporter takes every span of the relay
+//! down to DEBUG, the logs only what the log level asks for. So a relay that exports no traces
+//! and logs at INFO creates no span per request, which keeps the memory of a subscription and
+//! the CPU of an event small.
 
 use std::io::{self, IsTerminal};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing::Level;
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 use crate::config::{Config, LogFormat};
 
@@ -57,11 +65,12 @@ impl Telemetry {
             None
         };
         let traces = tracer.as_ref().map(|provider| {
-            tracing_opentelemetry::layer().with_tracer(provider.tracer("starling"))
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("starling"))
+                .with_filter(Targets::new().with_target("starling", Level::DEBUG))
         });
         tracing_subscriber::registry()
-            .with(filter)
-            .with(logs)
+            .with(logs.with_filter(filter))
             .with(traces)
             .init();
         Ok(Self { tracer })

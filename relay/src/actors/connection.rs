@@ -246,12 +246,8 @@ impl Connection {
     fn on_event(&mut self, event: Event, ctx: &mut Context<Self>) {
         let id = event.id_hex();
         let kind = event.kind;
-        let ingest = tracing::info_span!(parent: &self.span, "ingest", event = %id, kind);
-        let checked = {
-            let _validate = tracing::info_span!(parent: &ingest, "validate").entered();
-            policy::check_event(&self.node.config, &event, policy::now())
-        };
-        if let Err(reason) = checked {
+        let ingest = tracing::debug_span!(parent: &self.span, "ingest", event = %id, kind);
+        if let Err(reason) = policy::check_event(&self.node.config, &event, policy::now()) {
             self.count_event(Some(kind), Some(reason.prefix));
             return self.send(relay::ok(&id, false, &reason.to_string()), ctx);
         }
@@ -260,7 +256,7 @@ impl Connection {
         let limits = self.limit_keys(&event);
         let ingest_span = ingest.clone();
         let outcome = async move {
-            let validate = tracing::info_span!(parent: &ingest_span, "validate");
+            let validate = tracing::debug_span!(parent: &ingest_span, "validate");
             let verified = match node.verifier.verify(event).instrument(validate).await {
                 Ok(verified) => Arc::new(verified),
                 Err(error) => {
@@ -277,7 +273,7 @@ impl Connection {
                 let reason = Reason::new(Prefix::RateLimited, "too many events; slow down");
                 return (false, reason.to_string(), Some(Prefix::RateLimited));
             }
-            let store = tracing::info_span!(parent: &ingest_span, "store");
+            let store = tracing::debug_span!(parent: &ingest_span, "store");
             ok_message(
                 async { node.ingest(verified).await }
                     .instrument(store)
@@ -387,7 +383,7 @@ impl Connection {
             store: Arc::clone(&self.node.store),
             permit: self.gate.enter(),
             metrics: Arc::clone(&self.node.metrics),
-            span: tracing::info_span!(parent: &self.span, "req", sub = %sub_id),
+            span: tracing::debug_span!(parent: &self.span, "req", sub = %sub_id),
         })
         .start();
         self.subscriptions.insert(sub_id, (key, sub));

@@ -57,21 +57,34 @@ impl<T> Index<T> {
         for (n, filter) in filters.iter().enumerate().filter(|(_, f)| f.can_match()) {
             let slot = (key, n);
             if let Some(ids) = &filter.ids {
-                ids.iter()
-                    .for_each(|id| self.by_id.entry(*id).or_default().push(slot));
+                ids.iter().for_each(|id| {
+                    self.by_id
+                        .entry(*id)
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push(slot)
+                });
             } else if let Some(authors) = &filter.authors {
-                authors
-                    .iter()
-                    .for_each(|a| self.by_author.entry(*a).or_default().push(slot));
+                authors.iter().for_each(|a| {
+                    self.by_author
+                        .entry(*a)
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push(slot)
+                });
             } else if let Some(tag) = filter.tags.first() {
                 let values = self.by_tag.entry(tag.letter).or_default();
-                tag.values
-                    .iter()
-                    .for_each(|v| values.entry(v.as_str().into()).or_default().push(slot));
+                tag.values.iter().for_each(|v| {
+                    values
+                        .entry(v.as_str().into())
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push(slot)
+                });
             } else if let Some(kinds) = &filter.kinds {
-                kinds
-                    .iter()
-                    .for_each(|k| self.by_kind.entry(*k).or_default().push(slot));
+                kinds.iter().for_each(|k| {
+                    self.by_kind
+                        .entry(*k)
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push(slot)
+                });
             } else {
                 self.unkeyed.push(slot);
             }

@@ -159,8 +159,8 @@ impl Actor for Subscription {
         let filters = Arc::clone(&self.filters);
         let outbox = self.outbox.clone();
         let sub_id = Arc::clone(&self.sub_id);
-        let query = tracing::info_span!(parent: &self.span, "query");
-        let streaming = tracing::info_span!(parent: &self.span, "stream");
+        let query = tracing::debug_span!(parent: &self.span, "query");
+        let streaming = tracing::debug_span!(parent: &self.span, "stream");
         let stream = async move {
             let rows = store
                 .query(filters, policy::now())

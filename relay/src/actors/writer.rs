@@ -89,7 +89,7 @@ impl Writer {
                     for (write, outcome) in batch.into_iter().zip(outcomes) {
                         if outcome == WriteOutcome::Stored {
                             let _publish =
-                                tracing::info_span!(parent: &write.span, "publish").entered();
+                                tracing::debug_span!(parent: &write.span, "publish").entered();
                             writer.fanout.publish(Arc::clone(&write.event));
                         }
                         let _ = write.reply.send(Ok(outcome));

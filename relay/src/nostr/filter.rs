@@ -174,12 +174,14 @@ fn list<T>(
     let Value::Array(values) = value else {
         return Err(FilterError::Invalid(format!("{key:?} must be an array")));
     };
-    values
-        .iter()
-        .map(|v| {
-            item(v).ok_or_else(|| FilterError::Invalid(format!("{key:?} must hold {expected}")))
-        })
-        .collect()
+    // Sized exactly: a filter lives as long as its subscription.
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        out.push(
+            item(v).ok_or_else(|| FilterError::Invalid(format!("{key:?} must hold {expected}")))?,
+        );
+    }
+    Ok(out)
 }
 
 fn hex_list(key: &str, value: &Value) -> Result<Vec<[u8; 32]>, FilterError> {
