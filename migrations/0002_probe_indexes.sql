@@ -3,11 +3,13 @@
 -- newest-first run of an index per (value, kind) and stopping at the limit, instead of
 -- gathering every match and sorting it.
 
--- Ties on created_at are broken by id (NIP-01), so the id completes each index's order.
+-- Ties on created_at are broken by id (NIP-01), so the id completes each index's order. The
+-- store reads only (created_at, id) of the matches, and takes the JSON from its cache when it
+-- can (`json_cache.rs`): with expires_at included, such a probe never reads the table.
 DROP INDEX events_by_author;
-CREATE INDEX events_by_author ON events (pubkey, kind, created_at DESC, id);
+CREATE INDEX events_by_author ON events (pubkey, kind, created_at DESC, id) INCLUDE (expires_at);
 DROP INDEX events_by_kind;
-CREATE INDEX events_by_kind ON events (kind, created_at DESC, id);
+CREATE INDEX events_by_kind ON events (kind, created_at DESC, id) INCLUDE (expires_at);
 
 -- Every query reads the stored JSON back, and most events are compressed (a row over 2 kB
 -- is): lz4 decompresses several times faster than the default pglz. Servers built without
@@ -27,15 +29,25 @@ ALTER TABLE event_tags ADD COLUMN kind INTEGER;
 UPDATE event_tags t SET kind = e.kind FROM events e WHERE e.seq = t.event_seq;
 ALTER TABLE event_tags ALTER COLUMN kind SET NOT NULL;
 
--- Probes read event_seq from the index itself (index-only scans).
+-- Tag values and d tags match byte for byte: the "C" collation compares them with memcmp,
+-- whatever the database's locale, which makes every index insert and lookup cheaper.
 DROP INDEX event_tags_by_value;
+ALTER TABLE event_tags ALTER COLUMN name TYPE TEXT COLLATE "C",
+                       ALTER COLUMN value TYPE TEXT COLLATE "C";
+ALTER TABLE events ALTER COLUMN d_tag TYPE TEXT COLLATE "C";
+
+-- Probes read event_seq from the index itself (index-only scans).
 CREATE INDEX event_tags_by_value ON event_tags (name, value, created_at DESC) INCLUDE (event_seq);
 CREATE INDEX event_tags_by_kind ON event_tags (name, value, kind, created_at DESC) INCLUDE (event_seq);
 
--- As in 0001, but tag rows now record the kind, and each (name, value) once per event.
-CREATE OR REPLACE FUNCTION starling_write_event(
+-- As in 0001, but tag rows now record the kind, each (name, value) once per event, and the
+-- full-text lexemes come ready-made from the relay (`sql::tsvector`), which cuts content
+-- into words as live NIP-50 matching does, at a fraction of `to_tsvector`'s cost.
+DROP FUNCTION starling_write_event(BYTEA, BYTEA, BIGINT, INTEGER, TEXT, BIGINT, TEXT, TEXT,
+                                   TEXT[], TEXT[], BYTEA[], INTEGER[], TEXT[]);
+CREATE FUNCTION starling_write_event(
     p_id BYTEA, p_pubkey BYTEA, p_created_at BIGINT, p_kind INTEGER, p_d_tag TEXT,
-    p_expires_at BIGINT, p_content TEXT, p_json TEXT,
+    p_expires_at BIGINT, p_lexemes TSVECTOR, p_json TEXT,
     p_tag_names TEXT[], p_tag_values TEXT[],
     p_delete_ids BYTEA[], p_delete_kinds INTEGER[], p_delete_d_tags TEXT[]
 ) RETURNS SMALLINT LANGUAGE plpgsql AS $$
@@ -63,7 +75,7 @@ BEGIN
 
     INSERT INTO events (id, pubkey, created_at, kind, d_tag, expires_at, content_fts, json)
     VALUES (p_id, p_pubkey, p_created_at, p_kind, p_d_tag, p_expires_at,
-            CASE WHEN p_content <> '' THEN to_tsvector('simple', p_content) END, p_json)
+            p_lexemes, p_json)
     RETURNING seq INTO v_seq;
     INSERT INTO event_tags (event_seq, name, value, kind, created_at)
     SELECT DISTINCT v_seq, t.name, t.value, p_kind, p_created_at

@@ -27,6 +27,7 @@ fn open_postgres() -> (Store, TestDatabase) {
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(10),
+        json_cache_bytes: 1 << 20,
     };
     (
         Arc::new(PgStore::new(&settings).expect("PostgreSQL store")),
@@ -579,6 +580,7 @@ async fn racing_writers_converge_on_postgres() {
                 pool_size: 2,
                 connect_timeout: Duration::from_secs(5),
                 statement_timeout: Duration::from_secs(10),
+                json_cache_bytes: 1 << 20,
             };
             Arc::new(PgStore::new(&settings).expect("PostgreSQL store")) as Store
         })

@@ -56,6 +56,10 @@ pub struct Config {
     )]
     pub database_statement_timeout_ms: u64,
 
+    /// Megabytes of event JSON the PostgreSQL store keeps in memory for queries (0: none).
+    #[arg(long, env = "STARLING_DATABASE_JSON_CACHE_MB", default_value_t = 256)]
+    pub database_json_cache_mb: usize,
+
     /// Do not apply pending PostgreSQL migrations at start-up (run `starling migrate`).
     #[arg(long, env = "STARLING_SKIP_MIGRATIONS")]
     #[serde(default)]
@@ -294,6 +298,7 @@ impl Config {
                 statement_timeout: std::time::Duration::from_millis(
                     self.database_statement_timeout_ms.max(1),
                 ),
+                json_cache_bytes: self.database_json_cache_mb.saturating_mul(1 << 20),
             })
     }
 

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{describe_json_error, event::Event, hex};
+use super::{describe_json_error, event::Event, hex, search};
 
 /// One filter of a `REQ`. Every list is sorted and free of duplicates, so matching is a
 /// binary search. A present but empty list matches nothing.
@@ -125,14 +125,14 @@ impl Filter {
     }
 
     /// Whether the event satisfies every condition (the `limit` plays no part). A `search`
-    /// matches when every word of it occurs in the content, ignoring case.
+    /// matches when each of its words ([`search::words`]) is a word of the content; a
+    /// search without words matches nothing.
     pub fn matches(&self, event: &Event) -> bool {
         if let Some(search) = &self.search {
-            let content = event.content.to_lowercase();
-            if !search
-                .split(' ')
-                .all(|word| content.contains(&word.to_lowercase()))
-            {
+            let content: std::collections::HashSet<String> =
+                search::words(&event.content).collect();
+            let mut wanted = search::words(search).peekable();
+            if wanted.peek().is_none() || !wanted.all(|word| content.contains(&word)) {
                 return false;
             }
         }

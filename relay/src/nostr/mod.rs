@@ -8,6 +8,7 @@ pub mod filter;
 pub mod hex;
 pub mod kind;
 pub mod message;
+pub mod search;
 
 pub use event::{DeletionTargets, Event, EventError, Keys, VerifiedEvent};
 pub use filter::{Filter, TagFilter};

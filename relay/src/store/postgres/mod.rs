@@ -8,15 +8,18 @@
 //! one connection. The locks make duplicate, replacement and deletion decisions atomic across
 //! every node.
 
+pub mod json_cache;
 pub mod migrate;
 pub mod sql;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::try_join_all;
 use sha2::{Digest, Sha256};
 use tokio_postgres::{NoTls, error::SqlState};
+
+use json_cache::JsonCache;
 
 use super::{BoxFuture, EventStore, Row, StoreError, WriteOutcome, merge, to_sql_int};
 use crate::nostr::{Filter, KindClass, VerifiedEvent, hex, kind::DELETION};
@@ -32,11 +35,14 @@ pub struct PgSettings {
     pub connect_timeout: Duration,
     /// Longest a statement may run.
     pub statement_timeout: Duration,
+    /// Bytes of event JSON kept in memory for queries (0: none).
+    pub json_cache_bytes: usize,
 }
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    cache: JsonCache,
 }
 
 /// Settings of every session the store opens: the statement timeout, and no parallel
@@ -89,7 +95,10 @@ impl PgStore {
             .recycle_timeout(Some(settings.connect_timeout))
             .build()
             .context("building the PostgreSQL pool")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            cache: JsonCache::new(settings.json_cache_bytes),
+        })
     }
 
     /// Applies pending migrations; returns the names of those applied now.
@@ -108,11 +117,10 @@ impl PgStore {
         locks: &[i64],
     ) -> Result<Vec<WriteOutcome>, tokio_postgres::Error> {
         let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::BIGINT[]) AS k",
-            &[&locks],
-        )
-        .await?;
+        let lock = tx
+            .prepare_cached("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::BIGINT[]) AS k")
+            .await?;
+        tx.execute(&lock, &[&locks]).await?;
         let by_rule = tx.prepare_cached(WRITE_BY_RULE).await?;
         let plain = tx.prepare_cached(WRITE_PLAIN).await?;
         let (steps, repeated) = plan(batch);
@@ -154,8 +162,8 @@ impl PgStore {
 }
 
 /// Writes one event, applying every NIP-01 and NIP-09 rule (see the migrations).
-const WRITE_BY_RULE: &str =
-    "SELECT starling_write_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const WRITE_BY_RULE: &str = "SELECT starling_write_event($1, $2, $3, $4, $5, $6,
+    NULLIF($7::TEXT, '')::TSVECTOR, $8, $9, $10, $11, $12, $13)";
 
 /// Writes a run of plain events (regular kinds, no deletion requests, distinct ids) in one
 /// set-based statement: an event is stored unless its id is stored already (1) or its author
@@ -164,11 +172,11 @@ const WRITE_PLAIN: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BIGINT[], $4::INTEGER[], $5::BIGINT[],
                          $6::TEXT[], $7::TEXT[])
-        WITH ORDINALITY AS i (id, pubkey, created_at, kind, expires_at, content, json, n)
+        WITH ORDINALITY AS i (id, pubkey, created_at, kind, expires_at, lexemes, json, n)
 ), stored AS (
     INSERT INTO events (id, pubkey, created_at, kind, expires_at, content_fts, json)
     SELECT id, pubkey, created_at, kind, expires_at,
-           CASE WHEN content <> '' THEN to_tsvector('simple', content) END, json
+           NULLIF(lexemes, '')::TSVECTOR, json
     FROM input
     WHERE NOT EXISTS (SELECT 1 FROM deleted_ids d WHERE d.event_id = input.id AND d.pubkey = input.pubkey)
     ORDER BY n
@@ -234,7 +242,7 @@ struct PlainArrays<'a> {
     created_at: Vec<i64>,
     kinds: Vec<i32>,
     expires_at: Vec<Option<i64>>,
-    contents: Vec<&'a str>,
+    lexemes: Vec<&'a str>,
     jsons: Vec<&'a str>,
     tag_events: Vec<i64>,
     tag_names: Vec<&'a str>,
@@ -249,7 +257,7 @@ impl<'a> PlainArrays<'a> {
             created_at: Vec::new(),
             kinds: Vec::new(),
             expires_at: Vec::new(),
-            contents: Vec::new(),
+            lexemes: Vec::new(),
             jsons: Vec::new(),
             tag_events: Vec::new(),
             tag_names: Vec::new(),
@@ -261,7 +269,7 @@ impl<'a> PlainArrays<'a> {
             arrays.created_at.push(event.created_at);
             arrays.kinds.push(event.kind);
             arrays.expires_at.push(event.expires_at);
-            arrays.contents.push(event.content);
+            arrays.lexemes.push(&event.lexemes);
             arrays.jsons.push(event.json);
             for (name, value) in event.tag_names.iter().zip(&event.tag_values) {
                 arrays.tag_events.push(n as i64 + 1);
@@ -279,12 +287,51 @@ impl<'a> PlainArrays<'a> {
             &self.created_at,
             &self.kinds,
             &self.expires_at,
-            &self.contents,
+            &self.lexemes,
             &self.jsons,
             &self.tag_events,
             &self.tag_names,
             &self.tag_values,
         ]
+    }
+}
+
+impl PgStore {
+    /// The JSON of every matched event: from the cache, and the rest in one query (an event
+    /// deleted meanwhile is simply not found, and left out).
+    async fn json_of(
+        &self,
+        client: &Object,
+        matches: &[(bool, Vec<(i64, Vec<u8>)>)],
+    ) -> Result<HashMap<[u8; 32], Arc<str>>, StoreError> {
+        let mut json = HashMap::new();
+        let mut missing: Vec<&[u8]> = Vec::new();
+        for (_, id) in matches.iter().flat_map(|(_, found)| found) {
+            let Ok(key) = <[u8; 32]>::try_from(id.as_slice()) else {
+                continue;
+            };
+            match self.cache.get(&key) {
+                Some(cached) => {
+                    json.insert(key, cached);
+                }
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            let statement = client
+                .prepare_cached("SELECT id, json FROM events WHERE id = ANY($1)")
+                .await
+                .map_err(db)?;
+            for row in client.query(&statement, &[&missing]).await.map_err(db)? {
+                let Ok(key) = <[u8; 32]>::try_from(row.get::<_, &[u8]>(0)) else {
+                    continue;
+                };
+                let text: Arc<str> = Arc::from(row.get::<_, &str>(1));
+                self.cache.insert(key, Arc::clone(&text));
+                json.insert(key, text);
+            }
+        }
+        Ok(json)
     }
 }
 
@@ -296,7 +343,8 @@ struct WriteParams<'a> {
     kind: i32,
     d_tag: Option<&'a str>,
     expires_at: Option<i64>,
-    content: &'a str,
+    /// The content's words as a `tsvector` literal ([`sql::tsvector`]).
+    lexemes: String,
     json: &'a str,
     tag_names: Vec<String>,
     tag_values: Vec<&'a str>,
@@ -329,7 +377,7 @@ impl<'a> WriteParams<'a> {
             kind: i32::from(e.kind),
             d_tag: address_d_tag(e),
             expires_at: e.expiration().ok().flatten().map(to_sql_int),
-            content: &e.content,
+            lexemes: sql::tsvector(&e.content),
             json: &verified.json,
             tag_names,
             tag_values,
@@ -355,7 +403,7 @@ impl WriteParams<'_> {
             &self.kind,
             &self.d_tag,
             &self.expires_at,
-            &self.content,
+            &self.lexemes,
             &self.json,
             &self.tag_names,
             &self.tag_values,
@@ -422,12 +470,19 @@ impl EventStore for PgStore {
             let locks = lock_keys(&batch);
             let mut client = self.client().await?;
             let mut attempt = 1;
-            loop {
+            let outcomes = loop {
                 match Self::write_once(&mut client, &params, &locks).await {
                     Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => attempt += 1,
-                    result => return result.map_err(db),
+                    result => break result.map_err(db)?,
+                }
+            };
+            // Fresh events are the ones queried most.
+            for (event, outcome) in batch.iter().zip(&outcomes) {
+                if *outcome == WriteOutcome::Stored {
+                    self.cache.insert(event.event.id, Arc::from(&*event.json));
                 }
             }
+            Ok(outcomes)
         })
     }
 
@@ -438,23 +493,37 @@ impl EventStore for PgStore {
     ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let mut answers = Vec::new();
+            let mut matches = Vec::new();
             for filter in filters.iter().filter(|f| f.can_match()) {
                 let (text, q) = sql::select(filter, now);
                 let statement = client.prepare_cached(&text).await.map_err(db)?;
-                let rows = client
+                let found: Vec<(i64, Vec<u8>)> = client
                     .query(&statement, &q.refs())
                     .await
                     .map_err(db)?
                     .iter()
-                    .map(|r| Row {
-                        created_at: r.get(0),
-                        id: r.get(1),
-                        json: r.get(2),
-                    })
+                    .map(|r| (r.get(0), r.get(1)))
                     .collect();
-                answers.push((filter.search.is_some(), rows));
+                matches.push((filter.search.is_some(), found));
             }
+            let json = self.json_of(&client, &matches).await?;
+            let answers = matches
+                .into_iter()
+                .map(|(ranked, found)| {
+                    let rows = found
+                        .into_iter()
+                        .filter_map(|(created_at, id)| {
+                            let json = json.get(id.as_slice())?.to_string();
+                            Some(Row {
+                                created_at,
+                                id,
+                                json,
+                            })
+                        })
+                        .collect();
+                    (ranked, rows)
+                })
+                .collect();
             Ok(merge(answers))
         })
     }

@@ -4,7 +4,7 @@
 use tokio_postgres::types::ToSql;
 
 use crate::{
-    nostr::{Filter, TagFilter},
+    nostr::{Filter, TagFilter, search},
     store::to_sql_int,
 };
 
@@ -63,10 +63,12 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
         ));
     }
     if let Some(search) = &filter.search {
-        parts.push(format!(
-            "e.content_fts @@ plainto_tsquery('simple', {})",
-            q.bind(search.clone())
-        ));
+        let query = tsquery(search);
+        if query.is_empty() {
+            parts.push("FALSE".to_string());
+        } else {
+            parts.push(format!("e.content_fts @@ {}::TEXT::TSQUERY", q.bind(query)));
+        }
     }
     let now = q.bind(to_sql_int(now));
     parts.push(format!("(e.expires_at IS NULL OR e.expires_at > {now})"));
@@ -118,24 +120,57 @@ pub fn select(filter: &Filter, now: u64) -> (String, Query) {
     let condition = condition(filter, now, &mut q);
     let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
     let sql = format!(
-        "SELECT e.created_at, e.id, e.json FROM events e WHERE {condition}
+        "SELECT e.created_at, e.id FROM events e WHERE {condition}
          ORDER BY e.created_at DESC, e.id LIMIT {limit}"
     );
     (sql, q)
 }
 
+/// A NIP-50 search as a `tsquery` every one of whose words ([`search::words`]) must be a
+/// lexeme of the content; "" (matching nothing) for a search without words.
+fn tsquery(search: &str) -> String {
+    let words: Vec<String> = search::words(search).map(|w| format!("'{w}'")).collect();
+    words.join(" & ")
+}
+
+/// An event's content as a `tsvector` literal of its words ([`search::words`]) with their
+/// positions, built here rather than by PostgreSQL's `to_tsvector` (which costs several
+/// times more per event); "" when the content has no words.
+pub fn tsvector(content: &str) -> String {
+    // PostgreSQL allows positions up to 16383 and 256 of them per lexeme; fewer suffice.
+    const MAX_POSITION: usize = 16_383;
+    const POSITIONS_PER_WORD: usize = 16;
+    const LONGEST_WORD: usize = 255;
+    let mut positions: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for (n, word) in search::words(content).enumerate() {
+        let at = positions.entry(word).or_default();
+        if at.len() < POSITIONS_PER_WORD {
+            at.push((n + 1).min(MAX_POSITION));
+        }
+    }
+    let mut literal = String::new();
+    for (word, at) in positions.iter().filter(|(w, _)| w.len() <= LONGEST_WORD) {
+        if !literal.is_empty() {
+            literal.push(' ');
+        }
+        let at: Vec<String> = at.iter().map(usize::to_string).collect();
+        literal.push_str(&format!("'{word}':{}", at.join(",")));
+    }
+    literal
+}
+
 fn search_select(filter: &Filter, search: &str, now: u64) -> (String, Query) {
     let mut q = Query::default();
     let condition = condition(filter, now, &mut q);
-    let query = q.bind(search.to_string());
+    let query = q.bind(tsquery(search));
     let candidates = q.bind(SEARCH_CANDIDATES);
     let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
     let sql = format!(
-        "SELECT created_at, id, json FROM (
-             SELECT e.created_at, e.id, e.json, e.content_fts FROM events e WHERE {condition}
+        "SELECT created_at, id FROM (
+             SELECT e.created_at, e.id, e.content_fts FROM events e WHERE {condition}
              ORDER BY e.created_at DESC, e.id LIMIT {candidates}
          ) AS newest
-         ORDER BY ts_rank(content_fts, plainto_tsquery('simple', {query})) DESC, created_at DESC, id
+         ORDER BY ts_rank(content_fts, {query}::TEXT::TSQUERY) DESC, created_at DESC, id
          LIMIT {limit}"
     );
     (sql, q)
@@ -164,7 +199,7 @@ fn author_probes(
     let pubkeys = q.bind(pubkeys);
     let pair_kinds = q.bind(pair_kinds);
     let probe = format!(
-        "SELECT e.created_at, e.id, e.json FROM events e
+        "SELECT e.created_at, e.id FROM events e
          WHERE e.pubkey = p.pubkey AND e.kind = p.kind AND {}",
         condition(&rest, now, &mut q)
     );
@@ -182,7 +217,7 @@ fn kind_probes(filter: &Filter, kinds: &[u16], now: u64) -> (String, Query) {
     let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
     let source = format!("unnest({}::INTEGER[]) AS p (kind)", q.bind(kinds));
     let probe = format!(
-        "SELECT e.created_at, e.id, e.json FROM events e WHERE e.kind = p.kind AND {}",
+        "SELECT e.created_at, e.id FROM events e WHERE e.kind = p.kind AND {}",
         condition(&rest, now, &mut q)
     );
     merged(source, probe, "e.created_at DESC, e.id", false, filter, q)
@@ -241,7 +276,7 @@ fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
         ));
     }
     let probe = format!(
-        "SELECT e.created_at, e.id, e.json FROM event_tags t JOIN events e ON e.seq = t.event_seq
+        "SELECT e.created_at, e.id FROM event_tags t JOIN events e ON e.seq = t.event_seq
          WHERE t.name = {name} AND t.value = p.value{kind_match}{window} AND {}",
         condition(&rest, now, &mut q)
     );
@@ -265,7 +300,7 @@ fn merged(
         ""
     };
     let sql = format!(
-        "SELECT {distinct}x.created_at, x.id, x.json
+        "SELECT {distinct}x.created_at, x.id
          FROM {source} CROSS JOIN LATERAL ({probe} ORDER BY {order} LIMIT {limit}) AS x
          ORDER BY x.created_at DESC, x.id LIMIT {limit}"
     );
@@ -303,6 +338,16 @@ mod tests {
             sql.ends_with(&format!("LIMIT ${}", q.params.len())),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn content_becomes_lexemes_with_positions() {
+        let literal = tsvector("Quick, quick dog! ");
+        let mut parts: Vec<&str> = literal.split(' ').collect();
+        parts.sort();
+        assert_eq!(parts, ["'dog':3", "'quick':1,2"]);
+        assert_eq!(tsvector("…"), "");
+        assert_eq!(tsquery("QUICK dog?"), "'quick' & 'dog'");
     }
 
     #[test]
