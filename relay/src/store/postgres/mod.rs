@@ -296,13 +296,16 @@ impl<'a> PlainArrays<'a> {
     }
 }
 
+/// A matching event as a query finds it: `created_at` and id.
+type Match = (i64, Vec<u8>);
+
 impl PgStore {
     /// The JSON of every matched event: from the cache, and the rest in one query (an event
     /// deleted meanwhile is simply not found, and left out).
     async fn json_of(
         &self,
         client: &Object,
-        matches: &[(bool, Vec<(i64, Vec<u8>)>)],
+        matches: &[(bool, Vec<Match>)],
     ) -> Result<HashMap<[u8; 32], Arc<str>>, StoreError> {
         let mut json = HashMap::new();
         let mut missing: Vec<&[u8]> = Vec::new();
@@ -497,7 +500,7 @@ impl EventStore for PgStore {
             for filter in filters.iter().filter(|f| f.can_match()) {
                 let (text, q) = sql::select(filter, now);
                 let statement = client.prepare_cached(&text).await.map_err(db)?;
-                let found: Vec<(i64, Vec<u8>)> = client
+                let found: Vec<Match> = client
                     .query(&statement, &q.refs())
                     .await
                     .map_err(db)?
