@@ -173,11 +173,10 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
                     break;
                 };
                 let text = msg?.into_text()?;
-                let value: Value = serde_json::from_str(&text)?;
-                if value[0] == "OK" {
-                    if let Some(at) = value[1].as_str().and_then(|id| sent_at.remove(id)) {
+                if let Some((id, accepted)) = ok_message(&text) {
+                    if let Some(at) = sent_at.remove(id) {
                         acknowledged.fetch_add(1, Ordering::Relaxed);
-                        if value[2] == true {
+                        if accepted {
                             latencies.push(at.elapsed().as_secs_f64() * 1000.0);
                         } else {
                             refused += 1;
@@ -209,6 +208,13 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
         args,
         json!({"refused": refused, "acknowledged": acknowledged}),
     )
+}
+
+/// The event id and verdict of an `OK` message, read without building a JSON tree (the
+/// generator shares the relay's machine, so it should cost it as little as it can).
+fn ok_message(text: &str) -> Option<(&str, bool)> {
+    let (id, rest) = text.strip_prefix("[\"OK\",\"")?.split_at_checked(64)?;
+    Some((id, rest.strip_prefix("\",")?.starts_with("true")))
 }
 
 /// A common REQ shape.

@@ -129,8 +129,7 @@ impl Filter {
     /// search without words matches nothing.
     pub fn matches(&self, event: &Event) -> bool {
         if let Some(search) = &self.search {
-            let content: std::collections::HashSet<String> =
-                search::words(&event.content).collect();
+            let content: std::collections::HashSet<_> = search::words(&event.content).collect();
             let mut wanted = search::words(search).peekable();
             if wanted.peek().is_none() || !wanted.all(|word| content.contains(&word)) {
                 return false;

@@ -2,11 +2,20 @@
 //! ([`Filter::matches`](super::Filter::matches)) and the PostgreSQL full-text index use this
 //! one definition, so a stored event and a live one match the same searches.
 
-/// The words of a text: maximal runs of letters and digits, lowercased.
-pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+use std::borrow::Cow;
+
+/// The words of a text: maximal runs of letters and digits, lowercased (borrowed from the
+/// text when already lowercase, which most words are).
+pub fn words(text: &str) -> impl Iterator<Item = Cow<'_, str>> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
-        .map(str::to_lowercase)
+        .map(|word| {
+            if word.chars().any(char::is_uppercase) {
+                Cow::Owned(word.to_lowercase())
+            } else {
+                Cow::Borrowed(word)
+            }
+        })
 }
 
 #[cfg(test)]
@@ -15,7 +24,7 @@ mod tests {
 
     #[test]
     fn words_are_runs_of_letters_and_digits_lowercased() {
-        let found: Vec<String> = words("Nostr-apps, of 2026: Café ÜBER_alles!").collect();
+        let found: Vec<Cow<'_, str>> = words("Nostr-apps, of 2026: Café ÜBER_alles!").collect();
         assert_eq!(
             found,
             ["nostr", "apps", "of", "2026", "café", "über", "alles"]

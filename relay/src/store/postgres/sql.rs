@@ -1,6 +1,8 @@
 //! Filters compiled to PostgreSQL: text with `$n` placeholders and the values bound to them.
 //! No value a client sends is ever written into the SQL text.
 
+use std::{borrow::Cow, fmt::Write};
+
 use tokio_postgres::types::ToSql;
 
 use crate::{
@@ -141,20 +143,30 @@ pub fn tsvector(content: &str) -> String {
     const MAX_POSITION: usize = 16_383;
     const POSITIONS_PER_WORD: usize = 16;
     const LONGEST_WORD: usize = 255;
-    let mut positions: std::collections::HashMap<String, Vec<usize>> = Default::default();
-    for (n, word) in search::words(content).enumerate() {
-        let at = positions.entry(word).or_default();
-        if at.len() < POSITIONS_PER_WORD {
-            at.push((n + 1).min(MAX_POSITION));
+    let mut words: Vec<(Cow<'_, str>, usize)> = search::words(content)
+        .enumerate()
+        .filter(|(_, word)| word.len() <= LONGEST_WORD)
+        .map(|(n, word)| (word, (n + 1).min(MAX_POSITION)))
+        .collect();
+    // Stable: each word's positions stay in increasing order.
+    words.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut literal = String::with_capacity(content.len() * 2);
+    let mut previous: Option<&str> = None;
+    let mut kept = 0;
+    for (word, position) in &words {
+        if previous == Some(word.as_ref()) {
+            kept += 1;
+            if kept <= POSITIONS_PER_WORD {
+                let _ = write!(literal, ",{position}");
+            }
+            continue;
         }
-    }
-    let mut literal = String::new();
-    for (word, at) in positions.iter().filter(|(w, _)| w.len() <= LONGEST_WORD) {
-        if !literal.is_empty() {
+        if previous.is_some() {
             literal.push(' ');
         }
-        let at: Vec<String> = at.iter().map(usize::to_string).collect();
-        literal.push_str(&format!("'{word}':{}", at.join(",")));
+        let _ = write!(literal, "'{word}':{position}");
+        previous = Some(word);
+        kept = 1;
     }
     literal
 }
