@@ -587,3 +587,42 @@ async fn racing_writers_converge_on_postgres() {
         .collect();
     racing_writers_converge(stores).await;
 }
+
+/// PostgreSQL keeps tag rows in a table of their own: whatever removes an event (a deletion
+/// request, a newer version, expiry) removes its tag rows too.
+#[tokio::test]
+async fn removed_events_leave_no_tag_rows_on_postgres() {
+    let (store, database) = open_postgres();
+    let orphans = || {
+        database.query_count(
+            "SELECT count(*) FROM event_tags t
+             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = t.event_seq)
+               AND octet_length($1::BYTEA) = 0",
+            Vec::new(),
+        )
+    };
+    let tagged = |kind: u16, at: u64, extra: &[&str]| {
+        let mut list = vec![vec!["t".to_string(), "x".to_string()]];
+        if !extra.is_empty() {
+            list.push(extra.iter().map(|s| s.to_string()).collect());
+        }
+        keys(1).sign(at, kind, list, "")
+    };
+    let note = tagged(1, T, &[]);
+    let profile = tagged(0, T, &[]);
+    let expiring = tagged(1, T, &["expiration", &(T + 10).to_string()]);
+    write(&store, &[&note, &profile, &expiring]).await;
+    let deletion = keys(1).sign(T + 1, 5, tags(&[&["e", &note.id_hex()]]), "");
+    let newer_profile = tagged(0, T + 1, &[]);
+    write(&store, &[&deletion, &newer_profile]).await;
+    store.purge_expired(T + 20).await.expect("purge");
+    assert_eq!(orphans(), 0, "tag rows of removed events remain");
+    assert_eq!(
+        database.query_count(
+            "SELECT count(*) FROM event_tags WHERE octet_length($1::BYTEA) = 0",
+            Vec::new()
+        ),
+        2,
+        "the deletion request's e tag and the newer profile's t tag"
+    );
+}
