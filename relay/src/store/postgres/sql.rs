@@ -90,7 +90,7 @@ pub const MAX_PROBES: usize = 16;
 ///
 /// A filter naming a few (author, kind) pairs, a few kinds, or a few values of one tag is
 /// answered by index-ordered probes: one newest-first index scan per pair, kind or value
-/// (`events_by_author`, `events_by_kind`, `event_tags_by_kind`, `event_tags_by_value`),
+/// (`events_by_author`, `events_by_kind`, `event_tags_by_value`),
 /// each stopping at the limit, merged. The cost follows the limit, not the number of
 /// matches.
 pub fn select(filter: &Filter, now: u64) -> (String, Query) {
@@ -105,10 +105,7 @@ pub fn select(filter: &Filter, now: u64) -> (String, Query) {
                 return author_probes(filter, authors, kinds, now);
             }
         }
-        let tag = filter
-            .tags
-            .iter()
-            .find(|t| pairs(t.values.len(), kinds.map_or(1, <[u16]>::len)));
+        let tag = filter.tags.iter().find(|t| t.values.len() <= MAX_PROBES);
         if let Some(tag) = tag {
             return tag_probes(filter, tag, now);
         }
@@ -148,8 +145,8 @@ pub fn tsvector(content: &str) -> String {
         .filter(|(_, word)| word.len() <= LONGEST_WORD)
         .map(|(n, word)| (word, (n + 1).min(MAX_POSITION)))
         .collect();
-    // Stable: each word's positions stay in increasing order.
-    words.sort_by(|a, b| a.0.cmp(&b.0));
+    // By word, then position: each word's positions in increasing order.
+    words.sort_unstable();
     let mut literal = String::with_capacity(content.len() * 2);
     let mut previous: Option<&str> = None;
     let mut kept = 0;
@@ -235,8 +232,8 @@ fn kind_probes(filter: &Filter, kinds: &[u16], now: u64) -> (String, Query) {
     merged(source, probe, "e.created_at DESC, e.id", false, filter, q)
 }
 
-/// One probe of the tag indexes per value of `tag` (and per kind, when the filter names
-/// kinds). An event may carry several of the values, so the merge removes repeats.
+/// One probe of `event_tags_by_value` per value of `tag`, which also holds each row's kind.
+/// An event may carry several of the values, so the merge removes repeats.
 fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
     let rest = Filter {
         kinds: None,
@@ -250,28 +247,17 @@ fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
     };
     let mut q = Query::default();
     let name = q.bind(char::from(tag.letter).to_string());
-    let (source, kind_match) = match &filter.kinds {
+    let source = format!(
+        "unnest({}::TEXT[]) AS p (value)",
+        q.bind(tag.values.clone())
+    );
+    // The kinds are read from the tag index itself, as it is walked newest first.
+    let kind_match = match &filter.kinds {
         Some(kinds) => {
-            let (mut values, mut pair_kinds) = (Vec::new(), Vec::new());
-            for value in &tag.values {
-                for kind in kinds {
-                    values.push(value.clone());
-                    pair_kinds.push(i32::from(*kind));
-                }
-            }
-            let (values, pair_kinds) = (q.bind(values), q.bind(pair_kinds));
-            (
-                format!("unnest({values}::TEXT[], {pair_kinds}::INTEGER[]) AS p (value, kind)"),
-                " AND t.kind = p.kind",
-            )
+            let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
+            format!(" AND t.kind = ANY({}::INTEGER[])", q.bind(kinds))
         }
-        None => (
-            format!(
-                "unnest({}::TEXT[]) AS p (value)",
-                q.bind(tag.values.clone())
-            ),
-            "",
-        ),
+        None => String::new(),
     };
     // The window again on the tag rows, so that the index scan starts and stops there.
     let mut window = String::new();
