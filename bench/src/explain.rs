@@ -124,6 +124,15 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         let filter =
             Filter::parse(&filter.to_string()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         let (text, q) = sql::select(&filter, now);
+        // As the store runs them: searches with plans for their values, the rest generic.
+        let plans = if filter.search.is_some() {
+            "force_custom_plan"
+        } else {
+            "force_generic_plan"
+        };
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {plans}"))
+            .await?;
         let plan: Vec<String> = client
             .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {text}"), &q.refs())
             .await?

@@ -45,13 +45,33 @@ pub struct PgStore {
     cache: JsonCache,
 }
 
-/// Settings of every session the store opens: the statement timeout, and no parallel
-/// workers, whose start-up costs more than a relay's small indexed queries take.
+/// Settings of every session the store opens: the statement timeout; no parallel workers,
+/// whose start-up costs more than a relay's small indexed queries take; and generic plans for
+/// prepared statements. The store's writes and index probes have one good plan whatever the
+/// values, and planning them anew for each execution cost as much as running them. The
+/// statements whose plan depends on the values run with custom plans ([`query_custom`]).
 pub fn session_options(statement_timeout: Duration) -> String {
     format!(
-        "-c statement_timeout={} -c max_parallel_workers_per_gather=0",
+        "-c statement_timeout={} -c max_parallel_workers_per_gather=0 \
+         -c plan_cache_mode=force_generic_plan",
         statement_timeout.as_millis()
     )
+}
+
+/// Runs a query with a plan made for its values: NIP-50 searches (how common a word is
+/// decides between the full-text index and the time index) and counts over ORs of filters.
+async fn query_custom(
+    client: &mut Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await?;
+    let statement = tx.prepare_cached(sql).await?;
+    let rows = tx.query(&statement, params).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// How often a batch is retried after a deadlock or serialization failure.
@@ -495,14 +515,19 @@ impl EventStore for PgStore {
         now: u64,
     ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
             let mut matches = Vec::new();
             for filter in filters.iter().filter(|f| f.can_match()) {
                 let (text, q) = sql::select(filter, now);
-                let statement = client.prepare_cached(&text).await.map_err(db)?;
-                let found: Vec<Match> = client
-                    .query(&statement, &q.refs())
-                    .await
+                let rows = if filter.search.is_some() {
+                    query_custom(&mut client, &text, &q.refs()).await
+                } else {
+                    match client.prepare_cached(&text).await {
+                        Ok(statement) => client.query(&statement, &q.refs()).await,
+                        Err(e) => Err(e),
+                    }
+                };
+                let found: Vec<Match> = rows
                     .map_err(db)?
                     .iter()
                     .map(|r| (r.get(0), r.get(1)))
@@ -538,13 +563,11 @@ impl EventStore for PgStore {
                 return Ok(0);
             }
             let (text, q) = sql::count(matching.into_iter(), now);
-            let client = self.client().await?;
-            let statement = client.prepare_cached(&text).await.map_err(db)?;
-            let count: i64 = client
-                .query_one(&statement, &q.refs())
+            let mut client = self.client().await?;
+            let rows = query_custom(&mut client, &text, &q.refs())
                 .await
-                .map_err(db)?
-                .get(0);
+                .map_err(db)?;
+            let count: i64 = rows.first().map_or(0, |row| row.get(0));
             Ok(count as u64)
         })
     }
