@@ -17,7 +17,7 @@ use rusqlite::{
 use tokio::sync::oneshot;
 
 use super::{BoxFuture, EventStore, Row, StoreError, WriteOutcome, merge, to_sql_int as clamp};
-use crate::nostr::{Event, Filter, KindClass, VerifiedEvent, kind::DELETION};
+use crate::nostr::{Event, Filter, KindClass, TagFilter, VerifiedEvent, kind::DELETION};
 
 /// File name of the database inside the data directory.
 pub const FILE_NAME: &str = "starling.sqlite3";
@@ -201,13 +201,29 @@ impl EventStore for SqliteStore {
                              WHERE events_fts MATCH ? AND {condition} ORDER BY events_fts.rank LIMIT ?"
                         )
                     }
-                    None => {
-                        let condition = condition(filter, now, &mut values);
-                        format!(
-                            "SELECT e.created_at, e.id, e.json FROM events e
-                             WHERE {condition} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
-                        )
-                    }
+                    None => match tag_driven(filter) {
+                        Some((tag, rest)) => {
+                            values.push(Value::Text(char::from(tag.letter).to_string()));
+                            values.extend(tag.values.iter().map(|v| Value::Text(v.clone())));
+                            let condition = condition(&rest, now, &mut values);
+                            let placeholders = vec!["?"; tag.values.len()].join(",");
+                            // CROSS JOIN keeps the tag index as the outer loop: its rows come
+                            // newest first, so the scan stops at the limit.
+                            format!(
+                                "SELECT DISTINCT e.created_at, e.id, e.json
+                                 FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
+                                 WHERE t.name = ? AND t.value IN ({placeholders}) AND {condition}
+                                 ORDER BY t.created_at DESC, e.id ASC LIMIT ?"
+                            )
+                        }
+                        None => {
+                            let condition = condition(filter, now, &mut values);
+                            format!(
+                                "SELECT e.created_at, e.id, e.json FROM events e
+                                 WHERE {condition} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
+                            )
+                        }
+                    },
                 };
                 values.push(Value::Integer(clamp(filter.limit.unwrap_or(0))));
                 let rows = conn
@@ -284,6 +300,21 @@ impl EventStore for SqliteStore {
             .collect()
         }))
     }
+}
+
+/// For a filter with a tag condition but no ids or authors (which their own indexes serve
+/// better): the tag condition to drive the query from the tag index, and the rest of the
+/// filter.
+fn tag_driven(filter: &Filter) -> Option<(&TagFilter, Filter)> {
+    if filter.ids.is_some() || filter.authors.is_some() {
+        return None;
+    }
+    let tag = filter.tags.first()?;
+    let rest = Filter {
+        tags: filter.tags[1..].to_vec(),
+        ..filter.clone()
+    };
+    Some((tag, rest))
 }
 
 /// A NIP-50 query as an FTS5 expression: every word, quoted, must occur.
