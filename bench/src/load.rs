@@ -131,13 +131,13 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
             let end = (start + per_connection).min(total);
             (start..end)
                 .map(|i| {
-                    // Regular kinds only, so that every event is stored.
+                    // Tags and content from the realistic mix; regular kinds only, so that
+                    // every event is stored; created_at spread over the last hour, newer than
+                    // a filled store's events (all at one second would be unlike traffic).
                     let e = event(i + 1_000_000_000, total, 5_000, seed, now);
-                    let e = if e.kind == 1 || e.kind == 7 {
-                        e
-                    } else {
-                        author(i % 5_000).sign(now, 1, e.tags, &e.content)
-                    };
+                    let kind = if e.kind == 7 { 7 } else { 1 };
+                    let created_at = now - 3_600 + i * 3_600 / total.max(1);
+                    let e = author(i % 5_000).sign(created_at, kind, e.tags, &e.content);
                     signed.fetch_add(1, Ordering::Relaxed);
                     (e.id_hex(), format!("[\"EVENT\",{}]", e.to_json()))
                 })

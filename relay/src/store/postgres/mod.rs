@@ -45,14 +45,15 @@ pub struct PgStore {
     cache: JsonCache,
 }
 
-/// Settings of every session the store opens: the statement timeout; no parallel workers,
-/// whose start-up costs more than a relay's small indexed queries take; and generic plans for
-/// prepared statements. The store's writes and index probes have one good plan whatever the
+/// Settings of every session the store opens: the statement timeout; no parallel workers and
+/// no JIT compilation, whose start-up costs more than a relay's small indexed queries take
+/// (a generic plan, not knowing its limit, can look costly enough to trigger JIT on every
+/// execution); and generic plans for prepared statements. The store's writes and index probes have one good plan whatever the
 /// values, and planning them anew for each execution cost as much as running them. The
 /// statements whose plan depends on the values run with custom plans ([`query_custom`]).
 pub fn session_options(statement_timeout: Duration) -> String {
     format!(
-        "-c statement_timeout={} -c max_parallel_workers_per_gather=0 \
+        "-c statement_timeout={} -c max_parallel_workers_per_gather=0 -c jit=off \
          -c plan_cache_mode=force_generic_plan",
         statement_timeout.as_millis()
     )
