@@ -369,9 +369,9 @@ impl Connection {
             );
             return self.send(relay::closed(&sub_id, &reason), ctx);
         }
-        let Some(index) = self.index.clone() else {
+        if self.index.is_none() {
             return;
-        };
+        }
         let key = NEXT_SUBSCRIPTION_KEY.fetch_add(1, Ordering::Relaxed);
         let sub = Subscription::new(SubscriptionParts {
             key,
@@ -379,7 +379,6 @@ impl Connection {
             filters,
             connection: ctx.address(),
             outbox: self.outbox.clone(),
-            index,
             store: Arc::clone(&self.node.store),
             permit: self.gate.enter(),
             metrics: Arc::clone(&self.node.metrics),

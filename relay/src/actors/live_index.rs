@@ -17,6 +17,7 @@ use std::{
 
 use actix::{Actor, Addr, Context, Handler, Message, Recipient};
 use futures_util::StreamExt;
+use smallvec::SmallVec;
 use starling_cluster::{Bus, Envelope};
 
 use super::subscription::{LiveEvent, Subscription};
@@ -26,14 +27,17 @@ use crate::nostr::{Event, Filter, VerifiedEvent};
 /// (subscription key, index of the filter within the subscription).
 type Slot = (u64, usize);
 
+/// The slots filed under one key: most keys (an author, an id) have one, held inline.
+type Slots = SmallVec<[Slot; 1]>;
+
 /// Subscriptions and the keys their filters are filed under. `T` is whatever receives
 /// matches (a subscription's address in the relay).
 pub struct Index<T> {
     subscriptions: HashMap<u64, (Arc<[Filter]>, T)>,
-    by_id: HashMap<[u8; 32], Vec<Slot>>,
-    by_author: HashMap<[u8; 32], Vec<Slot>>,
-    by_kind: HashMap<u16, Vec<Slot>>,
-    by_tag: HashMap<u8, HashMap<Box<str>, Vec<Slot>>>,
+    by_id: HashMap<[u8; 32], Slots>,
+    by_author: HashMap<[u8; 32], Slots>,
+    by_kind: HashMap<u16, Slots>,
+    by_tag: HashMap<u8, HashMap<Box<str>, Slots>>,
     unkeyed: Vec<Slot>,
 }
 
@@ -57,34 +61,21 @@ impl<T> Index<T> {
         for (n, filter) in filters.iter().enumerate().filter(|(_, f)| f.can_match()) {
             let slot = (key, n);
             if let Some(ids) = &filter.ids {
-                ids.iter().for_each(|id| {
-                    self.by_id
-                        .entry(*id)
-                        .or_insert_with(|| Vec::with_capacity(1))
-                        .push(slot)
-                });
+                ids.iter()
+                    .for_each(|id| self.by_id.entry(*id).or_default().push(slot));
             } else if let Some(authors) = &filter.authors {
-                authors.iter().for_each(|a| {
-                    self.by_author
-                        .entry(*a)
-                        .or_insert_with(|| Vec::with_capacity(1))
-                        .push(slot)
-                });
+                authors
+                    .iter()
+                    .for_each(|a| self.by_author.entry(*a).or_default().push(slot));
             } else if let Some(tag) = filter.tags.first() {
                 let values = self.by_tag.entry(tag.letter).or_default();
-                tag.values.iter().for_each(|v| {
-                    values
-                        .entry(v.as_str().into())
-                        .or_insert_with(|| Vec::with_capacity(1))
-                        .push(slot)
-                });
+                tag.values
+                    .iter()
+                    .for_each(|v| values.entry(v.as_str().into()).or_default().push(slot));
             } else if let Some(kinds) = &filter.kinds {
-                kinds.iter().for_each(|k| {
-                    self.by_kind
-                        .entry(*k)
-                        .or_insert_with(|| Vec::with_capacity(1))
-                        .push(slot)
-                });
+                kinds
+                    .iter()
+                    .for_each(|k| self.by_kind.entry(*k).or_default().push(slot));
             } else {
                 self.unkeyed.push(slot);
             }
@@ -95,7 +86,7 @@ impl<T> Index<T> {
     /// Removes the subscription under `key`, if any.
     pub fn remove(&mut self, key: u64) -> Option<T> {
         let (filters, target) = self.subscriptions.remove(&key)?;
-        fn drop_slot<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Slot>>, k: &K, key: u64) {
+        fn drop_slot<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slots>, k: &K, key: u64) {
             if let Some(slots) = map.get_mut(k) {
                 slots.retain(|s| s.0 != key);
                 if slots.is_empty() {
@@ -130,7 +121,7 @@ impl<T> Index<T> {
     /// Every subscription with a filter the event satisfies, each once.
     pub fn matches(&self, event: &Event) -> Vec<&T> {
         let mut keys: Vec<u64> = Vec::new();
-        let mut check = |slots: Option<&Vec<Slot>>| {
+        let mut check = |slots: Option<&[Slot]>| {
             for &(key, n) in slots.into_iter().flatten() {
                 if let Some((filters, _)) = self.subscriptions.get(&key)
                     && filters[n].matches(event)
@@ -139,17 +130,18 @@ impl<T> Index<T> {
                 }
             }
         };
-        check(self.by_id.get(&event.id));
-        check(self.by_author.get(&event.pubkey));
-        check(self.by_kind.get(&event.kind));
+        check(self.by_id.get(&event.id).map(|s| &s[..]));
+        check(self.by_author.get(&event.pubkey).map(|s| &s[..]));
+        check(self.by_kind.get(&event.kind).map(|s| &s[..]));
         for (letter, value) in event.indexed_tags() {
             check(
                 self.by_tag
                     .get(&letter)
-                    .and_then(|values| values.get(value)),
+                    .and_then(|values| values.get(value))
+                    .map(|s| &s[..]),
             );
         }
-        check(Some(&self.unkeyed));
+        check(Some(&self.unkeyed[..]));
         keys.sort_unstable();
         keys.dedup();
         keys.iter()
@@ -252,6 +244,22 @@ pub struct Fanout {
     bus: Arc<dyn Bus>,
     node_id: Arc<str>,
     metrics: Arc<Metrics>,
+}
+
+/// Sends `msg` to the calling worker thread's index, if it has been started. A subscription
+/// runs on its connection's thread, whose index the connection started, so it reaches its
+/// index this way without holding an address of its own.
+pub fn send_to_local_index<M>(msg: M)
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    LiveIndex: Handler<M>,
+{
+    THIS_THREAD.with(|cell| {
+        if let Some(index) = cell.borrow().as_ref() {
+            index.do_send(msg);
+        }
+    });
 }
 
 impl Fanout {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::{
     connection::{Connection, SlowClient, SubscriptionEnded},
     gate::Permit,
-    live_index::{LiveIndex, Register, Unregister},
+    live_index::{Register, Unregister, send_to_local_index},
     outbox::{Outbox, Refused},
 };
 use crate::{
@@ -63,7 +63,6 @@ pub struct Subscription {
     filters: Arc<[Filter]>,
     connection: Addr<Connection>,
     outbox: Outbox,
-    index: Addr<LiveIndex>,
     store: Arc<dyn EventStore>,
     phase: Phase,
     /// Counts the stored query against the connection's requests in progress.
@@ -84,8 +83,6 @@ pub struct SubscriptionParts {
     pub connection: Addr<Connection>,
     /// The connection's outbound queue.
     pub outbox: Outbox,
-    /// This thread's live index.
-    pub index: Addr<LiveIndex>,
     /// The store to query.
     pub store: Arc<dyn EventStore>,
     /// Held until `EOSE`.
@@ -105,7 +102,6 @@ impl Subscription {
             filters: parts.filters,
             connection: parts.connection,
             outbox: parts.outbox,
-            index: parts.index,
             store: parts.store,
             phase: Phase::Stored(Vec::new()),
             permit: Some(parts.permit),
@@ -150,7 +146,7 @@ impl Actor for Subscription {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.subscriptions_open.add(1, &[]);
-        self.index.do_send(Register {
+        send_to_local_index(Register {
             key: self.key,
             filters: Arc::clone(&self.filters),
             target: ctx.address(),
@@ -196,7 +192,7 @@ impl Actor for Subscription {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.metrics.subscriptions_open.add(-1, &[]);
-        self.index.do_send(Unregister(self.key));
+        send_to_local_index(Unregister(self.key));
         self.connection.do_send(SubscriptionEnded {
             sub_id: Arc::clone(&self.sub_id),
             key: self.key,
