@@ -241,6 +241,42 @@ async fn metrics_cover_the_node_and_carry_its_id() {
 }
 
 #[tokio::test]
+async fn postgresql_nodes_report_their_pool_and_json_cache() {
+    use serde_json::json;
+
+    use crate::support::{
+        Client, note,
+        relay::{BACKEND, Backend},
+    };
+
+    BACKEND
+        .scope(Backend::Postgres, async {
+            let relay = Relay::start(&[]);
+            let mut client = Client::connect(&relay.url()).await;
+            let event = note(1, "cached once written");
+            client.publish_ok(&event).await;
+            let stored = client.req("q", &[json!({"ids": [event.id_hex()]})]).await;
+            assert_eq!(stored.len(), 1);
+            let metrics = request(&relay.addr, "GET", "/metrics", &[]).await.body;
+            let value = |prefix: &str| -> f64 {
+                metrics
+                    .lines()
+                    .find(|l| l.starts_with(prefix))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {prefix}:\n{metrics}"))
+            };
+            assert!(value("starling_store_json_cache_lookups_total{result=\"hit\"") >= 1.0);
+            assert!(value("starling_store_json_cache_size_bytes{") >= event.to_json().len() as f64);
+            assert!(
+                metrics.contains("starling_store_pool_connections{"),
+                "{metrics}"
+            );
+        })
+        .await;
+}
+
+#[tokio::test]
 async fn json_logs_have_one_line_per_closed_connection() {
     use serde_json::json;
 

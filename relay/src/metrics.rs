@@ -18,6 +18,8 @@ use prometheus::{Encoder, TextEncoder};
 use starling_cluster::ClusterView;
 use tokio::sync::watch;
 
+use crate::store::EventStore;
+
 /// Label carrying the node id on every series.
 pub const NODE_LABEL: &str = "node";
 
@@ -60,12 +62,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Instruments for node `node_id`, with gauges read from `cluster` and `pool` (the
-    /// store's connections in use and idle, when it has a pool).
+    /// Instruments for node `node_id`, with gauges read from `cluster` and from `store` (its
+    /// pool and JSON cache, when it has them).
     pub fn new(
         node_id: &str,
         cluster: watch::Receiver<ClusterView>,
-        pool: Option<Arc<dyn Fn() -> (u64, u64) + Send + Sync>>,
+        store: Arc<dyn EventStore>,
     ) -> anyhow::Result<Self> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
@@ -89,7 +91,7 @@ impl Metrics {
         }
         let provider = provider.build();
         let meter = provider.meter("starling");
-        observe(&meter, cluster, pool);
+        observe(&meter, cluster, store);
         let counter = |name: &'static str, description: &'static str| {
             meter
                 .u64_counter(name)
@@ -200,12 +202,8 @@ impl Metrics {
     }
 }
 
-/// Gauges read when metrics are collected: cluster, pool and process.
-fn observe(
-    meter: &Meter,
-    cluster: watch::Receiver<ClusterView>,
-    pool: Option<Arc<dyn Fn() -> (u64, u64) + Send + Sync>>,
-) {
+/// Gauges read when metrics are collected: cluster, store and process.
+fn observe(meter: &Meter, cluster: watch::Receiver<ClusterView>, store: Arc<dyn EventStore>) {
     let view = cluster.clone();
     meter
         .u64_observable_gauge("starling.cluster.nodes")
@@ -223,14 +221,36 @@ fn observe(
         .with_description("Times the cluster bus lost its connection")
         .with_callback(move |o| o.observe(cluster.borrow().reconnects, &[]))
         .build();
-    if let Some(pool) = pool {
+    if store.pool_status().is_some() {
+        let store = Arc::clone(&store);
         meter
             .u64_observable_gauge("starling.store.pool.connections")
             .with_description("PostgreSQL pool connections, by state (in_use, idle)")
             .with_callback(move |o| {
-                let (in_use, idle) = pool();
+                let (in_use, idle) = store.pool_status().unwrap_or_default();
                 o.observe(in_use, &[KeyValue::new("state", "in_use")]);
                 o.observe(idle, &[KeyValue::new("state", "idle")]);
+            })
+            .build();
+    }
+    if store.cache_status().is_some() {
+        let cache = Arc::clone(&store);
+        meter
+            .u64_observable_counter("starling.store.json_cache.lookups")
+            .with_description("Lookups in the store's JSON cache, by result (hit, miss)")
+            .with_callback(move |o| {
+                let status = cache.cache_status().unwrap_or_default();
+                o.observe(status.hits, &[KeyValue::new("result", "hit")]);
+                o.observe(status.misses, &[KeyValue::new("result", "miss")]);
+            })
+            .build();
+        meter
+            .u64_observable_gauge("starling.store.json_cache.size")
+            .with_unit("By")
+            .with_description("Event JSON held in the store's cache")
+            .with_callback(move |o| {
+                let status = store.cache_status().unwrap_or_default();
+                o.observe(status.bytes, &[]);
             })
             .build();
     }

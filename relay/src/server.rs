@@ -33,12 +33,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Arc::new(LocalLimiter::default()),
         ),
     };
-    let pool_store = Arc::clone(&store);
-    let pool = pool_store.pool_status().map(|_| {
-        Arc::new(move || pool_store.pool_status().unwrap_or_default())
-            as Arc<dyn Fn() -> (u64, u64) + Send + Sync>
-    });
-    let metrics = Arc::new(Metrics::new(&node_id, bus.view(), pool)?);
+    let metrics = Arc::new(Metrics::new(&node_id, bus.view(), Arc::clone(&store))?);
     let node = web::Data::from(Node::start(
         config.clone(),
         store,

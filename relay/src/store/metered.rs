@@ -86,4 +86,8 @@ impl EventStore for Metered {
     fn pool_status(&self) -> Option<(u64, u64)> {
         self.inner.pool_status()
     }
+
+    fn cache_status(&self) -> Option<super::CacheStatus> {
+        self.inner.cache_status()
+    }
 }

@@ -56,6 +56,17 @@ pub enum WriteOutcome {
     Deleted,
 }
 
+/// What a store's cache of event JSON has done and holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// Lookups that found the JSON.
+    pub hits: u64,
+    /// Lookups that did not (the JSON was then read from the database).
+    pub misses: u64,
+    /// Bytes of JSON held.
+    pub bytes: u64,
+}
+
 /// A failure of the storage backend itself (not a verdict on an event).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -95,6 +106,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Connections of the store's pool in use and idle, if it has a pool.
     fn pool_status(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// The store's JSON cache, if it has one.
+    fn cache_status(&self) -> Option<CacheStatus> {
         None
     }
 

@@ -12,14 +12,21 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
+
+use crate::store::CacheStatus;
 
 /// Cached JSON by event id, bounded in bytes.
 pub struct JsonCache {
     /// Bytes of JSON one generation may hold.
     generation_bytes: usize,
     generations: Mutex<Generations>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 #[derive(Default)]
@@ -27,6 +34,7 @@ struct Generations {
     young: HashMap<[u8; 32], Arc<str>>,
     young_bytes: usize,
     old: HashMap<[u8; 32], Arc<str>>,
+    old_bytes: usize,
 }
 
 impl JsonCache {
@@ -35,6 +43,8 @@ impl JsonCache {
         Self {
             generation_bytes: budget_bytes / 2,
             generations: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -44,13 +54,35 @@ impl JsonCache {
 
     /// The JSON of event `id`, if cached.
     pub fn get(&self, id: &[u8; 32]) -> Option<Arc<str>> {
+        let found = self.lookup(id);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn lookup(&self, id: &[u8; 32]) -> Option<Arc<str>> {
         let mut g = self.lock();
         if let Some(json) = g.young.get(id) {
             return Some(Arc::clone(json));
         }
         let json = g.old.remove(id)?;
+        g.old_bytes -= json.len();
         self.keep(&mut g, *id, Arc::clone(&json));
         Some(json)
+    }
+
+    /// Lookups so far and the bytes of JSON held now.
+    pub fn status(&self) -> CacheStatus {
+        let g = self.lock();
+        CacheStatus {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes: (g.young_bytes + g.old_bytes) as u64,
+        }
     }
 
     /// Caches the JSON of event `id`.
@@ -66,7 +98,7 @@ impl JsonCache {
         g.young.insert(id, json);
         if g.young_bytes > self.generation_bytes {
             g.old = std::mem::take(&mut g.young);
-            g.young_bytes = 0;
+            g.old_bytes = std::mem::take(&mut g.young_bytes);
         }
     }
 }
@@ -87,6 +119,9 @@ mod tests {
         assert_eq!(cache.get(&[9; 32]).as_deref(), Some("0000000009"));
         let cached = (0..10).filter(|n| cache.get(&[*n; 32]).is_some()).count();
         assert!(cached <= 4, "{cached} entries cached");
+        let status = cache.status();
+        assert!(status.hits >= 1 && status.misses >= 1, "{status:?}");
+        assert!(status.bytes <= 40, "{status:?}");
         let off = JsonCache::new(0);
         off.insert([1; 32], json(1));
         assert!(off.get(&[1; 32]).is_none());

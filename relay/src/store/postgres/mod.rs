@@ -586,6 +586,10 @@ impl EventStore for PgStore {
         })
     }
 
+    fn cache_status(&self) -> Option<super::CacheStatus> {
+        Some(self.cache.status())
+    }
+
     fn pool_status(&self) -> Option<(u64, u64)> {
         let status = self.pool.status();
         let idle = status.available as u64;
