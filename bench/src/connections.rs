@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail, ensure};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use starling::nostr::hex;
 use tokio::{
@@ -22,10 +22,7 @@ use tokio::{
     sync::{Semaphore, mpsc, watch},
     time::Instant,
 };
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{Message, protocol::WebSocketConfig},
-};
+use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::WebSocketConfig};
 
 use crate::{fill::Rng, progress::Progress};
 
@@ -325,26 +322,13 @@ impl Connection {
     /// Opens live subscriptions for random authors (so nothing stored matches) and waits
     /// for the EOSE of each.
     async fn subscribe(&mut self, ws: &mut Ws) -> anyhow::Result<()> {
-        for s in 0..self.subscriptions {
-            let author: Vec<u8> = (0..4).flat_map(|_| self.rng.next().to_le_bytes()).collect();
-            let filter = json!({"authors": [hex::encode(&author)], "kinds": [1]});
-            let req = json!(["REQ", format!("idle{s}"), filter]);
-            ws.send(Message::text(req.to_string())).await?;
-        }
-        let mut live = 0;
-        while live < self.subscriptions {
-            let msg = ws
-                .next()
-                .await
-                .ok_or_else(|| anyhow!("the relay closed the connection"))??;
-            let Ok(text) = msg.to_text() else { continue };
-            if text.starts_with("[\"EOSE\"") {
-                live += 1;
-            } else if text.starts_with("[\"CLOSED\"") {
-                bail!("subscription refused: {text}");
-            }
-        }
-        Ok(())
+        let filters: Vec<Value> = (0..self.subscriptions)
+            .map(|_| {
+                let author: Vec<u8> = (0..4).flat_map(|_| self.rng.next().to_le_bytes()).collect();
+                json!({"authors": [hex::encode(&author)], "kinds": [1]})
+            })
+            .collect();
+        crate::load::open_subscriptions(ws, &filters).await
     }
 }
 

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, anyhow, bail, ensure};
+use anyhow::{Context, ensure};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -223,23 +223,9 @@ async fn subscribe(url: &str, filters: &[Value]) -> anyhow::Result<Ws> {
     let mut ws = connect(url)
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    for (i, filter) in filters.iter().enumerate() {
-        let req = json!(["REQ", format!("s{i}"), filter]);
-        ws.send(Message::text(req.to_string())).await?;
-    }
-    let mut live = 0;
-    while live < filters.len() {
-        let msg = ws
-            .next()
-            .await
-            .ok_or_else(|| anyhow!("{url}: a subscriber connection closed"))??;
-        let Ok(text) = msg.to_text() else { continue };
-        if text.starts_with("[\"EOSE\"") {
-            live += 1;
-        } else if text.starts_with("[\"CLOSED\"") {
-            bail!("{url}: subscription refused: {text}");
-        }
-    }
+    crate::load::open_subscriptions(&mut ws, filters)
+        .await
+        .with_context(|| format!("subscribing on {url}"))?;
     Ok(ws)
 }
 

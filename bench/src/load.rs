@@ -88,6 +88,35 @@ pub async fn connect(url: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// Opens one subscription per filter (ids `s0`, `s1`, …) and waits for the `EOSE` of each;
+/// fails on a `CLOSED` or if the relay closes the connection.
+pub async fn open_subscriptions<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    filters: &[Value],
+) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for (i, filter) in filters.iter().enumerate() {
+        let req = json!(["REQ", format!("s{i}"), filter]);
+        ws.send(Message::text(req.to_string())).await?;
+    }
+    let mut live = 0;
+    while live < filters.len() {
+        let msg = ws
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("the relay closed the connection"))??;
+        let Ok(text) = msg.to_text() else { continue };
+        if text.starts_with("[\"EOSE\"") {
+            live += 1;
+        } else if text.starts_with("[\"CLOSED\"") {
+            bail!("subscription refused: {text}");
+        }
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted
         .get(((sorted.len().max(1) - 1) as f64 * p) as usize)
