@@ -1,7 +1,10 @@
 //! The Nostr event: strict parsing, the NIP-01 canonical serialization, id and signature
 //! checks, and the tag conventions other NIPs read (`d`, `expiration`, `nonce`).
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    sync::Arc,
+};
 
 use secp256k1::{XOnlyPublicKey, schnorr};
 use serde::Deserialize;
@@ -255,8 +258,8 @@ fn parse_address(address: &str) -> Option<(u16, [u8; 32], &str)> {
 pub struct VerifiedEvent {
     /// The parsed event.
     pub event: Event,
-    /// [`Event::to_json`] of `event`.
-    pub json: Box<str>,
+    /// [`Event::to_json`] of `event`, shared (the store's cache keeps the same bytes).
+    pub json: Arc<str>,
 }
 
 impl VerifiedEvent {
@@ -269,7 +272,7 @@ impl VerifiedEvent {
     /// Wraps an event that was verified before: read back from this relay's store or from
     /// another node of the cluster.
     pub fn trusted(event: Event) -> Self {
-        let json = event.to_json().into_boxed_str();
+        let json = event.to_json().into();
         Self { event, json }
     }
 }

@@ -48,9 +48,10 @@ pub struct PgStore {
 /// Settings of every session the store opens: the statement timeout; no parallel workers and
 /// no JIT compilation, whose start-up costs more than a relay's small indexed queries take
 /// (a generic plan, not knowing its limit, can look costly enough to trigger JIT on every
-/// execution); and generic plans for prepared statements. The store's writes and index probes have one good plan whatever the
-/// values, and planning them anew for each execution cost as much as running them. The
-/// statements whose plan depends on the values run with custom plans ([`query_custom`]).
+/// execution); and generic plans for prepared statements: the store's writes and index
+/// probes have one good plan whatever the values, and planning them anew for each execution
+/// cost as much as running them. Statements whose plan depends on the values run with
+/// custom plans ([`query_custom`]).
 pub fn session_options(statement_timeout: Duration) -> String {
     format!(
         "-c statement_timeout={} -c max_parallel_workers_per_gather=0 -c jit=off \
@@ -144,7 +145,7 @@ impl PgStore {
         tx.execute(&lock, &[&locks]).await?;
         let by_rule = tx.prepare_cached(WRITE_BY_RULE).await?;
         let plain = tx.prepare_cached(WRITE_PLAIN).await?;
-        let (steps, repeated) = plan(batch);
+        let steps = plan(batch);
         // Every step is sent before the first answer arrives (pipelined), in batch order.
         let runs = steps.iter().map(|step| {
             let (by_rule, plain, tx) = (&by_rule, &plain, &tx);
@@ -169,15 +170,11 @@ impl PgStore {
         });
         let done = try_join_all(runs).await?;
         tx.commit().await?;
+        // Events no step wrote repeat an id earlier in their run: duplicates.
         let mut outcomes = vec![WriteOutcome::Duplicate; batch.len()];
         for (i, result) in done.into_iter().flatten() {
             outcomes[i] = result;
         }
-        debug_assert!(
-            repeated
-                .iter()
-                .all(|i| outcomes[*i] == WriteOutcome::Duplicate)
-        );
         Ok(outcomes)
     }
 }
@@ -235,25 +232,25 @@ enum Step {
     ByRule(usize),
 }
 
-/// Splits a batch into steps that keep its order, and lists the plain events repeating an
-/// id earlier in their own run: duplicates, never sent. (A repeat after a step by rule is
-/// sent, since that step may have deleted the first.)
-fn plan(batch: &[WriteParams<'_>]) -> (Vec<Step>, Vec<usize>) {
+/// Splits a batch into steps that keep its order. A plain event repeating an id earlier in
+/// its own run is left out: a duplicate. (A repeat after a step by rule is sent, since that
+/// step may have deleted the first.)
+fn plan(batch: &[WriteParams<'_>]) -> Vec<Step> {
     let mut in_run = std::collections::HashSet::new();
-    let (mut steps, mut repeated) = (Vec::new(), Vec::new());
+    let mut steps = Vec::new();
     for (i, event) in batch.iter().enumerate() {
         if !event.is_plain() {
             in_run.clear();
             steps.push(Step::ByRule(i));
         } else if !in_run.insert(event.id) {
-            repeated.push(i);
+            continue;
         } else if let Some(Step::Plain(run)) = steps.last_mut() {
             run.push(i);
         } else {
             steps.push(Step::Plain(vec![i]));
         }
     }
-    (steps, repeated)
+    steps
 }
 
 /// A run of plain events as the column arrays of [`WRITE_PLAIN`].
@@ -503,7 +500,7 @@ impl EventStore for PgStore {
             // Fresh events are the ones queried most.
             for (event, outcome) in batch.iter().zip(&outcomes) {
                 if *outcome == WriteOutcome::Stored {
-                    self.cache.insert(event.event.id, Arc::from(&*event.json));
+                    self.cache.insert(event.event.id, Arc::clone(&event.json));
                 }
             }
             Ok(outcomes)

@@ -48,8 +48,7 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
         parts.push(format!("e.pubkey = ANY({})", q.bind(authors)));
     }
     if let Some(kinds) = &filter.kinds {
-        let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
-        parts.push(format!("e.kind = ANY({})", q.bind(kinds)));
+        parts.push(format!("e.kind = ANY({})", q.bind(sql_kinds(kinds))));
     }
     if let Some(since) = filter.since {
         parts.push(format!("e.created_at >= {}", q.bind(to_sql_int(since))));
@@ -77,6 +76,11 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
     parts.join(" AND ")
 }
 
+/// Kinds as PostgreSQL's `INTEGER`.
+fn sql_kinds(kinds: &[u16]) -> Vec<i32> {
+    kinds.iter().map(|k| i32::from(*k)).collect()
+}
+
 /// How many of the newest matches of a NIP-50 search are ranked by relevance.
 pub const SEARCH_CANDIDATES: i64 = 1000;
 
@@ -97,11 +101,10 @@ pub fn select(filter: &Filter, now: u64) -> (String, Query) {
     if let Some(search) = &filter.search {
         return search_select(filter, search, now);
     }
-    let pairs = |a: usize, b: usize| a * b <= MAX_PROBES;
     let kinds = filter.kinds.as_deref();
     if filter.ids.is_none() {
         if let (Some(authors), Some(kinds)) = (&filter.authors, kinds) {
-            if pairs(authors.len(), kinds.len()) {
+            if authors.len() * kinds.len() <= MAX_PROBES {
                 return author_probes(filter, authors, kinds, now);
             }
         }
@@ -223,8 +226,10 @@ fn kind_probes(filter: &Filter, kinds: &[u16], now: u64) -> (String, Query) {
         ..filter.clone()
     };
     let mut q = Query::default();
-    let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
-    let source = format!("unnest({}::INTEGER[]) AS p (kind)", q.bind(kinds));
+    let source = format!(
+        "unnest({}::INTEGER[]) AS p (kind)",
+        q.bind(sql_kinds(kinds))
+    );
     let probe = format!(
         "SELECT e.created_at, e.id FROM events e WHERE e.kind = p.kind AND {}",
         condition(&rest, now, &mut q)
@@ -253,10 +258,7 @@ fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
     );
     // The kinds are read from the tag index itself, as it is walked newest first.
     let kind_match = match &filter.kinds {
-        Some(kinds) => {
-            let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
-            format!(" AND t.kind = ANY({}::INTEGER[])", q.bind(kinds))
-        }
+        Some(kinds) => format!(" AND t.kind = ANY({}::INTEGER[])", q.bind(sql_kinds(kinds))),
         None => String::new(),
     };
     // The window again on the tag rows, so that the index scan starts and stops there.
