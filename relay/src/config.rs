@@ -285,23 +285,6 @@ impl Config {
         Ok(())
     }
 
-    /// The PostgreSQL settings, when a database URL is set.
-    pub fn postgres(&self) -> Option<crate::store::PgSettings> {
-        self.database_url
-            .as_ref()
-            .map(|url| crate::store::PgSettings {
-                url: url.clone(),
-                pool_size: self.database_pool_size,
-                connect_timeout: std::time::Duration::from_secs(
-                    self.database_connect_timeout_seconds.max(1),
-                ),
-                statement_timeout: std::time::Duration::from_millis(
-                    self.database_statement_timeout_ms.max(1),
-                ),
-                json_cache_bytes: self.database_json_cache_mb.saturating_mul(1 << 20),
-            })
-    }
-
     /// Worker threads to run.
     pub fn worker_count(&self) -> usize {
         self.workers

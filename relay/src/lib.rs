@@ -3,10 +3,11 @@
 //! See ARCHITECTURE.md at the top of the repository for the map of this crate.
 
 pub mod actors;
-pub mod catch_up;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod node;
 pub mod nostr;

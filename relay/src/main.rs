@@ -64,7 +64,7 @@ impl Task {
         match self {
             Task::Serve => server::serve(config).await,
             Task::Migrate => {
-                let settings = config.postgres().context(
+                let settings = store::PgSettings::from_config(&config).context(
                     "`starling migrate` needs DATABASE_URL (the embedded store migrates itself)",
                 )?;
                 let applied = store::PgStore::new(&settings)?.migrate().await?;

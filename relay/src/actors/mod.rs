@@ -1,13 +1,16 @@
-//! The actors of a node and the small parts they are built from.
+//! The actors of a connection and the small parts they are built from.
 //!
-//! - [`connection::Connection`]: one per WebSocket; parses, answers, starts subscriptions.
-//! - [`subscription::Subscription`]: one per `REQ`; stored events, `EOSE`, then live ones.
-//! - [`live_index::LiveIndex`]: one per worker thread; matches new events to subscriptions.
-//! - [`writer::Writer`]: one per node; batches store writes, publishes after commit.
+//! - [`connection::Connection`]: one per WebSocket; parses, answers, starts subscriptions;
+//! - [`subscription::Subscription`]: one per `REQ`; stored events, `EOSE`, then live ones;
+//! - [`outbox::Outbox`]: a connection's one bounded queue to its socket;
+//! - [`gate::Gate`]: stops reading a socket while its connection has too much in progress;
+//! - [`frames::Frames`]: whole messages from the socket's frames.
+//!
+//! The live index each thread's subscriptions register in is in [`crate::live`]; the
+//! node-wide Writer actor in [`crate::node`].
 
 pub mod connection;
+pub mod frames;
 pub mod gate;
-pub mod live_index;
 pub mod outbox;
 pub mod subscription;
-pub mod writer;

@@ -2,8 +2,9 @@
 //!
 //! Everything a connection sends — answers, stored events, live events, pings, the close
 //! frame — goes through its [`Outbox`], so writes are never concurrent. The queue is bounded
-//! in bytes: a push that would pass the bound fails, which is how a client that does not
-//! read is noticed and dropped, and why memory never grows without bound.
+//! in bytes: a push that would pass the bound fails and marks the outbox overflowed, which
+//! is how a client that does not read is noticed (whoever pushed) and dropped by its
+//! connection ([`Outbox::overflowed`]), and why memory never grows without bound.
 
 use std::{
     cell::RefCell,
@@ -49,8 +50,12 @@ struct State {
     /// Text frames queued since the connection opened.
     frames: u64,
     closed: bool,
+    /// A push found the queue full: the client is not reading. Nothing more is sent.
+    overflowed: bool,
     /// The pump waiting for an item.
     pump: Option<Waker>,
+    /// The owner waiting to learn of an overflow.
+    owner: Option<Waker>,
     /// Producers waiting for the queue to drain below a mark.
     drained: Vec<Waker>,
 }
@@ -71,13 +76,22 @@ impl Outbox {
         }
     }
 
-    /// Queues a text frame, or fails if that would pass the byte bound or the queue is closed.
+    /// Queues a text frame, or fails if that would pass the byte bound (the outbox is then
+    /// overflowed for good) or the queue is closed.
     pub fn push(&self, text: String) -> Result<(), Refused> {
         let mut state = self.state.borrow_mut();
+        if state.overflowed {
+            return Err(Refused::Full);
+        }
         if state.closed {
             return Err(Refused::Closed);
         }
         if state.bytes + text.len() > self.max_bytes {
+            state.overflowed = true;
+            state.closed = true;
+            wake(&mut state.pump);
+            wake(&mut state.owner);
+            state.drained.drain(..).for_each(Waker::wake);
             return Err(Refused::Full);
         }
         state.bytes += text.len();
@@ -117,6 +131,21 @@ impl Outbox {
         self.state.borrow().bytes
     }
 
+    /// Resolves once a push has found the queue full: the client is not reading and must be
+    /// dropped. The connection owning the outbox waits on this.
+    pub async fn overflowed(&self) {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.overflowed {
+                Poll::Ready(())
+            } else {
+                state.owner = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Waits until fewer than `mark` bytes are queued, or the queue is closed. Producers of
     /// bulk output (stored events) call this between frames so that they never overflow a
     /// client that is reading.
@@ -136,6 +165,9 @@ impl Outbox {
     async fn next(&self) -> Option<Outgoing> {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
+            if state.overflowed {
+                return Poll::Ready(None);
+            }
             match state.items.pop_front() {
                 Some(item) => {
                     if let Outgoing::Text(text) = &item {
@@ -156,8 +188,8 @@ impl Outbox {
         .await
     }
 
-    /// Writes queued items to the socket until the close frame or a write fails, counting
-    /// relay messages by type.
+    /// Writes queued items to the socket until the close frame, an overflow (what is queued
+    /// is dropped) or a failed write, counting relay messages by type.
     pub async fn pump(self, mut session: Session, metrics: Arc<Metrics>) {
         while let Some(item) = self.next().await {
             let written = match item {

@@ -4,21 +4,29 @@
 //! the stored events and `EOSE`, and then forwards live events. Live events that arrive
 //! while the stored ones are being sent are held back and sent after `EOSE`, except those
 //! the stored results already held, so the client misses nothing and sees nothing twice.
+//!
+//! A connection keeps its subscriptions in a [`SubscriptionTable`] it shares with them, so
+//! that one which ends by itself (an error, a client that does not read) leaves the table
+//! and no longer counts against the connection's limit.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+    rc::Rc,
+    sync::Arc,
+};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
 use tracing::Instrument;
 
-use super::{
-    connection::{Connection, SlowClient, SubscriptionEnded},
-    gate::Permit,
-    live_index::{Register, Unregister, send_to_local_index},
-    outbox::{Outbox, Refused},
-};
+use super::{gate::Permit, outbox::Outbox};
 use crate::{
+    live::{
+        LiveEvent,
+        thread::{register_here, unregister_here},
+    },
     metrics::Metrics,
     nostr::{Filter, Reason, VerifiedEvent, message::relay},
     policy,
@@ -31,11 +39,6 @@ const MAX_HELD_BACK: usize = 10_000;
 /// Queue depth at which sending stored events pauses until the client reads.
 const STORED_HIGH_WATER: usize = 256 * 1024;
 
-/// A new event matching this subscription.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct LiveEvent(pub Arc<VerifiedEvent>);
-
 /// Ends the subscription (CLOSE, a replacing REQ, or the connection's end).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -45,8 +48,59 @@ pub struct Stop;
 enum End {
     /// The query failed: tell the client with `CLOSED`.
     Failed(Reason),
-    /// The outbox refused a frame.
-    Refused(Refused),
+    /// The outbox refused a frame: the connection is closing, or its client is not reading
+    /// (which the connection learns from the outbox itself).
+    Refused,
+}
+
+/// A connection's open subscriptions by the client's id for them, shared with the
+/// subscriptions (all on the connection's thread).
+#[derive(Clone, Default)]
+pub struct SubscriptionTable(Rc<RefCell<HashMap<Arc<str>, OpenSubscription>>>);
+
+/// A subscription in the table: its unique key and its address.
+type OpenSubscription = (u64, Addr<Subscription>);
+
+impl SubscriptionTable {
+    /// How many are open.
+    pub fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
+
+    /// Records a subscription started under `key`.
+    pub fn insert(&self, sub_id: Arc<str>, key: u64, subscription: Addr<Subscription>) {
+        self.0.borrow_mut().insert(sub_id, (key, subscription));
+    }
+
+    /// Stops the subscription with this id, if one is open; whether there was one.
+    pub fn stop(&self, sub_id: &str) -> bool {
+        let removed = self.0.borrow_mut().remove(sub_id);
+        removed
+            .map(|(_, subscription)| subscription.do_send(Stop))
+            .is_some()
+    }
+
+    /// Stops every subscription.
+    pub fn stop_all(&self) {
+        let all: Vec<_> = self.0.borrow_mut().drain().collect();
+        for (_, (_, subscription)) in all {
+            subscription.do_send(Stop);
+        }
+    }
+
+    /// Forgets the subscription under `sub_id` if it is still the one of `key` (not a newer
+    /// one with the same id).
+    fn forget(&self, sub_id: &str, key: u64) {
+        let mut table = self.0.borrow_mut();
+        if table.get(sub_id).is_some_and(|(k, _)| *k == key) {
+            table.remove(sub_id);
+        }
+    }
 }
 
 enum Phase {
@@ -61,7 +115,7 @@ pub struct Subscription {
     key: u64,
     sub_id: Arc<str>,
     filters: Arc<[Filter]>,
-    connection: Addr<Connection>,
+    table: SubscriptionTable,
     outbox: Outbox,
     store: Arc<dyn EventStore>,
     phase: Phase,
@@ -79,8 +133,8 @@ pub struct SubscriptionParts {
     pub sub_id: Arc<str>,
     /// Filters, with limits already clamped.
     pub filters: Arc<[Filter]>,
-    /// The owning connection.
-    pub connection: Addr<Connection>,
+    /// The owning connection's subscriptions, which this one leaves when it stops.
+    pub table: SubscriptionTable,
     /// The connection's outbound queue.
     pub outbox: Outbox,
     /// The store to query.
@@ -100,7 +154,7 @@ impl Subscription {
             key: parts.key,
             sub_id: parts.sub_id,
             filters: parts.filters,
-            connection: parts.connection,
+            table: parts.table,
             outbox: parts.outbox,
             store: parts.store,
             phase: Phase::Stored(Vec::new()),
@@ -108,14 +162,6 @@ impl Subscription {
             metrics: parts.metrics,
             span: parts.span,
         }
-    }
-
-    /// Stops after a refused push; a full queue means the client is not reading.
-    fn refused(&self, why: Refused, ctx: &mut Context<Self>) {
-        if why == Refused::Full {
-            self.connection.do_send(SlowClient);
-        }
-        ctx.stop();
     }
 
     fn end_with(&mut self, reason: Reason, ctx: &mut Context<Self>) {
@@ -134,8 +180,12 @@ impl Subscription {
                 continue;
             }
             self.metrics.deliveries.add(1, &[]);
-            if let Err(why) = self.outbox.push(relay::event(&self.sub_id, &event.json)) {
-                return self.refused(why, ctx);
+            if self
+                .outbox
+                .push(relay::event(&self.sub_id, &event.json))
+                .is_err()
+            {
+                return ctx.stop();
             }
         }
     }
@@ -146,11 +196,7 @@ impl Actor for Subscription {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.subscriptions_open.add(1, &[]);
-        send_to_local_index(Register {
-            key: self.key,
-            filters: Arc::clone(&self.filters),
-            target: ctx.address(),
-        });
+        register_here(self.key, Arc::clone(&self.filters), ctx.address());
         let store = Arc::clone(&self.store);
         let filters = Arc::clone(&self.filters);
         let outbox = self.outbox.clone();
@@ -171,9 +217,11 @@ impl Actor for Subscription {
                     sent.insert(json.get(7..71).unwrap_or_default().to_string());
                     outbox
                         .push(relay::event(&sub_id, &json))
-                        .map_err(End::Refused)?;
+                        .map_err(|_| End::Refused)?;
                 }
-                outbox.push(relay::eose(&sub_id)).map_err(End::Refused)?;
+                outbox
+                    .push(relay::eose(&sub_id))
+                    .map_err(|_| End::Refused)?;
                 Ok::<_, End>(sent)
             }
             .instrument(streaming)
@@ -185,18 +233,15 @@ impl Actor for Subscription {
                 .map(|result, sub, ctx| match result {
                     Ok(sent) => sub.go_live(sent, ctx),
                     Err(End::Failed(reason)) => sub.end_with(reason, ctx),
-                    Err(End::Refused(why)) => sub.refused(why, ctx),
+                    Err(End::Refused) => ctx.stop(),
                 }),
         );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.metrics.subscriptions_open.add(-1, &[]);
-        send_to_local_index(Unregister(self.key));
-        self.connection.do_send(SubscriptionEnded {
-            sub_id: Arc::clone(&self.sub_id),
-            key: self.key,
-        });
+        unregister_here::<Self>(self.key);
+        self.table.forget(&self.sub_id, self.key);
     }
 }
 
@@ -212,8 +257,12 @@ impl Handler<LiveEvent> for Subscription {
             ),
             Phase::Live => {
                 self.metrics.deliveries.add(1, &[]);
-                if let Err(why) = self.outbox.push(relay::event(&self.sub_id, &msg.0.json)) {
-                    self.refused(why, ctx);
+                if self
+                    .outbox
+                    .push(relay::event(&self.sub_id, &msg.0.json))
+                    .is_err()
+                {
+                    ctx.stop();
                 }
             }
         }

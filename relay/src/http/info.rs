@@ -10,7 +10,7 @@ pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 45, 50];
 /// The NIP-11 document, with the limits actually configured, and under `starling` this
 /// node's name and the number of nodes in its cluster.
 pub fn document(node: &Node) -> Value {
-    let config = &node.config;
+    let config = node.config();
     let mut doc = json!({
         "name": config.name,
         "description": config.description,
@@ -33,7 +33,7 @@ pub fn document(node: &Node) -> Value {
             "restricted_writes": config.min_pow_difficulty > 0,
         },
     });
-    doc["starling"] = json!({ "node": &*node.node_id, "nodes": node.cluster.borrow().nodes });
+    doc["starling"] = json!({ "node": &**node.id(), "nodes": node.cluster().nodes });
     if let Some(pubkey) = &config.pubkey {
         doc["pubkey"] = json!(pubkey);
     }

@@ -8,14 +8,10 @@ use actix_web::{
     web,
 };
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
-
 use crate::{
-    actors::connection::{Connection, Peer, SLOT_LIFETIME_IN_PINGS},
+    actors::connection::{Connection, Peer},
     node::Node,
+    policy::AddressLease,
 };
 
 /// Registers every route of the relay; `/metrics` too unless it has a port of its own.
@@ -54,13 +50,14 @@ async fn root(
         }
         let addr = req.peer_addr();
         let ip = addr.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-        let slot = match take_connection_slot(&node, &ip).await {
-            Ok(slot) => slot,
-            Err(refusal) => return Ok(refusal),
+        let lease = match AddressLease::take(&**node.limiter(), node.config(), node.id(), &ip).await
+        {
+            Ok(lease) => lease,
+            Err(limit) => return Ok(too_many_connections(&node, limit)),
         };
         let (response, session, stream) = actix_ws::handle(&req, body)?;
         let addr = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        Connection::start(node.into_inner(), session, stream, Peer { addr, ip, slot });
+        Connection::start(node.into_inner(), session, stream, Peer { addr, ip, lease });
         return Ok(response);
     }
     if accepts(&req, "application/nostr+json") {
@@ -70,35 +67,18 @@ async fn root(
     }
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(info::page(&node.config)))
+        .body(info::page(node.config())))
 }
 
-/// Takes one of the connection slots of address `ip` when connections per address are
-/// limited; a refusal is the HTTP answer to give instead of the upgrade.
-async fn take_connection_slot(node: &Node, ip: &str) -> Result<Option<String>, HttpResponse> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let limit = node.config.max_connections_per_ip;
-    if limit == 0 {
-        return Ok(None);
-    }
-    let holder = format!("{}#{}", node.node_id, NEXT.fetch_add(1, Ordering::Relaxed));
-    let ttl =
-        Duration::from_secs(node.config.ping_interval_seconds.max(1)) * SLOT_LIFETIME_IN_PINGS;
-    if node
-        .limiter
-        .acquire(&Peer::slot_key(ip), &holder, limit, ttl)
-        .await
-    {
-        Ok(Some(holder))
-    } else {
-        let label = opentelemetry::KeyValue::new("limit", "connections");
-        node.metrics.rate_limited.add(1, &[label]);
-        Err(HttpResponse::TooManyRequests()
-            .content_type("text/plain")
-            .body(format!(
-                "rate-limited: at most {limit} connections per address\n"
-            )))
-    }
+/// The answer to an upgrade from an address that holds all the connections it may.
+fn too_many_connections(node: &Node, limit: u64) -> HttpResponse {
+    let label = opentelemetry::KeyValue::new("limit", "connections");
+    node.metrics().rate_limited.add(1, &[label]);
+    HttpResponse::TooManyRequests()
+        .content_type("text/plain")
+        .body(format!(
+            "rate-limited: at most {limit} connections per address\n"
+        ))
 }
 
 /// CORS preflight for browsers fetching the NIP-11 document.
@@ -117,7 +97,7 @@ async fn healthz() -> HttpResponse {
 /// serves) while the bus is down: live events from other nodes are delayed until it is back.
 /// `draining` (HTTP 503) once the node is stopping.
 async fn readyz(node: web::Data<Node>) -> HttpResponse {
-    let view = *node.cluster.borrow();
+    let view = node.cluster();
     let status = match (node.is_draining(), view.connected) {
         (true, _) => "draining",
         (false, true) => "ready",
@@ -131,7 +111,7 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
     response.content_type("application/json").body(
         serde_json::json!({
             "status": status,
-            "node": &*node.node_id,
+            "node": &**node.id(),
             "nodes": view.nodes,
             "bus": if view.connected { "connected" } else { "disconnected" },
         })
@@ -143,7 +123,7 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 async fn metrics(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(node.metrics.render())
+        .body(node.metrics().render())
 }
 
 fn with_cors(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {

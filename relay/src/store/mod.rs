@@ -6,7 +6,7 @@
 //!
 //! Every backend passes the same conformance suite (`tests/store_conformance.rs`).
 
-pub mod metered;
+mod backend;
 pub mod postgres;
 pub mod sqlite;
 
@@ -14,30 +14,9 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use crate::nostr::{Filter, VerifiedEvent};
 
+pub use backend::open;
 pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
-
-/// Opens the store the configuration selects: PostgreSQL when a database URL is set
-/// (applying pending migrations unless told not to), the embedded store otherwise.
-pub async fn open(config: &crate::config::Config) -> anyhow::Result<Arc<dyn EventStore>> {
-    use anyhow::Context;
-    match config.postgres() {
-        Some(settings) => {
-            let store = PgStore::new(&settings)?;
-            if !config.skip_migrations {
-                let applied = store.migrate().await.context("applying migrations")?;
-                tracing::info!(?applied, "PostgreSQL schema is up to date");
-            }
-            tracing::info!("using the PostgreSQL store");
-            Ok(Arc::new(store))
-        }
-        None => {
-            let store = SqliteStore::open(&config.data_dir)?;
-            tracing::info!(data_dir = %config.data_dir.display(), "using the embedded store");
-            Ok(Arc::new(store))
-        }
-    }
-}
 
 /// A boxed, sendable future: what trait methods of a dyn-compatible async trait return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

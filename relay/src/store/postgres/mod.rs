@@ -22,7 +22,10 @@ use tokio_postgres::{NoTls, error::SqlState};
 use json_cache::JsonCache;
 
 use super::{BoxFuture, EventStore, Row, StoreError, WriteOutcome, merge, to_sql_int};
-use crate::nostr::{Filter, KindClass, VerifiedEvent, hex, kind::DELETION};
+use crate::{
+    config::Config,
+    nostr::{Filter, KindClass, VerifiedEvent, hex, kind::DELETION},
+};
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone)]
@@ -37,6 +40,19 @@ pub struct PgSettings {
     pub statement_timeout: Duration,
     /// Bytes of event JSON kept in memory for queries (0: none).
     pub json_cache_bytes: usize,
+}
+
+impl PgSettings {
+    /// The PostgreSQL settings of `config`, when it names a database.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        config.database_url.as_ref().map(|url| Self {
+            url: url.clone(),
+            pool_size: config.database_pool_size,
+            connect_timeout: Duration::from_secs(config.database_connect_timeout_seconds.max(1)),
+            statement_timeout: Duration::from_millis(config.database_statement_timeout_ms.max(1)),
+            json_cache_bytes: config.database_json_cache_mb.saturating_mul(1 << 20),
+        })
+    }
 }
 
 /// The PostgreSQL store.

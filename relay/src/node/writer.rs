@@ -12,8 +12,8 @@ use std::sync::Arc;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use tokio::sync::oneshot;
 
-use super::live_index::Fanout;
 use crate::{
+    live::Fanout,
     nostr::VerifiedEvent,
     store::{EventStore, StoreError, WriteOutcome},
 };

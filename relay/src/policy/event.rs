@@ -1,5 +1,6 @@
-//! The relay's acceptance rules for an event, beyond its shape and signature: the limits
-//! of the configuration (reported in NIP-11), NIP-40 expiration and NIP-13 proof of work.
+//! What an event must be, beyond its shape and signature: within the limits of the
+//! configuration (reported in NIP-11), not expired (NIP-40), with the proof of work asked
+//! for (NIP-13).
 
 use crate::{
     config::Config,
@@ -49,13 +50,6 @@ pub fn check_event(config: &Config, event: &Event, now: u64) -> Result<(), Reaso
         }
     }
     Ok(())
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::{sync::Arc, time::Duration};
 use starling_cluster::ClusterView;
 use tokio::sync::watch;
 
-use crate::{actors::live_index::Fanout, store::EventStore};
+use super::Fanout;
+use crate::store::EventStore;
 
 /// How often the store position is sampled while the bus is up.
 const SAMPLE: Duration = Duration::from_secs(1);

@@ -4,10 +4,10 @@ use std::{sync::Arc, time::Instant};
 
 use opentelemetry::KeyValue;
 
-use super::{BoxFuture, EventStore, StoreError, WriteOutcome};
+use super::Metrics;
 use crate::{
-    metrics::Metrics,
     nostr::{Filter, VerifiedEvent},
+    store::{BoxFuture, CacheStatus, EventStore, StoreError, WriteOutcome},
 };
 
 /// Times each operation (`starling.store.operation.duration`, by operation) and records
@@ -87,7 +87,7 @@ impl EventStore for Metered {
         self.inner.pool_status()
     }
 
-    fn cache_status(&self) -> Option<super::CacheStatus> {
+    fn cache_status(&self) -> Option<CacheStatus> {
         self.inner.cache_status()
     }
 }

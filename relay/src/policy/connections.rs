@@ -1,0 +1,67 @@
+//! Connections per client address, across the cluster: each connection holds a lease on one
+//! of its address's places from the WebSocket upgrade to its end.
+//!
+//! Leases are kept by the cluster's [`Limiter`] and must be refreshed: the connection
+//! refreshes its lease at every ping, and a lease not refreshed for
+//! [`LEASE_LIFETIME_IN_PINGS`] ping intervals lapses, so the places of a node that died free
+//! themselves.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use futures_util::future::BoxFuture;
+use starling_cluster::Limiter;
+
+use crate::config::Config;
+
+/// How long a lease lasts unless refreshed, in ping intervals.
+pub const LEASE_LIFETIME_IN_PINGS: u32 = 3;
+
+/// One of the places a client address may hold at once.
+pub struct AddressLease {
+    key: String,
+    holder: String,
+    limit: u64,
+    ttl: Duration,
+}
+
+impl AddressLease {
+    /// Takes a lease for a connection of node `node_id` from address `ip`: `Ok(None)` when
+    /// connections per address are not limited, `Err(limit)` when the address holds every
+    /// place it may.
+    pub async fn take(
+        limiter: &dyn Limiter,
+        config: &Config,
+        node_id: &str,
+        ip: &str,
+    ) -> Result<Option<Self>, u64> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let limit = config.max_connections_per_ip;
+        if limit == 0 {
+            return Ok(None);
+        }
+        let lease = Self {
+            key: format!("connections:{ip}"),
+            holder: format!("{node_id}#{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+            limit,
+            ttl: Duration::from_secs(config.ping_interval_seconds.max(1)) * LEASE_LIFETIME_IN_PINGS,
+        };
+        if lease.refresh(limiter).await {
+            Ok(Some(lease))
+        } else {
+            Err(limit)
+        }
+    }
+
+    /// Renews the lease for another lifetime; resolves to whether it is still held.
+    pub fn refresh(&self, limiter: &dyn Limiter) -> BoxFuture<'static, bool> {
+        limiter.acquire(&self.key, &self.holder, self.limit, self.ttl)
+    }
+
+    /// Gives the lease back.
+    pub fn release(&self, limiter: &dyn Limiter) {
+        limiter.release(&self.key, &self.holder);
+    }
+}

@@ -1,0 +1,32 @@
+//! The relay's acceptance rules: every decision on what a client may do, in one place.
+//!
+//! Each rule is a plain function or a small value the connection keeps, reading the
+//! configuration and, for limits shared by the cluster, the [`Limiter`]; none of them sends
+//! anything or counts metrics. Callers act on the answer (and count refusals).
+//!
+//! - [`event`]: limits, expiration and proof of work for an event;
+//! - [`filters`]: how many filters a `REQ` may hold, and each filter's `limit`;
+//! - [`requests`]: `REQ`s and `COUNT`s per minute per connection;
+//! - [`rates`]: events per minute per client address and per author, across the cluster;
+//! - [`connections`]: connections per client address, across the cluster.
+//!
+//! [`Limiter`]: starling_cluster::Limiter
+
+pub mod connections;
+pub mod event;
+pub mod filters;
+pub mod rates;
+pub mod requests;
+
+pub use connections::AddressLease;
+pub use event::check_event;
+pub use filters::prepare_filters;
+pub use rates::EventRates;
+pub use requests::RequestAllowance;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
