@@ -71,9 +71,9 @@ impl Filter {
                     kinds.dedup();
                     filter.kinds = Some(kinds);
                 }
-                "since" => filter.since = Some(timestamp(&key, &value)?),
-                "until" => filter.until = Some(timestamp(&key, &value)?),
-                "limit" => filter.limit = Some(timestamp(&key, &value)?),
+                "since" => filter.since = Some(unsigned_integer(&key, &value)?),
+                "until" => filter.until = Some(unsigned_integer(&key, &value)?),
+                "limit" => filter.limit = Some(unsigned_integer(&key, &value)?),
                 "search" => {
                     let text = value.as_str().ok_or_else(|| {
                         FilterError::Invalid("\"search\" must be a string".into())
@@ -195,7 +195,8 @@ fn hex_list(key: &str, value: &Value) -> Result<Vec<[u8; 32]>, FilterError> {
     Ok(out)
 }
 
-fn timestamp(key: &str, value: &Value) -> Result<u64, FilterError> {
+/// A timestamp (`since`, `until`) or a count (`limit`): a non-negative integer.
+fn unsigned_integer(key: &str, value: &Value) -> Result<u64, FilterError> {
     value
         .as_u64()
         .ok_or_else(|| FilterError::Invalid(format!("{key:?} must be a non-negative integer")))

@@ -1,0 +1,65 @@
+//! The embedded store's schema, as numbered versions applied in order.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// File name of the database inside the data directory.
+pub const FILE_NAME: &str = "starling.sqlite3";
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
+const SCHEMA: &[&str] = &[
+    r#"
+CREATE TABLE events (
+    seq        INTEGER PRIMARY KEY,
+    id         BLOB    NOT NULL UNIQUE,
+    pubkey     BLOB    NOT NULL,
+    created_at INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    d_tag      TEXT,
+    expires_at INTEGER,
+    json       TEXT    NOT NULL
+);
+CREATE INDEX events_by_time    ON events (created_at DESC, id);
+CREATE INDEX events_by_author  ON events (pubkey, kind, created_at DESC);
+CREATE INDEX events_by_kind    ON events (kind, created_at DESC);
+CREATE INDEX events_by_address ON events (pubkey, kind, d_tag) WHERE d_tag IS NOT NULL;
+CREATE INDEX events_by_expiry  ON events (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE tags (
+    event_seq  INTEGER NOT NULL,
+    name       TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX tags_by_value ON tags (name, value, created_at DESC);
+CREATE INDEX tags_by_event ON tags (event_seq);
+
+CREATE TABLE deleted_ids (
+    event_id BLOB NOT NULL,
+    pubkey   BLOB NOT NULL,
+    PRIMARY KEY (event_id, pubkey)
+) WITHOUT ROWID;
+
+CREATE TABLE deleted_addresses (
+    kind    INTEGER NOT NULL,
+    pubkey  BLOB    NOT NULL,
+    d_tag   TEXT    NOT NULL,
+    until   INTEGER NOT NULL,
+    PRIMARY KEY (kind, pubkey, d_tag)
+) WITHOUT ROWID;
+"#,
+    r#"
+CREATE VIRTUAL TABLE events_fts USING fts5 (content, content = '', contentless_delete = 1);
+"#,
+];
+
+/// Brings the schema of the database behind `conn` up to date.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (version, sql) in (1_i64..).zip(SCHEMA).skip(done.max(0) as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
