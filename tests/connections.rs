@@ -79,7 +79,6 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
         relay.addr
     );
     silent.write_all(handshake.as_bytes()).await.unwrap();
-    let started = std::time::Instant::now();
     let mut buf = vec![0u8; 4096];
     let mut received = Vec::new();
     loop {
@@ -92,19 +91,18 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
         }
         received.extend_from_slice(&buf[..n]);
     }
-    assert!(
-        started.elapsed().as_secs() >= 2,
-        "closed before the idle timeout"
-    );
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    // The relay pings every second and closes after two silent seconds: a ping comes first,
+    // so the connection was not closed before the idle timeout.
+    let ping = received.windows(2).position(|w| w == [0x89, 0x00]);
+    let close = received.iter().position(|b| *b == 0x88);
+    assert!(ping.is_some(), "the relay never pinged");
+    assert!(close.is_some(), "no close frame was sent");
+    assert!(ping < close, "closed before the first ping");
     assert!(
-        received.windows(2).any(|w| w == [0x89, 0x00]),
-        "the relay never pinged"
-    );
-    assert!(
-        received.windows(1).any(|w| w[0] == 0x88),
-        "no close frame was sent"
+        received.windows(12).any(|w| w == b"idle timeout"),
+        "the close frame does not say why: {text}"
     );
 }
 
@@ -117,22 +115,15 @@ async fn a_connection_that_answers_pings_stays_open() {
         "3",
     ]);
     let mut client = Client::connect(&relay.url()).await;
-    let started = std::time::Instant::now();
+    // Pings come every second: five of them span more than the 3-second idle timeout.
     let mut pings = 0;
     while pings < 5 {
         match client.next_raw().await {
             Some(Message::Ping(_)) => pings += 1,
             Some(other) => panic!("unexpected {other:?}"),
-            None => panic!(
-                "closed after {:?} despite answering pings",
-                started.elapsed()
-            ),
+            None => panic!("closed after {pings} pings despite answering them"),
         }
     }
-    assert!(
-        started.elapsed().as_secs() >= 4,
-        "stayed open past the idle timeout"
-    );
     assert!(client.req("alive", &[json!({"limit": 1})]).await.is_empty());
 }
 

@@ -3,7 +3,8 @@
 //! Two kinds of limit, both decided atomically where the counts live (a Lua script in
 //! Redis, or a lock in memory for a single node):
 //! - fixed-window counters: at most `limit` hits of a key per window (events per minute per
-//!   IP or per pubkey);
+//!   IP or per pubkey); a key's window opens with its first hit and lasts `window`, then the
+//!   next hit opens a new one;
 //! - slots: at most `limit` holders of a key at once (connections per IP). A holder must
 //!   refresh its slot; a slot not refreshed within its time to live lapses, so the slots of
 //!   a node that died free themselves.
@@ -46,30 +47,65 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The current window's number and each key's hits in it.
-type Window = (i64, HashMap<String, u64>);
+/// One key's open window: when it ends (ms) and the hits counted in it.
+type Window = (i64, u64);
+
+/// Windows kept before the ended ones are swept out.
+const SWEEP_AT: usize = 4096;
 
 /// Limits for a node on its own, kept in memory.
-#[derive(Default)]
 pub struct LocalLimiter {
-    /// Counts per window length (ms).
-    counters: Mutex<HashMap<i64, Window>>,
+    /// The open window of each (window length in ms, key).
+    counters: Mutex<Counters>,
     slots: Mutex<HashMap<String, HashMap<String, i64>>>,
+    /// Milliseconds since the Unix epoch (a fixed clock in unit tests).
+    clock: fn() -> i64,
+}
+
+/// The windows of the counters, and the count at which ended ones are next swept out.
+struct Counters {
+    windows: HashMap<(i64, String), Window>,
+    sweep_at: usize,
+}
+
+impl Default for LocalLimiter {
+    fn default() -> Self {
+        Self::with_clock(now_ms)
+    }
+}
+
+impl LocalLimiter {
+    fn with_clock(clock: fn() -> i64) -> Self {
+        Self {
+            counters: Mutex::new(Counters {
+                windows: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
+            slots: Mutex::new(HashMap::new()),
+            clock,
+        }
+    }
 }
 
 impl Limiter for LocalLimiter {
     fn hit(&self, key: &str, limit: u64, window: Duration) -> BoxFuture<'static, bool> {
         let window_ms = window.as_millis().max(1) as i64;
-        let current = now_ms() / window_ms;
+        let now = (self.clock)();
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let (window_number, hits) = counters.entry(window_ms).or_default();
-        if *window_number != current {
-            *window_number = current;
-            hits.clear();
+        if counters.windows.len() >= counters.sweep_at {
+            counters.windows.retain(|_, (ends, _)| *ends > now);
+            counters.sweep_at = (counters.windows.len() * 2).max(SWEEP_AT);
         }
-        let count = hits.entry(key.to_string()).or_default();
-        *count += 1;
-        let allowed = *count <= limit;
+        let (ends, hits) = counters
+            .windows
+            .entry((window_ms, key.to_string()))
+            .or_insert((now + window_ms, 0));
+        if *ends <= now {
+            *ends = now + window_ms;
+            *hits = 0;
+        }
+        *hits += 1;
+        let allowed = *hits <= limit;
         async move { allowed }.boxed()
     }
 
@@ -80,7 +116,7 @@ impl Limiter for LocalLimiter {
         limit: u64,
         ttl: Duration,
     ) -> BoxFuture<'static, bool> {
-        let now = now_ms();
+        let now = (self.clock)();
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let holders = slots.entry(key.to_string()).or_default();
         holders.retain(|_, expires| *expires > now);
@@ -102,7 +138,8 @@ impl Limiter for LocalLimiter {
     }
 }
 
-/// INCR a window's counter, setting its expiry on first use; returns the count.
+/// INCR a key's counter, opening its window (the key's expiry) on the first hit; returns
+/// the count.
 const HIT: &str = r"
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -166,7 +203,7 @@ impl RedisLimiter {
 impl Limiter for RedisLimiter {
     fn hit(&self, key: &str, limit: u64, window: Duration) -> BoxFuture<'static, bool> {
         let window_ms = window.as_millis().max(1) as i64;
-        let key = format!("{}hit:{key}:{}", self.prefix, now_ms() / window_ms);
+        let key = format!("{}hit:{window_ms}:{key}", self.prefix);
         let (script, connection) = (Arc::clone(&self.hit), self.connection());
         async move {
             let Some(mut conn) = connection.await else {
@@ -223,16 +260,36 @@ impl Limiter for RedisLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use super::*;
+
+    /// The clocks of the unit tests (one each, as tests run at once), in milliseconds.
+    static NOW: AtomicI64 = AtomicI64::new(1_000_000);
+    static SWEEP_NOW: AtomicI64 = AtomicI64::new(1_000_000);
+
+    fn test_clock() -> i64 {
+        NOW.load(Ordering::Relaxed)
+    }
+
+    fn sweep_clock() -> i64 {
+        SWEEP_NOW.load(Ordering::Relaxed)
+    }
 
     #[tokio::test]
     async fn local_counters_and_slots_hold_their_limits() {
-        let limiter = LocalLimiter::default();
+        let limiter = LocalLimiter::with_clock(test_clock);
         let minute = Duration::from_secs(60);
         assert!(limiter.hit("k", 2, minute).await);
+        NOW.fetch_add(59_000, Ordering::Relaxed);
         assert!(limiter.hit("k", 2, minute).await);
         assert!(!limiter.hit("k", 2, minute).await);
         assert!(limiter.hit("other", 2, minute).await);
+        NOW.fetch_add(1_000, Ordering::Relaxed);
+        assert!(
+            limiter.hit("k", 2, minute).await,
+            "a window lasts a minute from its first hit"
+        );
         assert!(limiter.acquire("ip", "a", 2, minute).await);
         assert!(limiter.acquire("ip", "b", 2, minute).await);
         assert!(!limiter.acquire("ip", "c", 2, minute).await);
@@ -247,10 +304,24 @@ mod tests {
                 .acquire("lapsing", "x", 1, Duration::from_millis(1))
                 .await
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        NOW.fetch_add(5, Ordering::Relaxed);
         assert!(
             limiter.acquire("lapsing", "y", 1, minute).await,
             "a lapsed slot is free"
         );
+    }
+
+    #[tokio::test]
+    async fn ended_windows_are_swept_out() {
+        let limiter = LocalLimiter::with_clock(sweep_clock);
+        let second = Duration::from_secs(1);
+        for n in 0..SWEEP_AT * 3 {
+            assert!(limiter.hit(&format!("k{n}"), 1, second).await);
+            if n % 100 == 0 {
+                SWEEP_NOW.fetch_add(2_000, Ordering::Relaxed);
+            }
+        }
+        let kept = limiter.counters.lock().unwrap().windows.len();
+        assert!(kept < SWEEP_AT * 2, "{kept} windows kept");
     }
 }
