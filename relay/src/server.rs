@@ -33,7 +33,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Arc::new(LocalLimiter::default()),
         ),
     };
-    let metrics = Arc::new(Metrics::new(&node_id, bus.view(), Arc::clone(&store))?);
+    let metrics = Arc::new(Metrics::new(&node_id, bus.view())?);
+    metrics.observe_store(Arc::clone(&store));
     let node = web::Data::from(Node::start(
         config.clone(),
         store,

@@ -4,7 +4,10 @@
 //! Every path into the live indexes passes through [`Fanout::deliver`], which delivers each
 //! event once ([`RecentIds`]).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use actix::Recipient;
 use futures_util::StreamExt;
@@ -77,20 +80,23 @@ impl Fanout {
         }
     }
 
-    /// Delivers what other nodes publish on the bus, until the bus ends.
-    pub async fn receive_from_bus(self: Arc<Self>) {
+    /// Delivers what other nodes publish on the bus from now on, until the bus ends.
+    pub fn receive_from_bus(self: Arc<Self>) -> impl Future<Output = ()> + 'static {
         let mut envelopes = self.bus.subscribe();
-        while let Some(envelope) = envelopes.next().await {
-            if envelope.origin == self.node_id {
-                continue;
-            }
-            self.metrics.bus_received.add(1, &[]);
-            let latency = starling_cluster::now_micros().saturating_sub(envelope.sent_at_micros);
-            self.metrics.bus_latency.record(latency as f64 / 1e6, &[]);
-            match std::str::from_utf8(&envelope.payload) {
-                Ok(json) => self.deliver_json(json),
-                Err(_) => {
-                    tracing::warn!(origin = %envelope.origin, "dropping a non-UTF-8 payload from the bus")
+        async move {
+            while let Some(envelope) = envelopes.next().await {
+                if envelope.origin == self.node_id {
+                    continue;
+                }
+                self.metrics.bus_received.add(1, &[]);
+                let latency =
+                    starling_cluster::now_micros().saturating_sub(envelope.sent_at_micros);
+                self.metrics.bus_latency.record(latency as f64 / 1e6, &[]);
+                match std::str::from_utf8(&envelope.payload) {
+                    Ok(json) => self.deliver_json(json),
+                    Err(_) => {
+                        tracing::warn!(origin = %envelope.origin, "dropping a non-UTF-8 payload from the bus")
+                    }
                 }
             }
         }
@@ -108,5 +114,104 @@ impl Fanout {
         self.indexes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix::{Actor, Context, Handler, Message};
+    use starling_cluster::InProcessBus;
+
+    use super::*;
+    use crate::{
+        live::{LiveEvent, thread::register_here},
+        nostr::{Filter, Keys},
+    };
+
+    #[derive(Default)]
+    struct Probe {
+        received: Vec<String>,
+    }
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            let filters: Arc<[Filter]> = [Filter::parse("{}").unwrap()].into();
+            register_here(1, filters, actix::AsyncContext::address(ctx));
+        }
+    }
+
+    impl Handler<LiveEvent> for Probe {
+        type Result = ();
+        fn handle(&mut self, msg: LiveEvent, _: &mut Context<Self>) {
+            self.received.push(msg.0.event.content.clone());
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "Vec<String>")]
+    struct Received;
+
+    impl Handler<Received> for Probe {
+        type Result = Vec<String>;
+        fn handle(&mut self, _: Received, _: &mut Context<Self>) -> Vec<String> {
+            self.received.clone()
+        }
+    }
+
+    fn signed(content: &str) -> Event {
+        Keys::from_secret([4; 32])
+            .unwrap()
+            .sign(1, 1, vec![], content)
+    }
+
+    /// Waits until the probe has received `count` events; what it received.
+    async fn received(probe: &actix::Addr<Probe>, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = probe.send(Received).await.unwrap();
+            if got.len() >= count || std::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[actix::test]
+    async fn delivers_each_event_once_and_only_other_nodes_events_from_the_bus() {
+        let bus = Arc::new(InProcessBus::new());
+        let view = bus.view();
+        let metrics = Arc::new(Metrics::new("a", view).unwrap());
+        let fanout = Fanout::new(Arc::clone(&bus) as Arc<dyn Bus>, "a".into(), metrics);
+        fanout.start_local_index::<Probe>();
+        let probe = Probe::default().start();
+        // Once the probe answers, it has started and registered.
+        assert!(probe.send(Received).await.unwrap().is_empty());
+        actix::spawn(Arc::clone(&fanout).receive_from_bus());
+
+        let first = Arc::new(VerifiedEvent::trusted(signed("first")));
+        fanout.publish(Arc::clone(&first));
+        fanout.deliver(Arc::clone(&first));
+        fanout.deliver_json(&first.json);
+        let from_b = signed("from b");
+        bus.publish(Envelope {
+            origin: "b".into(),
+            payload: from_b.to_json().into(),
+            sent_at_micros: 0,
+        });
+        let own = signed("own, seen on the bus only");
+        bus.publish(Envelope {
+            origin: "a".into(),
+            payload: own.to_json().into(),
+            sent_at_micros: 0,
+        });
+        let witness = signed("witness");
+        bus.publish(Envelope {
+            origin: "c".into(),
+            payload: witness.to_json().into(),
+            sent_at_micros: 0,
+        });
+        assert_eq!(received(&probe, 3).await, ["first", "from b", "witness"]);
     }
 }

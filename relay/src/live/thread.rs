@@ -126,3 +126,74 @@ pub fn unregister_here<A: Subscriber>(key: u64) {
         index.do_send(Unregister(key));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::{AsyncContext, Handler, Message};
+
+    use super::*;
+    use crate::nostr::{Keys, VerifiedEvent};
+
+    /// A subscriber that remembers the contents of the events it received.
+    #[derive(Default)]
+    struct Probe {
+        received: Vec<String>,
+    }
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<LiveEvent> for Probe {
+        type Result = ();
+        fn handle(&mut self, msg: LiveEvent, _: &mut Context<Self>) {
+            self.received.push(msg.0.event.content.clone());
+        }
+    }
+
+    /// What the probe received so far (after every message sent to it before).
+    #[derive(Message)]
+    #[rtype(result = "Vec<String>")]
+    struct Received;
+
+    impl Handler<Received> for Probe {
+        type Result = Vec<String>;
+        fn handle(&mut self, _: Received, _: &mut Context<Self>) -> Vec<String> {
+            self.received.clone()
+        }
+    }
+
+    /// Registers `target` for kind-1 events through this thread's index, from inside it.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Subscribe(u64);
+
+    impl Handler<Subscribe> for Probe {
+        type Result = ();
+        fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
+            let filters: Arc<[Filter]> = [Filter::parse(r#"{"kinds":[1]}"#).unwrap()].into();
+            register_here(msg.0, filters, ctx.address());
+        }
+    }
+
+    fn event(kind: u16, content: &str) -> Arc<VerifiedEvent> {
+        let event = Keys::from_secret([9; 32])
+            .unwrap()
+            .sign(1, kind, vec![], content);
+        Arc::new(VerifiedEvent::trusted(event))
+    }
+
+    #[actix::test]
+    async fn one_index_a_thread_delivers_to_the_subscribers_registered_in_it() {
+        let index = start_here::<Probe>().expect("the first start starts it");
+        assert!(start_here::<Probe>().is_none(), "one index a thread");
+        let probe = Probe::default().start();
+        probe.send(Subscribe(7)).await.unwrap();
+        index.send(Deliver(event(1, "matches"))).await.unwrap();
+        index.send(Deliver(event(2, "other kind"))).await.unwrap();
+        assert_eq!(probe.send(Received).await.unwrap(), ["matches"]);
+        unregister_here::<Probe>(7);
+        index.send(Deliver(event(1, "after"))).await.unwrap();
+        assert_eq!(probe.send(Received).await.unwrap(), ["matches"]);
+    }
+}

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use crate::store::EventStore;
 
-/// Registers the gauges on `meter`.
-pub fn observe(meter: &Meter, cluster: watch::Receiver<ClusterView>, store: Arc<dyn EventStore>) {
+/// Registers the cluster's and the process's gauges on `meter`.
+pub fn observe(meter: &Meter, cluster: watch::Receiver<ClusterView>) {
     let view = cluster.clone();
     meter
         .u64_observable_gauge("starling.cluster.nodes")
@@ -28,6 +28,31 @@ pub fn observe(meter: &Meter, cluster: watch::Receiver<ClusterView>, store: Arc<
         .with_description("Times the cluster bus lost its connection")
         .with_callback(move |o| o.observe(cluster.borrow().reconnects, &[]))
         .build();
+    meter
+        .f64_observable_counter("starling.process.cpu.time")
+        .with_unit("s")
+        .with_description("CPU time used by the process")
+        .with_callback(|o| {
+            if let Some(seconds) = process::cpu_seconds() {
+                o.observe(seconds, &[]);
+            }
+        })
+        .build();
+    meter
+        .u64_observable_gauge("starling.process.memory.resident")
+        .with_unit("By")
+        .with_description("Resident memory of the process")
+        .with_callback(|o| {
+            if let Some(bytes) = process::resident_bytes() {
+                o.observe(bytes, &[]);
+            }
+        })
+        .build();
+}
+
+/// Registers the gauges of what only a backend knows, when it has them: its pool and its
+/// JSON cache.
+pub fn observe_store(meter: &Meter, store: Arc<dyn EventStore>) {
     if store.pool_status().is_some() {
         let store = Arc::clone(&store);
         meter
@@ -61,26 +86,6 @@ pub fn observe(meter: &Meter, cluster: watch::Receiver<ClusterView>, store: Arc<
             })
             .build();
     }
-    meter
-        .f64_observable_counter("starling.process.cpu.time")
-        .with_unit("s")
-        .with_description("CPU time used by the process")
-        .with_callback(|o| {
-            if let Some(seconds) = process::cpu_seconds() {
-                o.observe(seconds, &[]);
-            }
-        })
-        .build();
-    meter
-        .u64_observable_gauge("starling.process.memory.resident")
-        .with_unit("By")
-        .with_description("Resident memory of the process")
-        .with_callback(|o| {
-            if let Some(bytes) = process::resident_bytes() {
-                o.observe(bytes, &[]);
-            }
-        })
-        .build();
 }
 
 /// The process's own figures, from /proc.

@@ -11,7 +11,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, MeterProvider, UpDownCounter},
+    metrics::{Counter, Histogram, Meter, MeterProvider, UpDownCounter},
 };
 use opentelemetry_sdk::{Resource, metrics::SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
@@ -32,6 +32,7 @@ pub const NODE_LABEL: &str = "node";
 pub struct Metrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
+    meter: Meter,
     /// Connections opened.
     pub connections_opened: Counter<u64>,
     /// Connections closed, by `reason`.
@@ -67,13 +68,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Instruments for node `node_id`, with gauges read from `cluster` and from `store` (its
-    /// pool and JSON cache, when it has them).
-    pub fn new(
-        node_id: &str,
-        cluster: watch::Receiver<ClusterView>,
-        store: Arc<dyn EventStore>,
-    ) -> anyhow::Result<Self> {
+    /// Instruments for node `node_id`, with gauges read from `cluster` and the process.
+    pub fn new(node_id: &str, cluster: watch::Receiver<ClusterView>) -> anyhow::Result<Self> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -96,7 +92,7 @@ impl Metrics {
         }
         let provider = provider.build();
         let meter = provider.meter("starling");
-        gauges::observe(&meter, cluster, store);
+        gauges::observe(&meter, cluster);
         let counter = |name: &'static str, description: &'static str| {
             meter
                 .u64_counter(name)
@@ -174,6 +170,7 @@ impl Metrics {
             ),
             registry,
             provider,
+            meter,
         };
         metrics.start_at_zero();
         Ok(metrics)
@@ -196,6 +193,11 @@ impl Metrics {
         for limit in ["connections", "events", "requests"] {
             self.rate_limited.add(0, &[KeyValue::new("limit", limit)]);
         }
+    }
+
+    /// Adds the gauges of `store` (its pool and JSON cache, when it has them).
+    pub fn observe_store(&self, store: Arc<dyn EventStore>) {
+        gauges::observe_store(&self.meter, store);
     }
 
     /// Everything, in the Prometheus text format.
