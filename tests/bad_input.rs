@@ -114,3 +114,34 @@ on_every_store! {
         );
     }
 }
+
+#[tokio::test]
+async fn a_frame_breaking_the_websocket_protocol_closes_its_connection_alone() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let relay = Relay::start(&[]);
+    let mut bad = Client::connect(&relay.url()).await;
+    let mut good = Client::connect(&relay.url()).await;
+    // RSV1 means a compressed frame, which nobody negotiated.
+    let mut frame = Frame::message(
+        b"[\"REQ\",\"r\",{}]".to_vec(),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    frame.header_mut().rsv1 = true;
+    bad.send_raw(Message::Frame(frame)).await;
+    match bad.next().await {
+        crate::support::client::Received::Close(Some(close)) => {
+            assert_eq!(close.code, CloseCode::Protocol, "{close:?}")
+        }
+        other => panic!("expected a close frame with code 1002, got {other:?}"),
+    }
+    let event = note(3, "still serving");
+    good.publish_ok(&event).await;
+    assert_eq!(
+        good.req("after", &[json!({"ids": [event.id_hex()]})])
+            .await
+            .len(),
+        1
+    );
+}
