@@ -291,3 +291,18 @@ impl Config {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 }
+
+#[cfg(test)]
+impl Config {
+    /// The configuration these command-line options give, for unit tests.
+    pub fn from_args(options: &[&str]) -> Self {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Args {
+            #[command(flatten)]
+            config: Config,
+        }
+        Args::parse_from(std::iter::once("starling").chain(options.iter().copied())).config
+    }
+}

@@ -119,46 +119,14 @@ impl Fanout {
 
 #[cfg(test)]
 mod tests {
-    use actix::{Actor, Context, Handler, Message};
+    use actix::Actor;
     use starling_cluster::InProcessBus;
 
     use super::*;
     use crate::{
-        live::{LiveEvent, thread::register_here},
-        nostr::{Filter, Keys},
+        live::probe::{Probe, Received},
+        nostr::Keys,
     };
-
-    #[derive(Default)]
-    struct Probe {
-        received: Vec<String>,
-    }
-
-    impl Actor for Probe {
-        type Context = Context<Self>;
-
-        fn started(&mut self, ctx: &mut Context<Self>) {
-            let filters: Arc<[Filter]> = [Filter::parse("{}").unwrap()].into();
-            register_here(1, filters, actix::AsyncContext::address(ctx));
-        }
-    }
-
-    impl Handler<LiveEvent> for Probe {
-        type Result = ();
-        fn handle(&mut self, msg: LiveEvent, _: &mut Context<Self>) {
-            self.received.push(msg.0.event.content.clone());
-        }
-    }
-
-    #[derive(Message)]
-    #[rtype(result = "Vec<String>")]
-    struct Received;
-
-    impl Handler<Received> for Probe {
-        type Result = Vec<String>;
-        fn handle(&mut self, _: Received, _: &mut Context<Self>) -> Vec<String> {
-            self.received.clone()
-        }
-    }
 
     fn signed(content: &str) -> Event {
         Keys::from_secret([4; 32])
@@ -185,7 +153,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new("a", view).unwrap());
         let fanout = Fanout::new(Arc::clone(&bus) as Arc<dyn Bus>, "a".into(), metrics);
         fanout.start_local_index::<Probe>();
-        let probe = Probe::default().start();
+        let probe = Probe::new(1, "{}").start();
         // Once the probe answers, it has started and registered.
         assert!(probe.send(Received).await.unwrap().is_empty());
         actix::spawn(Arc::clone(&fanout).receive_from_bus());

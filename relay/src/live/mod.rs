@@ -15,3 +15,6 @@ pub mod thread;
 
 pub use fanout::Fanout;
 pub use thread::{LiveEvent, Subscriber};
+
+#[cfg(test)]
+mod probe;

@@ -129,52 +129,11 @@ pub fn unregister_here<A: Subscriber>(key: u64) {
 
 #[cfg(test)]
 mod tests {
-    use actix::{AsyncContext, Handler, Message};
-
     use super::*;
-    use crate::nostr::{Keys, VerifiedEvent};
-
-    /// A subscriber that remembers the contents of the events it received.
-    #[derive(Default)]
-    struct Probe {
-        received: Vec<String>,
-    }
-
-    impl Actor for Probe {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<LiveEvent> for Probe {
-        type Result = ();
-        fn handle(&mut self, msg: LiveEvent, _: &mut Context<Self>) {
-            self.received.push(msg.0.event.content.clone());
-        }
-    }
-
-    /// What the probe received so far (after every message sent to it before).
-    #[derive(Message)]
-    #[rtype(result = "Vec<String>")]
-    struct Received;
-
-    impl Handler<Received> for Probe {
-        type Result = Vec<String>;
-        fn handle(&mut self, _: Received, _: &mut Context<Self>) -> Vec<String> {
-            self.received.clone()
-        }
-    }
-
-    /// Registers `target` for kind-1 events through this thread's index, from inside it.
-    #[derive(Message)]
-    #[rtype(result = "()")]
-    struct Subscribe(u64);
-
-    impl Handler<Subscribe> for Probe {
-        type Result = ();
-        fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
-            let filters: Arc<[Filter]> = [Filter::parse(r#"{"kinds":[1]}"#).unwrap()].into();
-            register_here(msg.0, filters, ctx.address());
-        }
-    }
+    use crate::{
+        live::probe::{Probe, Received},
+        nostr::{Keys, VerifiedEvent},
+    };
 
     fn event(kind: u16, content: &str) -> Arc<VerifiedEvent> {
         let event = Keys::from_secret([9; 32])
@@ -187,8 +146,8 @@ mod tests {
     async fn one_index_a_thread_delivers_to_the_subscribers_registered_in_it() {
         let index = start_here::<Probe>().expect("the first start starts it");
         assert!(start_here::<Probe>().is_none(), "one index a thread");
-        let probe = Probe::default().start();
-        probe.send(Subscribe(7)).await.unwrap();
+        let probe = Probe::new(7, r#"{"kinds":[1]}"#).start();
+        assert!(probe.send(Received).await.unwrap().is_empty());
         index.send(Deliver(event(1, "matches"))).await.unwrap();
         index.send(Deliver(event(2, "other kind"))).await.unwrap();
         assert_eq!(probe.send(Received).await.unwrap(), ["matches"]);

@@ -54,20 +54,8 @@ pub fn check_event(config: &Config, event: &Event, now: u64) -> Result<(), Reaso
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
     use crate::nostr::Keys;
-
-    #[derive(Parser)]
-    struct Args {
-        #[command(flatten)]
-        config: Config,
-    }
-
-    fn config(args: &[&str]) -> Config {
-        Args::parse_from(std::iter::once("starling").chain(args.iter().copied())).config
-    }
 
     fn event(created_at: u64, tags: Vec<Vec<String>>, content: &str) -> Event {
         Keys::from_secret([5; 32])
@@ -77,7 +65,7 @@ mod tests {
 
     #[test]
     fn enforces_each_limit() {
-        let c = config(&[
+        let c = Config::from_args(&[
             "--max-event-tags",
             "1",
             "--max-content-length",
@@ -99,7 +87,7 @@ mod tests {
 
     #[test]
     fn refuses_expired_events() {
-        let c = config(&[]);
+        let c = Config::from_args(&[]);
         let exp = |t: &str| vec![vec!["expiration".to_string(), t.to_string()]];
         assert_eq!(check_event(&c, &event(1, exp("101"), ""), 100), Ok(()));
         assert_eq!(
@@ -118,7 +106,7 @@ mod tests {
 
     #[test]
     fn requires_proof_of_work_when_configured() {
-        let c = config(&["--min-pow-difficulty", "1"]);
+        let c = Config::from_args(&["--min-pow-difficulty", "1"]);
         let keys = Keys::from_secret([5; 32]).unwrap();
         let mined = (0u64..)
             .map(|n| {

@@ -30,28 +30,18 @@ pub fn prepare_filters(config: &Config, mut filters: Vec<Filter>) -> Result<Arc<
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Args {
-        #[command(flatten)]
-        config: Config,
-    }
 
     #[test]
     fn counts_filters_and_clamps_limits() {
-        let config = Args::parse_from([
-            "starling",
+        let config = Config::from_args(&[
             "--max-filters",
             "2",
             "--max-limit",
             "10",
             "--default-limit",
             "4",
-        ])
-        .config;
+        ]);
         let filter = |json: &str| Filter::parse(json).expect("a filter");
         let prepared = prepare_filters(
             &config,
