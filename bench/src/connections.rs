@@ -172,7 +172,7 @@ fn raise_fd_limit() -> anyhow::Result<u64> {
 }
 
 /// The relay's address, which must be on IPv4 loopback (the source addresses are).
-async fn loopback_target(url: &str) -> anyhow::Result<SocketAddr> {
+pub async fn loopback_target(url: &str) -> anyhow::Result<SocketAddr> {
     tokio::net::lookup_host(crate::load::address(url)?)
         .await?
         .find(|a| a.is_ipv4() && a.ip().is_loopback())
@@ -180,7 +180,7 @@ async fn loopback_target(url: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Resident memory of process `pid`, in bytes (VmRSS of /proc/PID/status).
-fn rss(pid: u32) -> anyhow::Result<u64> {
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {path}: is the relay (--pid) running?"))?;

@@ -88,6 +88,23 @@ pub async fn connect(url: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// Connects to the relay at `target` from source address `source` (on loopback, any
+/// 127.0.0.x), with TCP_NODELAY.
+pub async fn connect_from(
+    url: &str,
+    target: std::net::SocketAddr,
+    source: std::net::Ipv4Addr,
+) -> anyhow::Result<Ws> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source.into(), 0))?;
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await?;
+    Ok(ws)
+}
+
 /// Opens one subscription per filter (ids `s0`, `s1`, …) and waits for the `EOSE` of each;
 /// fails on a `CLOSED` or if the relay closes the connection.
 pub async fn open_subscriptions<S>(
@@ -117,7 +134,8 @@ where
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0 to 1) of sorted values, 0 for none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted
         .get(((sorted.len().max(1) - 1) as f64 * p) as usize)
         .copied()

@@ -6,10 +6,12 @@
 //! - `fanout`: live delivery latency from a publisher on one node to subscribers on others.
 //! - `ingest`, `query`: events/s and REQ→EOSE/s with latency percentiles.
 //! - `connections`: the relay's resident memory per idle connection and per subscription.
+//! - `abuse`: well-behaved clients alone and while hostile clients attack the relay.
 //!
 //! Every mode prints Markdown on stdout; `--json FILE` also writes its results as JSON. On a
 //! terminal, a progress line on stderr shows how far a run has got.
 
+mod abuse;
 mod connections;
 mod explain;
 mod fanout;
@@ -47,6 +49,8 @@ enum Command {
     Query(load::QueryArgs),
     /// Measure the relay's memory per idle connection and per live subscription.
     Connections(connections::Args),
+    /// Measure well-behaved clients alone and while hostile clients attack the relay.
+    Abuse(abuse::Args),
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => runtime()?.block_on(load::ingest(&args)),
         Command::Query(args) => runtime()?.block_on(load::query(&args)),
         Command::Connections(args) => runtime()?.block_on(connections::run(&args)),
+        Command::Abuse(args) => runtime()?.block_on(abuse::run(&args)),
     }?;
     if let Some(path) = cli.json {
         let text = serde_json::to_string_pretty(&report)? + "\n";
