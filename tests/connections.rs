@@ -93,9 +93,10 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     }
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    // The relay pings every second and closes after two silent seconds: a ping comes first,
-    // so the connection was not closed before the idle timeout.
-    let ping = received.windows(2).position(|w| w == [0x89, 0x00]);
+    // The relay pings every second and closes after two silent seconds: a ping (with an
+    // 8-byte payload to answer) comes first, so the connection was not closed before the
+    // idle timeout.
+    let ping = received.windows(2).position(|w| w == [0x89, 0x08]);
     let close = received.iter().position(|b| *b == 0x88);
     assert!(ping.is_some(), "the relay never pinged");
     assert!(close.is_some(), "no close frame was sent");

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use starling::{
     nostr::{Event, Filter, VerifiedEvent},
-    store::{EventStore, PgSettings, PgStore, SqliteStore, WriteOutcome},
+    store::{Cancel, EventStore, PgSettings, PgStore, SqliteStore, WriteOutcome},
 };
 
 use crate::support::{
@@ -124,7 +124,13 @@ async fn reports_duplicates(store: Store) {
     let event = note(1, T, "x");
     assert_eq!(write_one(&store, &event).await, WriteOutcome::Stored);
     assert_eq!(write_one(&store, &event).await, WriteOutcome::Duplicate);
-    assert_eq!(store.count(filters(&["{}"]), T).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .count(&filters(&["{}"]), T, &Cancel::default())
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn replaceable_keeps_the_newest_version(store: Store) {
@@ -174,7 +180,13 @@ async fn batches_apply_rules_in_order(store: Store) {
         outcomes,
         vec![Stored, Stored, Stored, Duplicate, Superseded]
     );
-    assert_eq!(store.count(filters(&["{}"]), T).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .count(&filters(&["{}"]), T, &Cancel::default())
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 async fn deletion_by_id_only_by_the_author(store: Store) {
@@ -399,7 +411,13 @@ async fn a_batch_repeating_an_id_stores_it_once(store: Store) {
             WriteOutcome::Duplicate
         ]
     );
-    assert_eq!(store.count(filters(&["{}"]), T).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .count(&filters(&["{}"]), T, &Cancel::default())
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 async fn expired_events_are_hidden_and_purged(store: Store) {
@@ -416,10 +434,22 @@ async fn expired_events_are_hidden_and_purged(store: Store) {
         store.query(filters(&["{}"]), T + 10).await.unwrap().len(),
         1
     );
-    assert_eq!(store.count(filters(&["{}"]), T + 10).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .count(&filters(&["{}"]), T + 10, &Cancel::default())
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.purge_expired(T).await.unwrap(), 0);
     assert_eq!(store.purge_expired(T + 10).await.unwrap(), 1);
-    assert_eq!(store.count(filters(&["{}"]), 0).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .count(&filters(&["{}"]), 0, &Cancel::default())
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn counts_the_union_of_filters(store: Store) {
@@ -428,7 +458,12 @@ async fn counts_the_union_of_filters(store: Store) {
     write(&store, &[&a, &b]).await;
     let count = |json: &'static [&'static str]| {
         let store = Arc::clone(&store);
-        async move { store.count(filters(json), T).await.unwrap() }
+        async move {
+            store
+                .count(&filters(json), T, &Cancel::default())
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(count(&["{}"]).await, 2);
     assert_eq!(count(&[r#"{"kinds":[1]}"#, r#"{"kinds":[1,7]}"#]).await, 2);
@@ -462,7 +497,11 @@ async fn search_matches_every_word_of_the_content(store: Store) {
         1
     );
     let count = store
-        .count(filters(&[r#"{"search":"dog"}"#, r#"{"kinds":[1]}"#]), T)
+        .count(
+            &filters(&[r#"{"search":"dog"}"#, r#"{"kinds":[1]}"#]),
+            T,
+            &Cancel::default(),
+        )
         .await
         .unwrap();
     assert_eq!(count, 3);

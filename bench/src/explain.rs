@@ -123,7 +123,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     for (name, filter) in shapes {
         let filter =
             Filter::parse(&filter.to_string()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        let (text, q) = sql::select(&filter, now);
+        let (text, q) = sql::select(&filter, None, filter.limit.unwrap_or(500) as usize, now);
         // As the store runs them: searches with plans for their values, the rest generic.
         let plans = if filter.search.is_some() {
             "force_custom_plan"

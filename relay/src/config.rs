@@ -48,7 +48,8 @@ pub struct Config {
     )]
     pub database_connect_timeout_seconds: u64,
 
-    /// Longest a PostgreSQL statement may run, in milliseconds.
+    /// Longest a store statement may run, in milliseconds (PostgreSQL; and SQLite queries,
+    /// which are interrupted past it).
     #[arg(
         long,
         env = "STARLING_DATABASE_STATEMENT_TIMEOUT_MS",
@@ -147,14 +148,14 @@ pub struct Config {
     pub min_pow_difficulty: u32,
 
     /// Open connections allowed per client IP address, across the cluster (0: no limit).
-    #[arg(long, env = "STARLING_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    #[arg(long, env = "STARLING_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     pub max_connections_per_ip: u64,
 
     /// Events accepted per minute per client IP address, across the cluster (0: no limit).
     #[arg(
         long,
         env = "STARLING_MAX_EVENTS_PER_MINUTE_PER_IP",
-        default_value_t = 0
+        default_value_t = 6000
     )]
     pub max_events_per_minute_per_ip: u64,
 
@@ -162,7 +163,7 @@ pub struct Config {
     #[arg(
         long,
         env = "STARLING_MAX_EVENTS_PER_MINUTE_PER_PUBKEY",
-        default_value_t = 0
+        default_value_t = 6000
     )]
     pub max_events_per_minute_per_pubkey: u64,
 
@@ -170,9 +171,84 @@ pub struct Config {
     #[arg(
         long,
         env = "STARLING_MAX_REQS_PER_MINUTE_PER_CONNECTION",
-        default_value_t = 0
+        default_value_t = 6000
     )]
     pub max_reqs_per_minute_per_connection: u64,
+
+    /// Open WebSocket connections this node holds; past it, upgrades get HTTP 503.
+    #[arg(long, env = "STARLING_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Open subscriptions this node holds, over all its connections.
+    #[arg(
+        long,
+        env = "STARLING_MAX_NODE_SUBSCRIPTIONS",
+        default_value_t = 200_000
+    )]
+    pub max_node_subscriptions: usize,
+
+    /// Bytes of filters the open subscriptions of one connection may hold in the live index.
+    #[arg(
+        long,
+        env = "STARLING_MAX_FILTER_BYTES_PER_CONNECTION",
+        default_value_t = 256 * 1024
+    )]
+    pub max_filter_bytes_per_connection: usize,
+
+    /// Largest event, in bytes of JSON as the client sent it.
+    #[arg(long, env = "STARLING_MAX_EVENT_BYTES", default_value_t = 128 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Longest string in an event's tags (name or value), in bytes.
+    #[arg(long, env = "STARLING_MAX_TAG_VALUE_BYTES", default_value_t = 1024)]
+    pub max_tag_value_bytes: usize,
+
+    /// Store queries one connection may have running at once (its subscriptions and
+    /// counts take turns beyond it).
+    #[arg(long, env = "STARLING_MAX_QUERIES_PER_CONNECTION", default_value_t = 2)]
+    pub max_queries_per_connection: usize,
+
+    /// Store queries this node runs at once, over all connections, served to addresses and
+    /// connections in turn (0: two per CPU core).
+    #[arg(long, env = "STARLING_MAX_CONCURRENT_QUERIES", default_value_t = 0)]
+    pub max_concurrent_queries: usize,
+
+    /// Milliseconds of store time one connection's queries may take a minute; past it they
+    /// wait, and a request that would wait long gets `CLOSED "rate-limited: …"` (0: no limit).
+    #[arg(
+        long,
+        env = "STARLING_QUERY_MS_PER_MINUTE_PER_CONNECTION",
+        default_value_t = 6_000
+    )]
+    pub query_ms_per_minute_per_connection: u64,
+
+    /// Milliseconds of store time the queries of one client address may take a minute, over
+    /// all its connections on this node (0: no limit).
+    #[arg(
+        long,
+        env = "STARLING_QUERY_MS_PER_MINUTE_PER_IP",
+        default_value_t = 20_000
+    )]
+    pub query_ms_per_minute_per_ip: u64,
+
+    /// Strikes (malformed messages, forged signatures, refused events, rate-limit refusals,
+    /// ping floods) a connection may collect in a minute before it is closed (0: no limit).
+    #[arg(
+        long,
+        env = "STARLING_MAX_STRIKES_PER_CONNECTION",
+        default_value_t = 50
+    )]
+    pub max_strikes_per_connection: u32,
+
+    /// Strikes the connections of one client address may collect in a minute before the
+    /// address is slowed (0: no limit).
+    #[arg(long, env = "STARLING_MAX_STRIKES_PER_IP", default_value_t = 200)]
+    pub max_strikes_per_ip: u32,
+
+    /// Seconds an address past its strikes stays slowed: its new connections, and those
+    /// with strikes, read one message every 250 ms.
+    #[arg(long, env = "STARLING_STRIKE_PENALTY_SECONDS", default_value_t = 120)]
+    pub strike_penalty_seconds: u64,
 
     /// Bytes queued for one client before it counts as not reading and is disconnected.
     #[arg(long, env = "STARLING_MAX_OUTBOUND_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -200,7 +276,8 @@ pub struct Config {
     #[arg(long, env = "STARLING_PING_INTERVAL_SECONDS", default_value_t = 30)]
     pub ping_interval_seconds: u64,
 
-    /// Seconds without any frame from a client (pongs count) before it is disconnected.
+    /// Seconds a client may leave the relay's pings unanswered before it is disconnected
+    /// (it is not reading; its own messages and pings do not count).
     #[arg(long, env = "STARLING_IDLE_TIMEOUT_SECONDS", default_value_t = 90)]
     pub idle_timeout_seconds: u64,
 
@@ -277,12 +354,25 @@ impl Config {
                 self.max_pending_per_connection,
             ),
             ("write_batch_size", self.write_batch_size),
+            ("max_connections", self.max_connections),
+            (
+                "max_queries_per_connection",
+                self.max_queries_per_connection,
+            ),
         ] {
             if value == 0 {
                 bail!("{name} must be at least 1");
             }
         }
         Ok(())
+    }
+
+    /// Store queries the node runs at once.
+    pub fn concurrent_queries(&self) -> usize {
+        match self.max_concurrent_queries {
+            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Worker threads to run.

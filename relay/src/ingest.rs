@@ -7,9 +7,10 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::{
+    fair::Source,
     node::{Node, WriteResult},
-    nostr::{Event, Prefix, Reason},
-    policy::EventRates,
+    nostr::{Event, EventError, Prefix, Reason},
+    policy::{EventRates, Strike},
     store::WriteOutcome,
 };
 
@@ -22,44 +23,60 @@ pub struct Verdict {
     pub message: String,
     /// Why the event was refused or not stored again, for the metrics.
     pub refused: Option<Prefix>,
+    /// What the sender did wrong, if anything: it counts against its connection.
+    pub strike: Option<Strike>,
 }
 
 impl Verdict {
-    fn refused(reason: Reason) -> Self {
+    fn refused(reason: Reason, strike: Option<Strike>) -> Self {
         Self {
             accepted: false,
             refused: Some(reason.prefix),
             message: reason.to_string(),
+            strike,
         }
     }
 }
 
-/// Verifies `event`, counts it against `rates`, and stores or delivers it. `ingest` is the
-/// request's span: `validate`, `store` and (after commit) `publish` are its children.
+/// Verifies `event` from `source`, counts it against `rates`, and stores or delivers it.
+/// `ingest` is the request's span: `validate`, `store` and (after commit) `publish` are its
+/// children.
 pub async fn accept(
     node: Arc<Node>,
+    source: Source,
     event: Event,
     rates: EventRates,
     ingest: tracing::Span,
 ) -> Verdict {
     let validate = tracing::debug_span!(parent: &ingest, "validate");
-    let verified = match node.verify(event).instrument(validate).await {
+    let verified = match node.verify(source, event).instrument(validate).await {
         Ok(verified) => Arc::new(verified),
-        Err(error) => return Verdict::refused(Reason::from(error)),
+        Err(error) => {
+            let strike = match error {
+                EventError::IdMismatch | EventError::BadSignature => Strike::Forged,
+                _ => Strike::Invalid,
+            };
+            return Verdict::refused(Reason::from(error), Some(strike));
+        }
     };
     if !rates.allow(&**node.limiter(), node.config()).await {
         node.metrics()
             .rate_limited
             .add(1, &[opentelemetry::KeyValue::new("limit", "events")]);
-        return Verdict::refused(Reason::new(
-            Prefix::RateLimited,
-            "too many events; slow down",
-        ));
+        return Verdict::refused(
+            Reason::new(Prefix::RateLimited, "too many events; slow down"),
+            Some(Strike::RateLimited),
+        );
     }
+    let id = verified.event.id_hex();
     let store = tracing::debug_span!(parent: &ingest, "store");
-    let outcome = async { node.ingest(verified).await }
+    let outcome = async { node.ingest(source, verified).await }
         .instrument(store)
         .await;
+    if let Err(error) = &outcome {
+        // The store's own words stay in the log; the client gets a short, stable answer.
+        tracing::warn!(%error, event = %id, "could not store an event");
+    }
     verdict(outcome)
 }
 
@@ -82,9 +99,9 @@ fn verdict(result: WriteResult) -> Verdict {
             "blocked: this event was deleted by its author".into(),
             Some(Prefix::Blocked),
         ),
-        Err(e) => (
+        Err(_) => (
             false,
-            Reason::error(format!("could not store the event: {e}")).to_string(),
+            Reason::error("could not store the event").to_string(),
             Some(Prefix::Error),
         ),
     };
@@ -92,5 +109,6 @@ fn verdict(result: WriteResult) -> Verdict {
         accepted,
         message,
         refused,
+        strike: None,
     }
 }

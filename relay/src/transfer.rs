@@ -103,7 +103,7 @@ fn check(config: &Config, text: &str) -> Result<VerifiedEvent, Reason> {
     if event.class() == KindClass::Ephemeral {
         return Err(Reason::invalid("ephemeral events are not stored"));
     }
-    policy::check_event(config, &event, policy::now())?;
+    policy::check_event(config, &event, text.len(), policy::now())?;
     Ok(VerifiedEvent::verify(event)?)
 }
 

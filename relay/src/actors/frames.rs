@@ -21,8 +21,8 @@ pub enum Frame {
     Binary(Bytes),
     /// A ping, to be answered with a pong carrying its payload.
     Ping(Bytes),
-    /// A pong.
-    Pong,
+    /// A pong, with the payload of the ping it answers.
+    Pong(Bytes),
     /// The client closes the connection.
     Close(Option<CloseReason>),
 }
@@ -119,7 +119,7 @@ where
                 Message::Text(text) => Ok(Frame::Text(text)),
                 Message::Binary(bytes) => Ok(Frame::Binary(bytes)),
                 Message::Ping(bytes) => Ok(Frame::Ping(bytes)),
-                Message::Pong(_) => Ok(Frame::Pong),
+                Message::Pong(bytes) => Ok(Frame::Pong(bytes)),
                 Message::Close(reason) => Ok(Frame::Close(reason)),
                 Message::Nop => continue,
                 Message::Continuation(Item::Last(bytes)) => self.finish(bytes),

@@ -23,16 +23,19 @@ use crate::metrics::Metrics;
 
 /// One item for the socket.
 #[derive(Debug)]
-pub enum Outgoing {
+enum Outgoing {
     /// A text frame: a relay message.
     Text(String),
-    /// A ping from the relay.
+    /// The relay's ping; its payload is the latest one queued.
     Ping,
-    /// The answer to a client's ping.
-    Pong(Bytes),
+    /// The answer to the client's latest ping.
+    Pong,
     /// The close frame; nothing follows it.
     Close(Option<CloseReason>),
 }
+
+/// What a control frame costs in the byte bound besides its payload.
+const CONTROL_FRAME_BYTES: usize = 16;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,10 @@ struct State {
     /// Text frames queued since the connection opened.
     frames: u64,
     closed: bool,
+    /// The payload of the relay's ping waiting in the queue, if one is.
+    ping: Option<Bytes>,
+    /// The payload of the pong waiting in the queue, if one is.
+    pong: Option<Bytes>,
     /// A push found the queue full: the client is not reading. Nothing more is sent.
     overflowed: bool,
     /// The pump waiting for an item.
@@ -87,11 +94,7 @@ impl Outbox {
             return Err(Refused::Closed);
         }
         if state.bytes + text.len() > self.max_bytes {
-            state.overflowed = true;
-            state.closed = true;
-            wake(&mut state.pump);
-            wake(&mut state.owner);
-            state.drained.drain(..).for_each(Waker::wake);
+            self.overflow(&mut state);
             return Err(Refused::Full);
         }
         state.bytes += text.len();
@@ -101,13 +104,57 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues a control frame (ping or pong); they are small and not counted.
-    pub fn push_control(&self, item: Outgoing) {
+    /// Queues the relay's ping with `payload`. Control frames count in the byte bound; a
+    /// ping still waiting to be sent takes the new payload instead of queueing another.
+    pub fn push_ping(&self, payload: Bytes) -> Result<(), Refused> {
+        self.push_control(payload, |state| &mut state.ping, Outgoing::Ping)
+    }
+
+    /// Queues the answer to the client's ping with `payload`. A pong still waiting to be
+    /// sent answers the latest ping instead (RFC 6455 allows answering only the latest), so
+    /// a client that pings without reading cannot make the queue grow.
+    pub fn push_pong(&self, payload: Bytes) -> Result<(), Refused> {
+        self.push_control(payload, |state| &mut state.pong, Outgoing::Pong)
+    }
+
+    fn push_control(
+        &self,
+        payload: Bytes,
+        slot: impl Fn(&mut State) -> &mut Option<Bytes>,
+        item: Outgoing,
+    ) -> Result<(), Refused> {
         let mut state = self.state.borrow_mut();
-        if !state.closed {
+        if state.overflowed {
+            return Err(Refused::Full);
+        }
+        if state.closed {
+            return Err(Refused::Closed);
+        }
+        let cost = payload.len() + CONTROL_FRAME_BYTES;
+        let waiting = slot(&mut state)
+            .as_ref()
+            .map(|p| p.len() + CONTROL_FRAME_BYTES);
+        let bytes = state.bytes - waiting.unwrap_or(0) + cost;
+        if bytes > self.max_bytes {
+            self.overflow(&mut state);
+            return Err(Refused::Full);
+        }
+        state.bytes = bytes;
+        *slot(&mut state) = Some(payload);
+        if waiting.is_none() {
             state.items.push_back(item);
             wake(&mut state.pump);
         }
+        Ok(())
+    }
+
+    /// Marks the queue overflowed for good and wakes whoever waits on it.
+    fn overflow(&self, state: &mut State) {
+        state.overflowed = true;
+        state.closed = true;
+        wake(&mut state.pump);
+        wake(&mut state.owner);
+        state.drained.drain(..).for_each(Waker::wake);
     }
 
     /// Queues the close frame after what is already queued; later pushes fail.
@@ -126,7 +173,7 @@ impl Outbox {
         self.state.borrow().frames
     }
 
-    /// Bytes of text queued and not yet handed to the socket.
+    /// Bytes queued (text and control frames) and not yet handed to the socket.
     pub fn queued_bytes(&self) -> usize {
         self.state.borrow().bytes
     }
@@ -162,7 +209,8 @@ impl Outbox {
         .await
     }
 
-    async fn next(&self) -> Option<Outgoing> {
+    /// The next frame for the socket, with the payload of a control frame.
+    async fn next(&self) -> Option<(Outgoing, Bytes)> {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
             if state.overflowed {
@@ -170,13 +218,26 @@ impl Outbox {
             }
             match state.items.pop_front() {
                 Some(item) => {
-                    if let Outgoing::Text(text) = &item {
-                        state.bytes -= text.len();
-                        if !state.drained.is_empty() {
-                            state.drained.drain(..).for_each(Waker::wake);
+                    let payload = match &item {
+                        Outgoing::Text(text) => {
+                            state.bytes -= text.len();
+                            Bytes::new()
                         }
+                        Outgoing::Ping | Outgoing::Pong => {
+                            let slot = match item {
+                                Outgoing::Ping => &mut state.ping,
+                                _ => &mut state.pong,
+                            };
+                            let payload = slot.take().unwrap_or_default();
+                            state.bytes -= payload.len() + CONTROL_FRAME_BYTES;
+                            payload
+                        }
+                        Outgoing::Close(_) => Bytes::new(),
+                    };
+                    if !state.drained.is_empty() {
+                        state.drained.drain(..).for_each(Waker::wake);
                     }
-                    Poll::Ready(Some(item))
+                    Poll::Ready(Some((item, payload)))
                 }
                 None if state.closed => Poll::Ready(None),
                 None => {
@@ -191,7 +252,7 @@ impl Outbox {
     /// Writes queued items to the socket until the close frame, an overflow (what is queued
     /// is dropped) or a failed write, counting relay messages by type.
     pub async fn pump(self, mut session: Session, metrics: Arc<Metrics>) {
-        while let Some(item) = self.next().await {
+        while let Some((item, payload)) = self.next().await {
             let written = match item {
                 Outgoing::Text(text) => {
                     metrics
@@ -199,8 +260,8 @@ impl Outbox {
                         .add(1, &[KeyValue::new("type", message_type(&text))]);
                     session.text(text).await
                 }
-                Outgoing::Ping => session.ping(b"").await,
-                Outgoing::Pong(payload) => session.pong(&payload).await,
+                Outgoing::Ping => session.ping(&payload).await,
+                Outgoing::Pong => session.pong(&payload).await,
                 Outgoing::Close(reason) => {
                     let _ = session.close(reason).await;
                     return;
@@ -227,5 +288,28 @@ fn message_type(frame: &str) -> &'static str {
 fn wake(waker: &mut Option<Waker>) {
     if let Some(w) = waker.take() {
         w.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_frames_count_and_a_waiting_pong_answers_only_the_latest_ping() {
+        let outbox = Outbox::new(120);
+        outbox.push_pong(Bytes::from_static(b"one")).unwrap();
+        outbox.push_pong(Bytes::from_static(b"second")).unwrap();
+        outbox.push_ping(Bytes::from_static(b"12345678")).unwrap();
+        assert_eq!(outbox.state.borrow().items.len(), 2);
+        assert_eq!(outbox.queued_bytes(), 6 + 8 + 2 * CONTROL_FRAME_BYTES);
+        outbox.push("x".repeat(60)).unwrap();
+        // Pings without end would pass the bound: the client is not reading.
+        assert_eq!(
+            outbox.push_pong(Bytes::from(vec![0; 40])),
+            Err(Refused::Full)
+        );
+        assert_eq!(outbox.push("y".to_string()), Err(Refused::Full));
+        assert!(outbox.state.borrow().overflowed);
     }
 }

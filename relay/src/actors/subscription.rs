@@ -1,24 +1,23 @@
 //! The Subscription actor: one per `REQ`.
 //!
-//! It registers its filters in the thread's live index first, then queries the store, sends
-//! the stored events and `EOSE`, and then forwards live events. Live events that arrive
-//! while the stored ones are being sent are held back and sent after `EOSE`, except those
-//! the stored results already held, so the client misses nothing and sees nothing twice.
+//! It registers its filters in the thread's live index first, then reads the stored events
+//! page by page ([`StoredEvents`]), each page admitted by the node in its turn and within
+//! the connection's budgets ([`Node::read_page`]), sends them and `EOSE`, and then forwards
+//! live events. Live events that arrive while the stored ones are being sent are held back
+//! and sent after `EOSE`, except those the stored results already held, so the client
+//! misses nothing and sees nothing twice. When the subscription stops (`CLOSE`, a replacing
+//! `REQ`, the connection's end) its page in progress is cancelled in the store.
 //!
 //! A connection keeps its subscriptions in a [`SubscriptionTable`] it shares with them, so
 //! that one which ends by itself (an error, a client that does not read) leaves the table
-//! and no longer counts against the connection's limit.
+//! and no longer counts against the connection's limits.
 
-use std::{
-    cell::RefCell,
-    collections::{HashMap, HashSet},
-    rc::Rc,
-    sync::Arc,
-};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
+use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use super::{gate::Permit, outbox::Outbox};
@@ -27,10 +26,10 @@ use crate::{
         LiveEvent,
         thread::{register_here, unregister_here},
     },
-    metrics::Metrics,
-    nostr::{Filter, Reason, VerifiedEvent, message::relay},
+    node::{Asker, Node, Refusal, SubscriptionPlace},
+    nostr::{Filter, Prefix, Reason, VerifiedEvent, message::relay},
     policy,
-    store::EventStore,
+    store::{Cancel, StoreError, StoredEvents},
 };
 
 /// Live events held back while stored events are sent; past this the subscription ends.
@@ -39,6 +38,9 @@ const MAX_HELD_BACK: usize = 10_000;
 /// Queue depth at which sending stored events pauses until the client reads.
 const STORED_HIGH_WATER: usize = 256 * 1024;
 
+/// The answer to a query that ran past the store's time limit.
+pub const TOO_LONG: &str = "the query took too long; narrow its filters";
+
 /// Ends the subscription (CLOSE, a replacing REQ, or the connection's end).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -46,11 +48,11 @@ pub struct Stop;
 
 /// Why sending stored events ended early.
 enum End {
-    /// The query failed: tell the client with `CLOSED`.
-    Failed(Reason),
-    /// The outbox refused a frame: the connection is closing, or its client is not reading
-    /// (which the connection learns from the outbox itself).
-    Refused,
+    /// Tell the client with `CLOSED`.
+    Closed(Reason),
+    /// The outbox refused a frame (the connection is closing, or its client is not reading,
+    /// which the connection learns from the outbox itself), or the subscription went away.
+    Quietly,
 }
 
 /// A connection's open subscriptions by the client's id for them, shared with the
@@ -58,8 +60,9 @@ enum End {
 #[derive(Clone, Default)]
 pub struct SubscriptionTable(Rc<RefCell<HashMap<Arc<str>, OpenSubscription>>>);
 
-/// A subscription in the table: its unique key and its address.
-type OpenSubscription = (u64, Addr<Subscription>);
+/// A subscription in the table: its unique key, its address, and the bytes its filters
+/// hold.
+type OpenSubscription = (u64, Addr<Subscription>, usize);
 
 impl SubscriptionTable {
     /// How many are open.
@@ -72,23 +75,36 @@ impl SubscriptionTable {
         self.0.borrow().is_empty()
     }
 
-    /// Records a subscription started under `key`.
-    pub fn insert(&self, sub_id: Arc<str>, key: u64, subscription: Addr<Subscription>) {
-        self.0.borrow_mut().insert(sub_id, (key, subscription));
+    /// Bytes the filters of the open subscriptions hold.
+    pub fn filter_bytes(&self) -> usize {
+        self.0.borrow().values().map(|(_, _, bytes)| bytes).sum()
+    }
+
+    /// Records a subscription started under `key`, whose filters hold `bytes`.
+    pub fn insert(
+        &self,
+        sub_id: Arc<str>,
+        key: u64,
+        subscription: Addr<Subscription>,
+        bytes: usize,
+    ) {
+        self.0
+            .borrow_mut()
+            .insert(sub_id, (key, subscription, bytes));
     }
 
     /// Stops the subscription with this id, if one is open; whether there was one.
     pub fn stop(&self, sub_id: &str) -> bool {
         let removed = self.0.borrow_mut().remove(sub_id);
         removed
-            .map(|(_, subscription)| subscription.do_send(Stop))
+            .map(|(_, subscription, _)| subscription.do_send(Stop))
             .is_some()
     }
 
     /// Stops every subscription.
     pub fn stop_all(&self) {
         let all: Vec<_> = self.0.borrow_mut().drain().collect();
-        for (_, (_, subscription)) in all {
+        for (_, (_, subscription, _)) in all {
             subscription.do_send(Stop);
         }
     }
@@ -97,7 +113,7 @@ impl SubscriptionTable {
     /// one with the same id).
     fn forget(&self, sub_id: &str, key: u64) {
         let mut table = self.0.borrow_mut();
-        if table.get(sub_id).is_some_and(|(k, _)| *k == key) {
+        if table.get(sub_id).is_some_and(|(k, _, _)| *k == key) {
             table.remove(sub_id);
         }
     }
@@ -117,11 +133,15 @@ pub struct Subscription {
     filters: Arc<[Filter]>,
     table: SubscriptionTable,
     outbox: Outbox,
-    store: Arc<dyn EventStore>,
+    /// The subscription's place among the node's; the node with it.
+    place: SubscriptionPlace,
+    /// Who reads the stored events, and with what budget.
+    asker: Rc<Asker>,
+    /// Raised when the subscription stops, to stop its reading (dropped after `EOSE`).
+    cancel: Option<Cancel>,
     phase: Phase,
     /// Counts the stored query against the connection's requests in progress.
     permit: Option<Permit>,
-    metrics: Arc<Metrics>,
     span: tracing::Span,
 }
 
@@ -137,12 +157,12 @@ pub struct SubscriptionParts {
     pub table: SubscriptionTable,
     /// The connection's outbound queue.
     pub outbox: Outbox,
-    /// The store to query.
-    pub store: Arc<dyn EventStore>,
+    /// Its place among the node's subscriptions.
+    pub place: SubscriptionPlace,
+    /// The connection as the node's query scheduler knows it.
+    pub asker: Rc<Asker>,
     /// Held until `EOSE`.
     pub permit: Permit,
-    /// The node's metrics.
-    pub metrics: Arc<Metrics>,
     /// The `req` span, child of the connection's.
     pub span: tracing::Span,
 }
@@ -156,12 +176,17 @@ impl Subscription {
             filters: parts.filters,
             table: parts.table,
             outbox: parts.outbox,
-            store: parts.store,
+            place: parts.place,
+            asker: parts.asker,
+            cancel: Some(Cancel::default()),
             phase: Phase::Stored(Vec::new()),
             permit: Some(parts.permit),
-            metrics: parts.metrics,
             span: parts.span,
         }
+    }
+
+    fn node(&self) -> &Arc<Node> {
+        self.place.node()
     }
 
     fn end_with(&mut self, reason: Reason, ctx: &mut Context<Self>) {
@@ -170,16 +195,17 @@ impl Subscription {
     }
 
     /// After `EOSE`: sends held-back events the stored results did not contain.
-    fn go_live(&mut self, sent: HashSet<String>, ctx: &mut Context<Self>) {
+    fn go_live(&mut self, stored: &StoredEvents, ctx: &mut Context<Self>) {
         self.permit = None;
+        self.cancel = None;
         let Phase::Stored(held) = std::mem::replace(&mut self.phase, Phase::Live) else {
             return;
         };
         for event in held {
-            if sent.contains(&event.event.id_hex()) {
+            if stored.sent(&event.event.id) {
                 continue;
             }
-            self.metrics.deliveries.add(1, &[]);
+            self.node().metrics().deliveries.add(1, &[]);
             if self
                 .outbox
                 .push(relay::event(&self.sub_id, &event.json))
@@ -191,55 +217,95 @@ impl Subscription {
     }
 }
 
+/// Sends the stored events of `plan`, page by page, then `EOSE`.
+async fn send_stored(
+    node: Arc<Node>,
+    asker: Rc<Asker>,
+    cancel: Cancel,
+    outbox: Outbox,
+    sub_id: Arc<str>,
+    mut plan: StoredEvents,
+    req: tracing::Span,
+) -> Result<StoredEvents, End> {
+    let now = policy::now();
+    loop {
+        while let Some(row) = plan.next_row() {
+            outbox.drained_below(STORED_HIGH_WATER).await;
+            outbox
+                .push(relay::event(&sub_id, &row.json))
+                .map_err(|_| End::Quietly)?;
+        }
+        let Some(request) = plan.wanted() else {
+            break;
+        };
+        let filters = Arc::clone(plan.filters());
+        let rows = node
+            .read_page(&asker, filters, request, now, &cancel)
+            .instrument(tracing::debug_span!(parent: &req, "query"))
+            .await
+            .map_err(|refusal| refused(&node, refusal))?;
+        plan.fill(request, rows);
+    }
+    outbox
+        .push(relay::eose(&sub_id))
+        .map_err(|_| End::Quietly)?;
+    Ok(plan)
+}
+
+/// How a refused read ends the subscription.
+fn refused(node: &Node, refusal: Refusal) -> End {
+    match refusal {
+        Refusal::Cancelled => End::Quietly,
+        Refusal::OverBudget => {
+            let label = KeyValue::new("limit", "store-time");
+            node.metrics().rate_limited.add(1, &[label]);
+            End::Closed(Reason::new(
+                Prefix::RateLimited,
+                "this connection has used its store time; try again in a while",
+            ))
+        }
+        Refusal::Store(StoreError::TimedOut) => End::Closed(Reason::error(TOO_LONG)),
+        Refusal::Store(error) => {
+            tracing::warn!(%error, "could not read stored events");
+            End::Closed(Reason::error("could not read stored events"))
+        }
+    }
+}
+
 impl Actor for Subscription {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.metrics.subscriptions_open.add(1, &[]);
+        self.node().metrics().subscriptions_open.add(1, &[]);
         register_here(self.key, Arc::clone(&self.filters), ctx.address());
-        let store = Arc::clone(&self.store);
-        let filters = Arc::clone(&self.filters);
-        let outbox = self.outbox.clone();
-        let sub_id = Arc::clone(&self.sub_id);
-        let query = tracing::debug_span!(parent: &self.span, "query");
-        let streaming = tracing::debug_span!(parent: &self.span, "stream");
-        let stream = async move {
-            let rows = store
-                .query(filters, policy::now())
-                .instrument(query)
-                .await
-                .map_err(|e| End::Failed(Reason::error(e.to_string())))?;
-            async {
-                let mut sent = HashSet::with_capacity(rows.len());
-                for json in rows {
-                    outbox.drained_below(STORED_HIGH_WATER).await;
-                    // Stored JSON is canonical: it begins with {"id":"<64 hex>".
-                    sent.insert(json.get(7..71).unwrap_or_default().to_string());
-                    outbox
-                        .push(relay::event(&sub_id, &json))
-                        .map_err(|_| End::Refused)?;
-                }
-                outbox
-                    .push(relay::eose(&sub_id))
-                    .map_err(|_| End::Refused)?;
-                Ok::<_, End>(sent)
-            }
-            .instrument(streaming)
-            .await
-        };
+        let plan = StoredEvents::new(Arc::clone(&self.filters));
+        let cancel = self.cancel.clone().unwrap_or_default();
+        let stored = send_stored(
+            Arc::clone(self.node()),
+            Rc::clone(&self.asker),
+            cancel,
+            self.outbox.clone(),
+            Arc::clone(&self.sub_id),
+            plan,
+            self.span.clone(),
+        )
+        .instrument(tracing::debug_span!(parent: &self.span, "stream"));
         ctx.spawn(
-            stream
+            stored
                 .into_actor(self)
                 .map(|result, sub, ctx| match result {
-                    Ok(sent) => sub.go_live(sent, ctx),
-                    Err(End::Failed(reason)) => sub.end_with(reason, ctx),
-                    Err(End::Refused) => ctx.stop(),
+                    Ok(plan) => sub.go_live(&plan, ctx),
+                    Err(End::Closed(reason)) => sub.end_with(reason, ctx),
+                    Err(End::Quietly) => ctx.stop(),
                 }),
         );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.metrics.subscriptions_open.add(-1, &[]);
+        if let Some(cancel) = &self.cancel {
+            cancel.cancel();
+        }
+        self.node().metrics().subscriptions_open.add(-1, &[]);
         unregister_here::<Self>(self.key);
         self.table.forget(&self.sub_id, self.key);
     }
@@ -256,7 +322,7 @@ impl Handler<LiveEvent> for Subscription {
                 ctx,
             ),
             Phase::Live => {
-                self.metrics.deliveries.add(1, &[]);
+                self.node().metrics().deliveries.add(1, &[]);
                 if self
                     .outbox
                     .push(relay::event(&self.sub_id, &msg.0.json))

@@ -33,7 +33,25 @@ pub fn document(node: &Node) -> Value {
             "restricted_writes": config.min_pow_difficulty > 0,
         },
     });
-    doc["starling"] = json!({ "node": &**node.id(), "nodes": node.cluster().nodes });
+    // Limits NIP-11 has no field for.
+    let limits = json!({
+        "max_event_bytes": config.max_event_bytes,
+        "max_tag_value_bytes": config.max_tag_value_bytes,
+        "max_connections_per_ip": config.max_connections_per_ip,
+        "max_events_per_minute_per_ip": config.max_events_per_minute_per_ip,
+        "max_events_per_minute_per_pubkey": config.max_events_per_minute_per_pubkey,
+        "max_reqs_per_minute_per_connection": config.max_reqs_per_minute_per_connection,
+        "max_filter_bytes_per_connection": config.max_filter_bytes_per_connection,
+        "max_queries_per_connection": config.max_queries_per_connection,
+        "query_ms_per_minute_per_connection": config.query_ms_per_minute_per_connection,
+        "query_ms_per_minute_per_ip": config.query_ms_per_minute_per_ip,
+        "max_strikes_per_connection": config.max_strikes_per_connection,
+    });
+    doc["starling"] = json!({
+        "node": &**node.id(),
+        "nodes": node.cluster().nodes,
+        "limits": limits,
+    });
     if let Some(pubkey) = &config.pubkey {
         doc["pubkey"] = json!(pubkey);
     }

@@ -10,6 +10,7 @@ use actix_web::{
 
 use crate::{
     actors::connection::{Connection, Peer},
+    fair::ClientAddress,
     node::Node,
     policy::AddressLease,
 };
@@ -49,15 +50,23 @@ async fn root(
                 .body("shutting down\n"));
         }
         let addr = req.peer_addr();
-        let ip = addr.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-        let lease = match AddressLease::take(&**node.limiter(), node.config(), node.id(), &ip).await
-        {
+        let address = addr.map_or_else(ClientAddress::local, |a| ClientAddress::of(a.ip()));
+        let Some(admission) = node.admit_connection(address) else {
+            return Ok(relay_full(&node));
+        };
+        let limiter = &**node.limiter();
+        let lease = match AddressLease::take(limiter, node.config(), node.id(), &address).await {
             Ok(lease) => lease,
             Err(limit) => return Ok(too_many_connections(&node, limit)),
         };
         let (response, session, stream) = actix_ws::handle(&req, body)?;
         let addr = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        Connection::start(node.into_inner(), session, stream, Peer { addr, ip, lease });
+        let peer = Peer {
+            addr,
+            admission,
+            lease,
+        };
+        Connection::start(node.into_inner(), session, stream, peer);
         return Ok(response);
     }
     if accepts(&req, "application/nostr+json") {
@@ -68,6 +77,16 @@ async fn root(
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(info::page(node.config())))
+}
+
+/// The answer to an upgrade when the node holds all the connections it may.
+fn relay_full(node: &Node) -> HttpResponse {
+    let label = opentelemetry::KeyValue::new("limit", "node-connections");
+    node.metrics().rate_limited.add(1, &[label]);
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "10"))
+        .content_type("text/plain")
+        .body("rate-limited: this relay holds all the connections it can; try again later\n")
 }
 
 /// The answer to an upgrade from an address that holds all the connections it may.

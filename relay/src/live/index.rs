@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use smallvec::SmallVec;
 
-use crate::nostr::{Event, Filter};
+use crate::nostr::{Event, Filter, filter::ContentWords};
 
 /// One filter of one subscription: (the subscription's key, the filter's position in it).
 type FilterRef = (u64, usize);
@@ -104,13 +104,15 @@ impl<T> FilterIndex<T> {
         Some(target)
     }
 
-    /// Every subscription with a filter the event satisfies, each once.
+    /// Every subscription with a filter the event satisfies, each once. The words of the
+    /// event's content are cut once, however many search filters it is checked against.
     pub fn matches(&self, event: &Event) -> Vec<&T> {
         let mut keys: Vec<u64> = Vec::new();
+        let content = ContentWords::new(event);
         let mut check = |refs: Option<&[FilterRef]>| {
             for &(key, n) in refs.into_iter().flatten() {
                 if let Some((filters, _)) = self.subscriptions.get(&key)
-                    && filters[n].matches(event)
+                    && filters[n].matches_with(event, &content)
                 {
                     keys.push(key);
                 }

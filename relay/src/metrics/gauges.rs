@@ -88,6 +88,20 @@ pub fn observe_store(meter: &Meter, store: Arc<dyn EventStore>) {
     }
 }
 
+/// Registers the gauge of the node's store queries, `running` and `waiting` for their
+/// turn, as `read` tells them.
+pub fn observe_queries(meter: &Meter, read: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
+    meter
+        .u64_observable_gauge("starling.store.queries")
+        .with_description("Store queries of clients, by state (running, waiting for a turn)")
+        .with_callback(move |o| {
+            let (running, waiting) = read();
+            o.observe(running, &[KeyValue::new("state", "running")]);
+            o.observe(waiting, &[KeyValue::new("state", "waiting")]);
+        })
+        .build();
+}
+
 /// The process's own figures, from /proc.
 mod process {
     /// Clock ticks per second of /proc/self/stat (Linux uses 100 on every platform it runs).

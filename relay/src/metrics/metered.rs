@@ -7,7 +7,7 @@ use opentelemetry::KeyValue;
 use super::Metrics;
 use crate::{
     nostr::{Filter, VerifiedEvent},
-    store::{BoxFuture, CacheStatus, EventStore, StoreError, WriteOutcome},
+    store::{BoxFuture, CacheStatus, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome},
 };
 
 /// Times each operation (`starling.store.operation.duration`, by operation) and records
@@ -55,16 +55,24 @@ impl EventStore for Metered {
         self.timed("write", self.inner.write(batch))
     }
 
-    fn query(
-        &self,
-        filters: Arc<[Filter]>,
+    fn page<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
         now: u64,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.timed("query", self.inner.query(filters, now))
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        self.timed("query", self.inner.page(filter, after, count, now, cancel))
     }
 
-    fn count(&self, filters: Arc<[Filter]>, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.timed("count", self.inner.count(filters, now))
+    fn count<'a>(
+        &'a self,
+        filters: &'a [Filter],
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.timed("count", self.inner.count(filters, now, cancel))
     }
 
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {

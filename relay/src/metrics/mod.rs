@@ -18,7 +18,7 @@ use prometheus::{Encoder, TextEncoder};
 use starling_cluster::ClusterView;
 use tokio::sync::watch;
 
-use crate::store::EventStore;
+use crate::{policy::Strike, store::EventStore};
 
 mod gauges;
 mod metered;
@@ -27,6 +27,18 @@ pub use metered::Metered;
 
 /// Label carrying the node id on every series.
 pub const NODE_LABEL: &str = "node";
+
+/// The `limit` labels of `starling_rate_limited_total`: every limit that refuses something.
+pub const LIMITS: [&str; 8] = [
+    "connections",
+    "node-connections",
+    "events",
+    "requests",
+    "subscriptions",
+    "node-subscriptions",
+    "filter-bytes",
+    "store-time",
+];
 
 /// The node's instruments and the registry they export to.
 pub struct Metrics {
@@ -65,6 +77,10 @@ pub struct Metrics {
     pub slow_clients_dropped: Counter<u64>,
     /// Requests refused by a rate limit, by `limit`.
     pub rate_limited: Counter<u64>,
+    /// Strikes against connections, by `reason`.
+    pub strikes: Counter<u64>,
+    /// Times an address passed its strikes and was slowed.
+    pub addresses_penalized: Counter<u64>,
 }
 
 impl Metrics {
@@ -168,6 +184,14 @@ impl Metrics {
                 "starling.rate_limited",
                 "Requests refused by a rate limit, by limit",
             ),
+            strikes: counter(
+                "starling.strikes",
+                "Strikes against connections (what a client did wrong), by reason",
+            ),
+            addresses_penalized: counter(
+                "starling.addresses.penalized",
+                "Times a client address passed its strikes and was slowed",
+            ),
             registry,
             provider,
             meter,
@@ -185,19 +209,29 @@ impl Metrics {
             &self.bus_received,
             &self.deliveries,
             &self.slow_clients_dropped,
+            &self.addresses_penalized,
         ] {
             counter.add(0, &[]);
         }
         self.connections_open.add(0, &[]);
         self.subscriptions_open.add(0, &[]);
-        for limit in ["connections", "events", "requests"] {
+        for limit in LIMITS {
             self.rate_limited.add(0, &[KeyValue::new("limit", limit)]);
+        }
+        for strike in Strike::ALL {
+            self.strikes
+                .add(0, &[KeyValue::new("reason", strike.as_str())]);
         }
     }
 
     /// Adds the gauges of `store` (its pool and JSON cache, when it has them).
     pub fn observe_store(&self, store: Arc<dyn EventStore>) {
         gauges::observe_store(&self.meter, store);
+    }
+
+    /// Adds the gauge of the node's store queries: `read` tells how many run and wait.
+    pub fn observe_queries(&self, read: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
+        gauges::observe_queries(&self.meter, read);
     }
 
     /// Everything, in the Prometheus text format.

@@ -5,9 +5,13 @@
 //! here knows of connections beyond a [`Shutdown`] message to close them with.
 //!
 //! - [`writer`]: the Writer actor, which batches store writes and publishes after commit;
-//! - [`registry`]: the open connections, closed when the node stops.
+//! - [`admission`]: the open connections and subscriptions, within the node's caps;
+//! - [`addresses`]: what the node knows of each client address (strikes, penalty, budget);
+//! - [`queries`]: store queries admitted in fair shares, within budgets, cancellable.
 
-pub mod registry;
+pub mod addresses;
+pub mod admission;
+pub mod queries;
 pub mod writer;
 
 use std::{
@@ -25,15 +29,18 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{
     config::Config,
+    fair::{ClientAddress, Source},
     live::{Fanout, Subscriber, catch_up},
     metrics::{Metered, Metrics},
-    nostr::{Event, EventError, KindClass, VerifiedEvent},
+    nostr::{Event, EventError, Filter, KindClass, VerifiedEvent},
     policy,
-    store::{EventStore, StoreError, WriteOutcome},
+    store::{Cancel, EventStore, PageRequest, Row, StoreError, WriteOutcome},
     verifier::Verifier,
 };
 
-pub use registry::{Connections, Shutdown};
+pub use addresses::{AddressState, Penalty};
+pub use admission::{Connections, Shutdown, Subscriptions};
+pub use queries::{Asker, Refusal, Scheduler};
 pub use writer::WriteResult;
 use writer::{Flush, Write, Writer};
 
@@ -49,6 +56,9 @@ pub struct Node {
     cluster: watch::Receiver<ClusterView>,
     limiter: Arc<dyn Limiter>,
     connections: Connections,
+    subscriptions: Subscriptions,
+    addresses: addresses::Addresses,
+    queries: Arc<Scheduler>,
     /// Set once the node is stopping: `/readyz` says so and new connections are refused.
     draining: AtomicBool,
 }
@@ -83,7 +93,13 @@ impl Node {
             Arc::clone(&store),
             config.expiration_sweep_seconds,
         ));
+        let queries = Scheduler::new(config.concurrent_queries());
+        let scheduler = Arc::clone(&queries);
+        metrics.observe_queries(move || (scheduler.running() as u64, scheduler.waiting() as u64));
         Arc::new(Self {
+            queries,
+            subscriptions: Subscriptions::default(),
+            addresses: addresses::Addresses::default(),
             config,
             id,
             metrics,
@@ -139,15 +155,99 @@ impl Node {
         self.fanout.start_local_index::<A>();
     }
 
-    /// Checks an event's id and signature on the verifier pool.
-    pub async fn verify(&self, event: Event) -> Result<VerifiedEvent, EventError> {
-        self.verifier.verify(event).await
+    /// Checks an event's id and signature on the verifier pool, in `source`'s turn.
+    pub async fn verify(&self, source: Source, event: Event) -> Result<VerifiedEvent, EventError> {
+        self.verifier.verify(source, event).await
+    }
+
+    /// Admits a new connection from `address` unless the node holds `max_connections`.
+    pub fn admit_connection(self: &Arc<Self>, address: ClientAddress) -> Option<Admission> {
+        let key = self.connections.admit(self.config.max_connections)?;
+        Some(Admission {
+            node: Arc::clone(self),
+            source: Source {
+                address,
+                connection: key,
+            },
+            address: self.addresses.get(address, &self.config),
+        })
+    }
+
+    /// Counts a new subscription unless the node holds `max_node_subscriptions`; the count
+    /// is given back when the returned value is dropped.
+    pub fn admit_subscription(self: &Arc<Self>) -> Option<SubscriptionPlace> {
+        self.subscriptions
+            .admit(self.config.max_node_subscriptions)
+            .then(|| SubscriptionPlace(Arc::clone(self)))
+    }
+
+    /// Reads one page of stored events for `asker`, in its turn and within its budgets (see
+    /// [`queries`]). When `cancel` is raised the read stops, and its places are given back
+    /// once the store has stopped.
+    pub async fn read_page(
+        &self,
+        asker: &Asker,
+        filters: Arc<[Filter]>,
+        request: PageRequest,
+        now: u64,
+        cancel: &Cancel,
+    ) -> Result<Vec<Row>, Refusal> {
+        let places = asker.admit(&self.queries, cancel).await?;
+        let (store, asker, cancel) = (Arc::clone(&self.store), asker.clone(), cancel.clone());
+        let work = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let filter = &filters[request.filter];
+            let rows = store
+                .page(filter, request.after, request.count, now, &cancel)
+                .await;
+            asker.charge(started.elapsed());
+            drop(places);
+            rows
+        });
+        match work.await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(StoreError::Cancelled)) | Err(_) => Err(Refusal::Cancelled),
+            Ok(Err(error)) => Err(Refusal::Store(error)),
+        }
+    }
+
+    /// Counts the events matching `filters` for `asker`, admitted like [`Node::read_page`].
+    pub async fn count(
+        &self,
+        asker: &Asker,
+        filters: Arc<[Filter]>,
+        now: u64,
+        cancel: &Cancel,
+    ) -> Result<u64, Refusal> {
+        let places = asker.admit(&self.queries, cancel).await?;
+        let (store, asker, cancel) = (Arc::clone(&self.store), asker.clone(), cancel.clone());
+        let work = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let count = store.count(&filters, now, &cancel).await;
+            asker.charge(started.elapsed());
+            drop(places);
+            count
+        });
+        match work.await {
+            Ok(Ok(count)) => Ok(count),
+            Ok(Err(StoreError::Cancelled)) | Err(_) => Err(Refusal::Cancelled),
+            Ok(Err(error)) => Err(Refusal::Store(error)),
+        }
+    }
+
+    /// The node's query places: running and waiting.
+    pub fn queries(&self) -> &Arc<Scheduler> {
+        &self.queries
     }
 
     /// Takes a verified event in: ephemeral events go straight to live subscribers; others
     /// are stored first. Resolves once the outcome is final (committed, for stored events).
     /// The `publish` span after commit is a child of the span current at the call.
-    pub fn ingest(&self, event: Arc<VerifiedEvent>) -> impl Future<Output = WriteResult> + 'static {
+    pub fn ingest(
+        &self,
+        source: Source,
+        event: Arc<VerifiedEvent>,
+    ) -> impl Future<Output = WriteResult> + 'static {
         let pending = if event.event.class() == KindClass::Ephemeral {
             let _publish = tracing::debug_span!("publish").entered();
             self.fanout.publish(event);
@@ -155,7 +255,12 @@ impl Node {
         } else {
             let (reply, outcome) = oneshot::channel();
             let span = tracing::Span::current();
-            self.writer.do_send(Write { event, reply, span });
+            self.writer.do_send(Write {
+                source,
+                event,
+                reply,
+                span,
+            });
             Some(outcome)
         };
         async move {
@@ -207,5 +312,36 @@ async fn sweep_expired(store: Arc<dyn EventStore>, every_seconds: u64) {
             Ok(purged) => tracing::info!(purged, "deleted expired events"),
             Err(error) => tracing::warn!(%error, "expiration sweep failed"),
         }
+    }
+}
+
+/// A connection admitted by the node: its number and address, given back when dropped.
+pub struct Admission {
+    node: Arc<Node>,
+    /// The connection's address and number.
+    pub source: Source,
+    /// What the node knows of its address.
+    pub address: Arc<AddressState>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.node.connections.release(self.source.connection);
+    }
+}
+
+/// A subscription counted by the node, given back when dropped.
+pub struct SubscriptionPlace(Arc<Node>);
+
+impl SubscriptionPlace {
+    /// The node the subscription belongs to.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.0
+    }
+}
+
+impl Drop for SubscriptionPlace {
+    fn drop(&mut self) {
+        self.0.subscriptions.release();
     }
 }

@@ -1,11 +1,17 @@
 //! The Writer: batches events from every connection into store transactions.
 //!
 //! Up to [`BATCHES_IN_FLIGHT`] batches are committed at once; while they are, new events
-//! queue, and when one commits, the whole queue (up to the batch size) goes in the next. An
-//! idle relay commits each event at once; a busy one commits many per transaction, on several
+//! queue, and when one commits, the queue gives the next batch (up to the batch size). The
+//! queue is a [`FairQueue`]: a batch takes the waiting events of every address and
+//! connection in turn, so one connection never fills a batch while others wait. An idle
+//! relay commits each event at once; a busy one commits many per transaction, on several
 //! database connections (the store keeps concurrent batches consistent: see
-//! `store::postgres`). Only after commit are stored events published to live
-//! subscribers and other nodes, and only then is each sender told the outcome.
+//! `store::postgres`).
+//!
+//! One event never fails another: a batch the store refuses for what it holds
+//! ([`StoreError::Refused`]) is written again one event at a time, so only the event that
+//! caused it fails. Only after commit are stored events published to live subscribers and
+//! other nodes, and only then is each sender told the outcome.
 
 use std::sync::Arc;
 
@@ -13,6 +19,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Wrap
 use tokio::sync::oneshot;
 
 use crate::{
+    fair::{FairQueue, Source},
     live::Fanout,
     nostr::VerifiedEvent,
     store::{EventStore, StoreError, WriteOutcome},
@@ -25,6 +32,8 @@ pub type WriteResult = Result<WriteOutcome, StoreError>;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Write {
+    /// Who sent it, for the batch's fair share.
+    pub source: Source,
     /// A verified, non-ephemeral event.
     pub event: Arc<VerifiedEvent>,
     /// Where the outcome goes.
@@ -45,7 +54,7 @@ pub const BATCHES_IN_FLIGHT: usize = 4;
 pub struct Writer {
     store: Arc<dyn EventStore>,
     fanout: Arc<Fanout>,
-    queue: Vec<Write>,
+    queue: FairQueue<Write>,
     in_flight: usize,
     max_batch: usize,
     flushed: Vec<oneshot::Sender<()>>,
@@ -57,7 +66,7 @@ impl Writer {
         Self {
             store,
             fanout,
-            queue: Vec::new(),
+            queue: FairQueue::default(),
             in_flight: 0,
             max_batch,
             flushed: Vec::new(),
@@ -79,32 +88,42 @@ impl Writer {
         }
         self.in_flight += 1;
         let take = self.queue.len().min(self.max_batch);
-        let batch: Vec<Write> = self.queue.drain(..take).collect();
+        let batch: Vec<Write> = (0..take).filter_map(|_| self.queue.pop()).collect();
         let events = batch.iter().map(|w| Arc::clone(&w.event)).collect();
-        let store = Arc::clone(&self.store);
-        let commit = async move { store.write(events).await };
-        ctx.spawn(commit.into_actor(self).map(move |result, writer, ctx| {
-            match result {
-                Ok(outcomes) => {
-                    for (write, outcome) in batch.into_iter().zip(outcomes) {
-                        if outcome == WriteOutcome::Stored {
-                            let _publish =
-                                tracing::debug_span!(parent: &write.span, "publish").entered();
-                            writer.fanout.publish(Arc::clone(&write.event));
-                        }
-                        let _ = write.reply.send(Ok(outcome));
-                    }
+        let commit = commit(Arc::clone(&self.store), events);
+        ctx.spawn(commit.into_actor(self).map(move |outcomes, writer, ctx| {
+            for (write, outcome) in batch.into_iter().zip(outcomes) {
+                if matches!(outcome, Ok(WriteOutcome::Stored)) {
+                    let _publish = tracing::debug_span!(parent: &write.span, "publish").entered();
+                    writer.fanout.publish(Arc::clone(&write.event));
                 }
-                Err(error) => {
-                    tracing::error!(%error, events = batch.len(), "store write failed");
-                    for write in batch {
-                        let _ = write.reply.send(Err(error.clone()));
-                    }
-                }
+                let _ = write.reply.send(outcome);
             }
             writer.in_flight -= 1;
             writer.commit_next(ctx);
         }));
+    }
+}
+
+/// Writes `events` in one transaction; if the store refuses the batch for what it holds,
+/// writes them again one at a time. One result per event, in order.
+async fn commit(store: Arc<dyn EventStore>, events: Vec<Arc<VerifiedEvent>>) -> Vec<WriteResult> {
+    let count = events.len();
+    match store.write(events.clone()).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(StoreError::Refused(reason)) if count > 1 => {
+            tracing::warn!(%reason, events = count, "a batch was refused; writing its events one by one");
+            let mut results = Vec::with_capacity(count);
+            for event in events {
+                let result = store.write(vec![event]).await;
+                results.push(result.and_then(|mut one| one.pop().ok_or(StoreError::Closed)));
+            }
+            results
+        }
+        Err(error) => {
+            tracing::error!(%error, events = count, "store write failed");
+            vec![Err(error); count]
+        }
     }
 }
 
@@ -125,7 +144,7 @@ impl Handler<Write> for Writer {
     type Result = ();
 
     fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) {
-        self.queue.push(msg);
+        self.queue.push(msg.source, msg);
         self.commit_next(ctx);
     }
 }

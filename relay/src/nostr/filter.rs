@@ -1,5 +1,7 @@
 //! Filters (NIP-01): what a `REQ` or `COUNT` asks for, and matching an event against one.
 
+use std::{borrow::Cow, cell::OnceCell, collections::HashSet};
+
 use serde_json::{Map, Value};
 
 use super::{describe_json_error, event::Event, hex, search};
@@ -128,8 +130,14 @@ impl Filter {
     /// matches when each of its words ([`search::words`]) is a word of the content; a
     /// search without words matches nothing.
     pub fn matches(&self, event: &Event) -> bool {
+        self.matches_with(event, &ContentWords::new(event))
+    }
+
+    /// [`Filter::matches`] with the words of the event's content cut already (or on first
+    /// need), so that many search filters checked against one event cut them once.
+    pub fn matches_with(&self, event: &Event, content: &ContentWords<'_>) -> bool {
         if let Some(search) = &self.search {
-            let content: std::collections::HashSet<_> = search::words(&event.content).collect();
+            let content = content.get();
             let mut wanted = search::words(search).peekable();
             if wanted.peek().is_none() || !wanted.all(|word| content.contains(&word)) {
                 return false;
@@ -154,6 +162,27 @@ impl Filter {
                         && t.values.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
                 })
             })
+    }
+}
+
+/// The words of one event's content ([`search::words`]), cut on first need and then kept.
+pub struct ContentWords<'e> {
+    content: &'e str,
+    words: OnceCell<HashSet<Cow<'e, str>>>,
+}
+
+impl<'e> ContentWords<'e> {
+    /// The words of `event`'s content, not cut yet.
+    pub fn new(event: &'e Event) -> Self {
+        Self {
+            content: &event.content,
+            words: OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &HashSet<Cow<'e, str>> {
+        self.words
+            .get_or_init(|| search::words(self.content).collect())
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 use futures_util::future::BoxFuture;
 use starling_cluster::Limiter;
 
-use crate::config::Config;
+use crate::{config::Config, fair::ClientAddress};
 
 /// How long a lease lasts unless refreshed, in ping intervals.
 pub const LEASE_LIFETIME_IN_PINGS: u32 = 3;
@@ -28,14 +28,14 @@ pub struct AddressLease {
 }
 
 impl AddressLease {
-    /// Takes a lease for a connection of node `node_id` from address `ip`: `Ok(None)` when
+    /// Takes a lease for a connection of node `node_id` from `address`: `Ok(None)` when
     /// connections per address are not limited, `Err(limit)` when the address holds every
     /// place it may.
     pub async fn take(
         limiter: &dyn Limiter,
         config: &Config,
         node_id: &str,
-        ip: &str,
+        address: &ClientAddress,
     ) -> Result<Option<Self>, u64> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let limit = config.max_connections_per_ip;
@@ -43,7 +43,7 @@ impl AddressLease {
             return Ok(None);
         }
         let lease = Self {
-            key: format!("connections:{ip}"),
+            key: format!("connections:{address}"),
             holder: format!("{node_id}#{}", NEXT.fetch_add(1, Ordering::Relaxed)),
             limit,
             ttl: Duration::from_secs(config.ping_interval_seconds.max(1)) * LEASE_LIFETIME_IN_PINGS,

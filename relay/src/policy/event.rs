@@ -7,13 +7,31 @@ use crate::{
     nostr::{Event, Prefix, Reason},
 };
 
-/// Checks an event against the configured limits at time `now` (unix seconds).
-pub fn check_event(config: &Config, event: &Event, now: u64) -> Result<(), Reason> {
+/// Checks an event of `bytes` bytes (as the client sent it) against the configured limits
+/// at time `now` (unix seconds).
+pub fn check_event(config: &Config, event: &Event, bytes: usize, now: u64) -> Result<(), Reason> {
+    if bytes > config.max_event_bytes {
+        return Err(Reason::invalid(format!(
+            "event is larger than {} bytes",
+            config.max_event_bytes
+        )));
+    }
     if event.tags.len() > config.max_event_tags {
         return Err(Reason::invalid(format!(
             "too many tags ({}, at most {})",
             event.tags.len(),
             config.max_event_tags
+        )));
+    }
+    let longest = config.max_tag_value_bytes;
+    if event
+        .tags
+        .iter()
+        .flatten()
+        .any(|value| value.len() > longest)
+    {
+        return Err(Reason::invalid(format!(
+            "a tag holds a value longer than {longest} bytes"
         )));
     }
     if event.content.chars().count() > config.max_content_length {
@@ -75,29 +93,44 @@ mod tests {
         ]);
         let tag = || vec!["t".to_string(), "x".to_string()];
         assert_eq!(
-            check_event(&c, &event(100, vec![tag()], "abc"), 100),
+            check_event(&c, &event(100, vec![tag()], "abc"), 0, 100),
             Ok(())
         );
-        assert_eq!(check_event(&c, &event(100, vec![], "日本語"), 100), Ok(()));
-        assert!(check_event(&c, &event(100, vec![tag(), tag()], ""), 100).is_err());
-        assert!(check_event(&c, &event(100, vec![], "abcd"), 100).is_err());
-        assert_eq!(check_event(&c, &event(110, vec![], ""), 100), Ok(()));
-        assert!(check_event(&c, &event(111, vec![], ""), 100).is_err());
+        assert_eq!(
+            check_event(&c, &event(100, vec![], "日本語"), 0, 100),
+            Ok(())
+        );
+        assert!(check_event(&c, &event(100, vec![tag(), tag()], ""), 0, 100).is_err());
+        assert!(check_event(&c, &event(100, vec![], "abcd"), 0, 100).is_err());
+        assert_eq!(check_event(&c, &event(110, vec![], ""), 0, 100), Ok(()));
+        assert!(check_event(&c, &event(111, vec![], ""), 0, 100).is_err());
+    }
+
+    #[test]
+    fn bounds_the_event_and_each_tag_value_in_bytes() {
+        let c = Config::from_args(&["--max-event-bytes", "1000", "--max-tag-value-bytes", "5"]);
+        let tag = |value: &str| vec![vec!["d".to_string(), value.to_string()]];
+        assert_eq!(
+            check_event(&c, &event(1, tag("12345"), ""), 1000, 100),
+            Ok(())
+        );
+        assert!(check_event(&c, &event(1, tag("123456"), ""), 10, 100).is_err());
+        assert!(check_event(&c, &event(1, vec![], ""), 1001, 100).is_err());
     }
 
     #[test]
     fn refuses_expired_events() {
         let c = Config::from_args(&[]);
         let exp = |t: &str| vec![vec!["expiration".to_string(), t.to_string()]];
-        assert_eq!(check_event(&c, &event(1, exp("101"), ""), 100), Ok(()));
+        assert_eq!(check_event(&c, &event(1, exp("101"), ""), 0, 100), Ok(()));
         assert_eq!(
-            check_event(&c, &event(1, exp("100"), ""), 100)
+            check_event(&c, &event(1, exp("100"), ""), 0, 100)
                 .unwrap_err()
                 .message,
             "event has expired"
         );
         assert_eq!(
-            check_event(&c, &event(1, exp("x"), ""), 100)
+            check_event(&c, &event(1, exp("x"), ""), 0, 100)
                 .unwrap_err()
                 .prefix,
             Prefix::Invalid
@@ -119,13 +152,13 @@ mod tests {
             })
             .find(|e| e.pow_difficulty() >= 1)
             .unwrap();
-        assert_eq!(check_event(&c, &mined, 100), Ok(()));
+        assert_eq!(check_event(&c, &mined, 0, 100), Ok(()));
         let unmined = (0u64..)
             .map(|n| keys.sign(1, 1, vec![vec!["n".into(), n.to_string()]], ""))
             .find(|e| e.pow_difficulty() == 0)
             .unwrap();
         assert_eq!(
-            check_event(&c, &unmined, 100).unwrap_err().prefix,
+            check_event(&c, &unmined, 0, 100).unwrap_err().prefix,
             Prefix::Pow
         );
         let low_target = (0u64..)
@@ -140,7 +173,7 @@ mod tests {
             .find(|e| e.pow_difficulty() >= 1)
             .unwrap();
         assert_eq!(
-            check_event(&c, &low_target, 100).unwrap_err().prefix,
+            check_event(&c, &low_target, 0, 100).unwrap_err().prefix,
             Prefix::Pow
         );
     }

@@ -28,6 +28,28 @@ pub fn prepare_filters(config: &Config, mut filters: Vec<Filter>) -> Result<Arc<
     Ok(filters.into())
 }
 
+/// What a subscription's filters cost to hold in the live index, in bytes (about what they
+/// take in memory): each id, author and kind, each tag value, the search.
+pub fn filter_bytes(filters: &[Filter]) -> usize {
+    const FILTER: usize = 96;
+    const TAG_VALUE: usize = 24;
+    filters
+        .iter()
+        .map(|f| {
+            FILTER
+                + 32 * f.ids.as_ref().map_or(0, Vec::len)
+                + 32 * f.authors.as_ref().map_or(0, Vec::len)
+                + 2 * f.kinds.as_ref().map_or(0, Vec::len)
+                + f.tags
+                    .iter()
+                    .flat_map(|t| &t.values)
+                    .map(|v| v.len() + TAG_VALUE)
+                    .sum::<usize>()
+                + f.search.as_ref().map_or(0, |s| 2 * s.len())
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +74,15 @@ mod tests {
         assert_eq!(prepared[1].limit, Some(4));
         let refused = prepare_filters(&config, vec![filter("{}"); 3]).unwrap_err();
         assert_eq!(refused.prefix, crate::nostr::Prefix::Invalid);
+    }
+
+    #[test]
+    fn a_filter_costs_what_it_holds() {
+        let author = "a".repeat(64);
+        let small = filter_bytes(&[Filter::parse(r#"{"kinds":[1]}"#).unwrap()]);
+        let authors = format!(r#"{{"authors":["{author}"]}}"#);
+        let large = filter_bytes(&[Filter::parse(&authors).unwrap(), Filter::default()]);
+        assert_eq!(small, 98);
+        assert_eq!(large, 96 + 32 + 96);
     }
 }

@@ -8,21 +8,30 @@
 //! - [`filters`]: how many filters a `REQ` may hold, and each filter's `limit`;
 //! - [`requests`]: `REQ`s and `COUNT`s per minute per connection;
 //! - [`rates`]: events per minute per client address and per author, across the cluster;
-//! - [`connections`]: connections per client address, across the cluster.
+//! - [`connections`]: connections per client address, across the cluster;
+//! - [`strikes`]: what a client does wrong, counted against its connection and address;
+//! - [`budget`]: the store time a connection or an address may spend a minute;
+//! - [`pace`]: a token bucket for what a client may do often but not without end.
 //!
 //! [`Limiter`]: starling_cluster::Limiter
 
+pub mod budget;
 pub mod connections;
 pub mod event;
 pub mod filters;
+pub mod pace;
 pub mod rates;
 pub mod requests;
+pub mod strikes;
 
+pub use budget::WorkBudget;
 pub use connections::AddressLease;
 pub use event::check_event;
-pub use filters::prepare_filters;
+pub use filters::{filter_bytes, prepare_filters};
+pub use pace::Pace;
 pub use rates::EventRates;
 pub use requests::RequestAllowance;
+pub use strikes::{Strike, Strikes};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use starling_cluster::Limiter;
 
-use crate::{config::Config, nostr::hex};
+use crate::{config::Config, fair::ClientAddress, nostr::hex};
 
 /// The per-minute limits one event counts against, by the keys it is counted under.
 pub struct EventRates {
@@ -15,10 +15,10 @@ pub struct EventRates {
 }
 
 impl EventRates {
-    /// The keys of an event from client address `ip` by `author`.
-    pub fn of(ip: &str, author: &[u8; 32]) -> Self {
+    /// The keys of an event from client address `address` by `author`.
+    pub fn of(address: &ClientAddress, author: &[u8; 32]) -> Self {
         Self {
-            ip: format!("events:ip:{ip}"),
+            ip: format!("events:ip:{address}"),
             author: format!("events:pubkey:{}", hex::encode(author)),
         }
     }

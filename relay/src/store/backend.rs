@@ -1,6 +1,6 @@
 //! Which backend a configuration selects, opened and ready.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
@@ -21,7 +21,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
             Ok(Arc::new(store))
         }
         None => {
-            let store = SqliteStore::open(&config.data_dir)?;
+            let timeout = Duration::from_millis(config.database_statement_timeout_ms.max(1));
+            let store = SqliteStore::open(&config.data_dir)?.with_read_timeout(timeout);
             tracing::info!(data_dir = %config.data_dir.display(), "using the embedded store");
             Ok(Arc::new(store))
         }

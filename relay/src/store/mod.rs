@@ -7,16 +7,20 @@
 //! Every backend passes the same conformance suite (`tests/store_conformance.rs`).
 
 mod backend;
+mod cancel;
 pub mod postgres;
 pub mod sqlite;
+pub mod stream;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use crate::nostr::{Filter, VerifiedEvent};
 
 pub use backend::open;
+pub use cancel::Cancel;
 pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
+pub use stream::{Cursor, PageRequest, StoredEvents};
 
 /// A boxed, sendable future: what trait methods of a dyn-compatible async trait return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -46,12 +50,23 @@ pub struct CacheStatus {
     pub bytes: u64,
 }
 
-/// A failure of the storage backend itself (not a verdict on an event).
+/// A failure of the storage backend itself (not a verdict on an event). Its text is for
+/// the logs: clients get a short, stable message instead.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The database reported an error.
+    /// The database is unreachable or failed; this says nothing about the events.
     #[error("database error: {0}")]
     Database(String),
+    /// The database refused what it was given (a value too large for an index, a broken
+    /// constraint): something in the batch, which written one event at a time, fails alone.
+    #[error("refused by the database: {0}")]
+    Refused(String),
+    /// The statement ran past the store's time limit.
+    #[error("the statement ran past its time limit")]
+    TimedOut,
+    /// Whoever asked cancelled the work, and it stopped.
+    #[error("cancelled")]
+    Cancelled,
     /// The store's worker threads are gone (shutting down).
     #[error("store is shut down")]
     Closed,
@@ -68,17 +83,56 @@ pub trait EventStore: Send + Sync + 'static {
         batch: Vec<Arc<VerifiedEvent>>,
     ) -> BoxFuture<'_, Result<Vec<WriteOutcome>, StoreError>>;
 
-    /// Stored events matching any filter, each at most once, newest first (ties: lowest id
-    /// first), as canonical JSON. Each filter returns at most its `limit` events, which the
-    /// caller must set. Events expired at `now` are never returned.
+    /// Up to `count` stored events matching `filter`, newest first (ties: lowest id first),
+    /// starting after `after` in that order (from the newest when `None`). A NIP-50 search
+    /// answers its first `count` matches in order of relevance (`after` is not used). Events
+    /// expired at `now` are never returned. When `cancel` is raised the statement stops
+    /// and the answer is [`StoreError::Cancelled`].
+    fn page<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Row>, StoreError>>;
+
+    /// Every stored event matching any filter, each at most once, in the order of
+    /// [`StoredEvents`], as canonical JSON, read page by page. Each filter returns at most
+    /// its `limit` events, which the caller must set.
     fn query(
         &self,
         filters: Arc<[Filter]>,
         now: u64,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let cancel = Cancel::default();
+            let mut plan = StoredEvents::new(Arc::clone(&filters));
+            let mut events = Vec::new();
+            loop {
+                while let Some(row) = plan.next_row() {
+                    events.push(row.json);
+                }
+                let Some(request) = plan.wanted() else {
+                    return Ok(events);
+                };
+                let filter = &filters[request.filter];
+                let rows = self
+                    .page(filter, request.after, request.count, now, &cancel)
+                    .await?;
+                plan.fill(request, rows);
+            }
+        })
+    }
 
-    /// How many stored events match any filter (NIP-45); `limit` is ignored.
-    fn count(&self, filters: Arc<[Filter]>, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// How many stored events match any filter (NIP-45); `limit` is ignored. Stops, as
+    /// [`EventStore::page`] does, when `cancel` is raised.
+    fn count<'a>(
+        &'a self,
+        filters: &'a [Filter],
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Deletes events whose NIP-40 expiration is at or before `now`; returns how many.
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
@@ -111,29 +165,9 @@ pub struct Row {
     /// `created_at` of the event.
     pub created_at: i64,
     /// Its id.
-    pub id: Vec<u8>,
+    pub id: [u8; 32],
     /// Its canonical JSON.
     pub json: String,
-}
-
-/// Merges the answers of a query's filters into one list without duplicates. Without a
-/// NIP-50 search the list is newest first, ties by lowest id (NIP-01). With a search,
-/// answers keep their order of relevance and follow one another in filter order.
-pub fn merge(answers: Vec<(bool, Vec<Row>)>) -> Vec<String> {
-    let ranked = answers.iter().any(|(ranked, _)| *ranked);
-    let mut rows: Vec<Row> = answers.into_iter().flat_map(|(_, rows)| rows).collect();
-    if ranked {
-        let mut seen = std::collections::HashSet::new();
-        rows.retain(|row| seen.insert(row.id.clone()));
-    } else {
-        rows.sort_unstable_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        rows.dedup_by(|a, b| a.id == b.id);
-    }
-    rows.into_iter().map(|row| row.json).collect()
 }
 
 /// Seconds and counts are unsigned in Nostr and signed 64-bit in SQL; values past `i64::MAX`

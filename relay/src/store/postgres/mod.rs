@@ -3,21 +3,25 @@
 //! Queries go through a `deadpool-postgres` pool of `tokio-postgres` connections with
 //! prepared statements: filters compiled by [`sql`], JSON taken from the [`json_cache`]. A
 //! batch of writes is one transaction, written by `write.rs` so that nodes writing at once
-//! converge; [`migrate`] keeps the schema up to date.
+//! converge; `read.rs` reads pages and counts, cancelled when their requester goes;
+//! [`migrate`] keeps the schema up to date.
 
+mod error;
 pub mod json_cache;
 pub mod migrate;
+mod read;
 pub mod sql;
 mod write;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+use error::{db, unavailable};
 use json_cache::JsonCache;
 
-use super::{BoxFuture, EventStore, Row, StoreError, WriteOutcome, merge, to_sql_int};
+use super::{BoxFuture, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome, to_sql_int};
 use crate::{
     config::Config,
     nostr::{Filter, VerifiedEvent},
@@ -57,6 +61,10 @@ pub struct PgStore {
     cache: JsonCache,
 }
 
+/// Prepared statements one pooled connection keeps; past it, its cache is emptied (filters
+/// of many shapes must not grow it, and the server's memory, without end).
+pub const MAX_CACHED_STATEMENTS: usize = 256;
+
 /// Settings of every session the store opens: the statement timeout; no parallel workers and
 /// no JIT compilation, whose start-up costs more than a relay's small indexed queries take
 /// (a generic plan, not knowing its limit, can look costly enough to trigger JIT on every
@@ -70,34 +78,6 @@ pub fn session_options(statement_timeout: Duration) -> String {
          -c plan_cache_mode=force_generic_plan",
         statement_timeout.as_millis()
     )
-}
-
-/// Runs a query with a plan made for its values: NIP-50 searches (how common a word is
-/// decides between the full-text index and the time index) and counts over ORs of filters.
-async fn query_custom(
-    client: &mut Object,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        .await?;
-    let statement = tx.prepare_cached(sql).await?;
-    let rows = tx.query(&statement, params).await?;
-    tx.commit().await?;
-    Ok(rows)
-}
-
-/// A store error carrying the whole chain of causes ("db error: relation … does not exist").
-fn db(error: impl std::error::Error) -> StoreError {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    StoreError::Database(text)
 }
 
 impl PgStore {
@@ -138,54 +118,55 @@ impl PgStore {
         migrate::run(&mut client).await.map_err(db)
     }
 
+    /// A pooled connection, its statement cache within [`MAX_CACHED_STATEMENTS`].
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(db)
+        let client = self.pool.get().await.map_err(unavailable)?;
+        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+            client.statement_cache.clear();
+        }
+        Ok(client)
     }
-}
 
-/// A matching event as a query finds it: `created_at` and id.
-type Match = (i64, Vec<u8>);
-
-impl PgStore {
-    /// The JSON of every matched event: from the cache, and the rest in one query (an event
-    /// deleted meanwhile is simply not found, and left out).
-    async fn json_of(
-        &self,
-        client: &Object,
-        matches: &[(bool, Vec<Match>)],
-    ) -> Result<HashMap<[u8; 32], Arc<str>>, StoreError> {
-        let mut json = HashMap::new();
-        let mut missing: Vec<&[u8]> = Vec::new();
-        for (_, id) in matches.iter().flat_map(|(_, found)| found) {
-            let Ok(key) = <[u8; 32]>::try_from(id.as_slice()) else {
-                continue;
-            };
-            match self.cache.get(&key) {
-                Some(cached) => {
-                    json.insert(key, cached);
-                }
-                None => missing.push(id),
-            }
-        }
-        if !missing.is_empty() {
-            let statement = client
-                .prepare_cached("SELECT id, json FROM events WHERE id = ANY($1)")
-                .await
-                .map_err(db)?;
-            for row in client.query(&statement, &[&missing]).await.map_err(db)? {
-                let Ok(key) = <[u8; 32]>::try_from(row.get::<_, &[u8]>(0)) else {
-                    continue;
-                };
-                let text: Arc<str> = Arc::from(row.get::<_, &str>(1));
-                self.cache.insert(key, Arc::clone(&text));
-                json.insert(key, text);
-            }
-        }
-        Ok(json)
+    /// Statements cached by one pooled connection, after [`PgStore::client`] has bounded
+    /// them (for tests of the bound).
+    pub async fn cached_statements(&self) -> Result<usize, StoreError> {
+        Ok(self.client().await?.statement_cache.size())
     }
 }
 
 impl EventStore for PgStore {
+    fn page<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        Box::pin(async move {
+            if cancel.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
+            let client = self.client().await?;
+            read::page(client, &self.cache, filter, after, count, now, cancel).await
+        })
+    }
+
+    fn count<'a>(
+        &'a self,
+        filters: &'a [Filter],
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            if !filters.iter().any(Filter::can_match) {
+                return Ok(0);
+            }
+            let client = self.client().await?;
+            read::count(client, filters, now, cancel).await
+        })
+    }
+
     fn write(
         &self,
         batch: Vec<Arc<VerifiedEvent>>,
@@ -200,69 +181,6 @@ impl EventStore for PgStore {
                 }
             }
             Ok(outcomes)
-        })
-    }
-
-    fn query(
-        &self,
-        filters: Arc<[Filter]>,
-        now: u64,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        Box::pin(async move {
-            let mut client = self.client().await?;
-            let mut matches = Vec::new();
-            for filter in filters.iter().filter(|f| f.can_match()) {
-                let (text, q) = sql::select(filter, now);
-                let rows = if filter.search.is_some() {
-                    query_custom(&mut client, &text, &q.refs()).await
-                } else {
-                    match client.prepare_cached(&text).await {
-                        Ok(statement) => client.query(&statement, &q.refs()).await,
-                        Err(e) => Err(e),
-                    }
-                };
-                let found: Vec<Match> = rows
-                    .map_err(db)?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
-                matches.push((filter.search.is_some(), found));
-            }
-            let json = self.json_of(&client, &matches).await?;
-            let answers = matches
-                .into_iter()
-                .map(|(ranked, found)| {
-                    let rows = found
-                        .into_iter()
-                        .filter_map(|(created_at, id)| {
-                            let json = json.get(id.as_slice())?.to_string();
-                            Some(Row {
-                                created_at,
-                                id,
-                                json,
-                            })
-                        })
-                        .collect();
-                    (ranked, rows)
-                })
-                .collect();
-            Ok(merge(answers))
-        })
-    }
-
-    fn count(&self, filters: Arc<[Filter]>, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let matching: Vec<&Filter> = filters.iter().filter(|f| f.can_match()).collect();
-            if matching.is_empty() {
-                return Ok(0);
-            }
-            let (text, q) = sql::count(matching.into_iter(), now);
-            let mut client = self.client().await?;
-            let rows = query_custom(&mut client, &text, &q.refs())
-                .await
-                .map_err(db)?;
-            let count: i64 = rows.first().map_or(0, |row| row.get(0));
-            Ok(count as u64)
         })
     }
 

@@ -5,9 +5,11 @@ use std::{borrow::Cow, fmt::Write};
 
 use tokio_postgres::types::ToSql;
 
+use sha2::{Digest, Sha256};
+
 use crate::{
-    nostr::{Filter, TagFilter, search},
-    store::to_sql_int,
+    nostr::{Filter, TagFilter, hex, search},
+    store::{Cursor, to_sql_int},
 };
 
 /// A value bound to a placeholder.
@@ -58,7 +60,7 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
     }
     for tag in &filter.tags {
         let name = q.bind(char::from(tag.letter).to_string());
-        let values = q.bind(tag.values.clone());
+        let values = q.bind(tag_keys(tag));
         parts.push(format!(
             "EXISTS (SELECT 1 FROM event_tags t WHERE t.event_seq = e.seq AND t.name = {name} AND t.value = ANY({values}))"
         ));
@@ -76,6 +78,54 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
     parts.join(" AND ")
 }
 
+/// Longest tag value (or `d` tag) indexed as it is; longer ones are indexed by their hash.
+pub const INDEXED_VALUE_BYTES: usize = 512;
+
+/// What starts the index key of a long value (a character no ordinary tag value holds).
+const HASHED: &str = "\u{1}sha256:";
+
+/// What the tag index and the address index hold for a tag value: the value itself when it
+/// is short, else a marker and its SHA-256, so that any value the limits allow fits an
+/// index row (PostgreSQL's B-tree rows hold about 2.7 kB). A filter for a long value finds
+/// it by the same key, and its matches are checked against the whole value
+/// ([`needs_recheck`]).
+pub fn tag_key(value: &str) -> Cow<'_, str> {
+    if value.len() <= INDEXED_VALUE_BYTES {
+        Cow::Borrowed(value)
+    } else {
+        let digest: [u8; 32] = Sha256::digest(value).into();
+        Cow::Owned(format!("{HASHED}{}", hex::encode(&digest)))
+    }
+}
+
+/// The index keys of a tag condition's values.
+fn tag_keys(tag: &TagFilter) -> Vec<String> {
+    tag.values.iter().map(|v| tag_key(v).into_owned()).collect()
+}
+
+/// Whether the events the index finds for `filter` must be checked against it again: a
+/// long value is found by its hash, and a short value could be made to look like a hash.
+pub fn needs_recheck(filter: &Filter) -> bool {
+    filter
+        .tags
+        .iter()
+        .flat_map(|t| &t.values)
+        .any(|v| v.len() > INDEXED_VALUE_BYTES || v.starts_with(HASHED))
+}
+
+/// The condition that a row comes after `after` in the newest-first order: older, or as
+/// old with a higher id. `created` and `id` name the columns ordered by.
+fn keyset(after: Option<Cursor>, created: &str, id: &str, q: &mut Query) -> String {
+    match after {
+        None => String::new(),
+        Some(cursor) => {
+            let at = q.bind(cursor.created_at);
+            let last = q.bind(cursor.id.to_vec());
+            format!(" AND {created} <= {at} AND ({created} < {at} OR {id} > {last})")
+        }
+    }
+}
+
 /// Kinds as PostgreSQL's `INTEGER`.
 fn sql_kinds(kinds: &[u16]) -> Vec<i32> {
     kinds.iter().map(|k| i32::from(*k)).collect()
@@ -88,44 +138,54 @@ pub const SEARCH_CANDIDATES: i64 = 1000;
 /// condition.
 pub const MAX_PROBES: usize = 16;
 
-/// The query for one filter's stored events: newest first (ties: lowest id), at most
-/// `limit`. A NIP-50 search ranks by relevance the newest [`SEARCH_CANDIDATES`] matches, so
-/// that a word found in millions of events costs no more than a rare one.
+/// The query for one page of a filter's stored events: newest first (ties: lowest id),
+/// after `after`, at most `count`. A NIP-50 search ranks by relevance the newest
+/// [`SEARCH_CANDIDATES`] matches, so that a word found in millions of events costs no more
+/// than a rare one, and answers its first `count`.
 ///
 /// A filter naming a few (author, kind) pairs, a few kinds, or a few values of one tag is
 /// answered by index-ordered probes: one newest-first index scan per pair, kind or value
 /// (`events_by_author`, `events_by_kind`, `event_tags_by_value`),
 /// each stopping at the limit, merged. The cost follows the limit, not the number of
 /// matches.
-pub fn select(filter: &Filter, now: u64) -> (String, Query) {
+pub fn select(filter: &Filter, after: Option<Cursor>, count: usize, now: u64) -> (String, Query) {
+    let page = Page { after, count };
     if let Some(search) = &filter.search {
-        return search_select(filter, search, now);
+        return search_select(filter, search, count, now);
     }
     let kinds = filter.kinds.as_deref();
     if filter.ids.is_none() {
         if let (Some(authors), Some(kinds)) = (&filter.authors, kinds) {
             if authors.len() * kinds.len() <= MAX_PROBES {
-                return author_probes(filter, authors, kinds, now);
+                return author_probes(filter, authors, kinds, page, now);
             }
         }
         let tag = filter.tags.iter().find(|t| t.values.len() <= MAX_PROBES);
         if let Some(tag) = tag {
-            return tag_probes(filter, tag, now);
+            return tag_probes(filter, tag, page, now);
         }
         if let (None, Some(kinds)) = (&filter.authors, kinds) {
             if kinds.len() <= MAX_PROBES {
-                return kind_probes(filter, kinds, now);
+                return kind_probes(filter, kinds, page, now);
             }
         }
     }
     let mut q = Query::default();
     let condition = condition(filter, now, &mut q);
-    let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+    let after = keyset(page.after, "e.created_at", "e.id", &mut q);
+    let limit = q.bind(to_sql_int(count as u64));
     let sql = format!(
-        "SELECT e.created_at, e.id FROM events e WHERE {condition}
+        "SELECT e.created_at, e.id FROM events e WHERE {condition}{after}
          ORDER BY e.created_at DESC, e.id LIMIT {limit}"
     );
     (sql, q)
+}
+
+/// Where a page starts and how many rows it holds at most.
+#[derive(Clone, Copy)]
+struct Page {
+    after: Option<Cursor>,
+    count: usize,
 }
 
 /// A NIP-50 search as a `tsquery` every one of whose words ([`search::words`]) must be a
@@ -171,12 +231,12 @@ pub fn tsvector(content: &str) -> String {
     literal
 }
 
-fn search_select(filter: &Filter, search: &str, now: u64) -> (String, Query) {
+fn search_select(filter: &Filter, search: &str, count: usize, now: u64) -> (String, Query) {
     let mut q = Query::default();
     let condition = condition(filter, now, &mut q);
     let query = q.bind(tsquery(search));
     let candidates = q.bind(SEARCH_CANDIDATES);
-    let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+    let limit = q.bind(to_sql_int(count as u64));
     let sql = format!(
         "SELECT created_at, id FROM (
              SELECT e.created_at, e.id, e.content_fts FROM events e WHERE {condition}
@@ -193,6 +253,7 @@ fn author_probes(
     filter: &Filter,
     authors: &[[u8; 32]],
     kinds: &[u16],
+    page: Page,
     now: u64,
 ) -> (String, Query) {
     let (mut pubkeys, mut pair_kinds) = (Vec::new(), Vec::new());
@@ -210,17 +271,25 @@ fn author_probes(
     let mut q = Query::default();
     let pubkeys = q.bind(pubkeys);
     let pair_kinds = q.bind(pair_kinds);
+    let rest = condition(&rest, now, &mut q);
+    let after = keyset(page.after, "e.created_at", "e.id", &mut q);
     let probe = format!(
         "SELECT e.created_at, e.id FROM events e
-         WHERE e.pubkey = p.pubkey AND e.kind = p.kind AND {}",
-        condition(&rest, now, &mut q)
+         WHERE e.pubkey = p.pubkey AND e.kind = p.kind AND {rest}{after}"
     );
     let source = format!("unnest({pubkeys}::BYTEA[], {pair_kinds}::INTEGER[]) AS p (pubkey, kind)");
-    merged(source, probe, "e.created_at DESC, e.id", false, filter, q)
+    merged(
+        source,
+        probe,
+        "e.created_at DESC, e.id",
+        false,
+        page.count,
+        q,
+    )
 }
 
 /// One probe of `events_by_kind` per kind.
-fn kind_probes(filter: &Filter, kinds: &[u16], now: u64) -> (String, Query) {
+fn kind_probes(filter: &Filter, kinds: &[u16], page: Page, now: u64) -> (String, Query) {
     let rest = Filter {
         kinds: None,
         ..filter.clone()
@@ -230,16 +299,23 @@ fn kind_probes(filter: &Filter, kinds: &[u16], now: u64) -> (String, Query) {
         "unnest({}::INTEGER[]) AS p (kind)",
         q.bind(sql_kinds(kinds))
     );
-    let probe = format!(
-        "SELECT e.created_at, e.id FROM events e WHERE e.kind = p.kind AND {}",
-        condition(&rest, now, &mut q)
-    );
-    merged(source, probe, "e.created_at DESC, e.id", false, filter, q)
+    let rest = condition(&rest, now, &mut q);
+    let after = keyset(page.after, "e.created_at", "e.id", &mut q);
+    let probe =
+        format!("SELECT e.created_at, e.id FROM events e WHERE e.kind = p.kind AND {rest}{after}");
+    merged(
+        source,
+        probe,
+        "e.created_at DESC, e.id",
+        false,
+        page.count,
+        q,
+    )
 }
 
 /// One probe of `event_tags_by_value` per value of `tag`, which also holds each row's kind.
 /// An event may carry several of the values, so the merge removes repeats.
-fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
+fn tag_probes(filter: &Filter, tag: &TagFilter, page: Page, now: u64) -> (String, Query) {
     let rest = Filter {
         kinds: None,
         tags: filter
@@ -252,10 +328,7 @@ fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
     };
     let mut q = Query::default();
     let name = q.bind(char::from(tag.letter).to_string());
-    let source = format!(
-        "unnest({}::TEXT[]) AS p (value)",
-        q.bind(tag.values.clone())
-    );
+    let source = format!("unnest({}::TEXT[]) AS p (value)", q.bind(tag_keys(tag)));
     // The kinds are read from the tag index itself, as it is walked newest first.
     let kind_match = match &filter.kinds {
         Some(kinds) => format!(" AND t.kind = ANY({}::INTEGER[])", q.bind(sql_kinds(kinds))),
@@ -275,25 +348,33 @@ fn tag_probes(filter: &Filter, tag: &TagFilter, now: u64) -> (String, Query) {
             q.bind(to_sql_int(until))
         ));
     }
+    let rest = condition(&rest, now, &mut q);
+    let after = keyset(page.after, "t.created_at", "e.id", &mut q);
     let probe = format!(
         "SELECT e.created_at, e.id FROM event_tags t JOIN events e ON e.seq = t.event_seq
-         WHERE t.name = {name} AND t.value = p.value{kind_match}{window} AND {}",
-        condition(&rest, now, &mut q)
+         WHERE t.name = {name} AND t.value = p.value{kind_match}{window} AND {rest}{after}"
     );
-    merged(source, probe, "t.created_at DESC, e.id", true, filter, q)
+    merged(
+        source,
+        probe,
+        "t.created_at DESC, e.id",
+        true,
+        page.count,
+        q,
+    )
 }
 
 /// Runs `probe` (which may refer to the columns of `source`) once per row of `source`,
-/// newest first by `order`, at most the limit each, and merges the answers.
+/// newest first by `order`, at most `count` each, and merges the answers.
 fn merged(
     source: String,
     probe: String,
     order: &str,
     distinct: bool,
-    filter: &Filter,
+    count: usize,
     mut q: Query,
 ) -> (String, Query) {
-    let limit = q.bind(to_sql_int(filter.limit.unwrap_or(0)));
+    let limit = q.bind(to_sql_int(count as u64));
     let distinct = if distinct {
         "DISTINCT ON (x.created_at, x.id) "
     } else {
@@ -329,7 +410,7 @@ mod tests {
         let hostile =
             r##"{"#t":["'; DROP TABLE events; --"],"search":"x'); --","kinds":[1],"limit":5}"##;
         let filter = Filter::parse(hostile).unwrap();
-        let (sql, q) = select(&filter, 100);
+        let (sql, q) = select(&filter, None, 5, 100);
         assert!(!sql.contains("DROP"), "{sql}");
         assert!(!sql.contains("x'"), "{sql}");
         assert_eq!(sql.matches('$').count(), q.params.len());
@@ -338,6 +419,32 @@ mod tests {
             sql.ends_with(&format!("LIMIT ${}", q.params.len())),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn long_values_are_indexed_by_hash_and_rechecked() {
+        let long = "v".repeat(INDEXED_VALUE_BYTES + 1);
+        assert_eq!(tag_key("short"), "short");
+        let key = tag_key(&long);
+        assert!(key.starts_with(HASHED) && key.len() < 100, "{key}");
+        let filter =
+            |v: &str| Filter::parse(&serde_json::json!({ "#d": [v] }).to_string()).unwrap();
+        assert!(!needs_recheck(&filter("short")));
+        assert!(needs_recheck(&filter(&long)));
+        assert!(needs_recheck(&filter(&key)));
+    }
+
+    #[test]
+    fn a_page_goes_on_after_its_cursor() {
+        let filter = Filter::parse(r#"{"kinds":[1],"authors":["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}"#).unwrap();
+        let cursor = Cursor {
+            created_at: 5,
+            id: [1; 32],
+        };
+        let (sql, q) = select(&filter, Some(cursor), 10, 100);
+        assert!(sql.contains("e.created_at <= $"), "{sql}");
+        assert!(sql.contains("e.id > $"), "{sql}");
+        assert!(sql.contains(&format!("${}", q.params.len())), "{sql}");
     }
 
     #[test]

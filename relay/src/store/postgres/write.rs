@@ -1,43 +1,78 @@
 //! The PostgreSQL write path: a batch of events in one transaction.
 //!
-//! The transaction first takes advisory locks on every id and address the batch touches
+//! The transaction first takes an advisory lock on the author of every event it writes
 //! ([`lock_keys`], sorted, so that writers on different nodes never deadlock), then writes
 //! each run of plain events (regular kinds) with one set-based statement ([`WRITE_PLAIN`])
 //! and every other event with a call of `starling_write_event` ([`WRITE_BY_RULE`]), all
-//! pipelined on one connection in batch order ([`plan`]). The locks make duplicate,
-//! replacement and deletion decisions atomic across every node.
+//! pipelined on one connection in batch order ([`plan`]).
+//!
+//! The author locks make duplicate, replacement and deletion decisions atomic across every
+//! node: every rule relates events of one author (an event and its duplicate, the versions
+//! of a replaceable event, a deletion and the events it deletes, which NIP-09 limits to the
+//! author's own). A lock per author, not per id or address, keeps the locks a transaction
+//! holds few (a deletion of 2,000 events takes one), and a batch of more than
+//! [`MAX_LOCKS`] authors is written as several transactions, so that nodes writing at once
+//! never run PostgreSQL out of lock memory (`max_locks_per_transaction` × connections).
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use deadpool_postgres::Object;
 use futures_util::future::try_join_all;
-use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 
 use super::sql;
 use crate::{
-    nostr::{Event, KindClass, VerifiedEvent, hex, kind::DELETION},
+    nostr::{Event, KindClass, VerifiedEvent, kind::DELETION},
     store::{WriteOutcome, to_sql_int},
 };
 
 /// How often a batch is retried after a deadlock or serialization failure.
 const WRITE_ATTEMPTS: usize = 5;
 
-/// Writes `batch` in one transaction (retried after a deadlock or a serialization failure);
-/// the outcome of each event, in order.
+/// Most advisory locks (distinct authors) one transaction takes.
+pub const MAX_LOCKS: usize = 64;
+
+/// Writes `batch` in as few transactions as [`MAX_LOCKS`] allows, in order (each retried
+/// after a deadlock or a serialization failure); the outcome of each event, in order.
 pub async fn write_batch(
     client: &mut Object,
     batch: &[Arc<VerifiedEvent>],
 ) -> Result<Vec<WriteOutcome>, tokio_postgres::Error> {
-    let params: Vec<WriteParams<'_>> = batch.iter().map(|e| WriteParams::new(e)).collect();
-    let locks = lock_keys(batch);
-    let mut attempt = 1;
-    loop {
-        match write_once(client, &params, &locks).await {
-            Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => attempt += 1,
-            result => return result,
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for part in split_by_authors(batch, MAX_LOCKS) {
+        let params: Vec<WriteParams<'_>> = part.iter().map(|e| WriteParams::new(e)).collect();
+        let locks = lock_keys(part);
+        let mut attempt = 1;
+        loop {
+            match write_once(client, &params, &locks).await {
+                Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => attempt += 1,
+                result => {
+                    outcomes.extend(result?);
+                    break;
+                }
+            }
         }
     }
+    Ok(outcomes)
+}
+
+/// Consecutive parts of `batch`, each with at most `max` distinct authors.
+fn split_by_authors(batch: &[Arc<VerifiedEvent>], max: usize) -> Vec<&[Arc<VerifiedEvent>]> {
+    let mut parts = Vec::new();
+    let mut authors = std::collections::HashSet::new();
+    let mut start = 0;
+    for (i, event) in batch.iter().enumerate() {
+        if !authors.contains(&event.event.pubkey) && authors.len() == max {
+            parts.push(&batch[start..i]);
+            authors.clear();
+            start = i;
+        }
+        authors.insert(event.event.pubkey);
+    }
+    if start < batch.len() {
+        parts.push(&batch[start..]);
+    }
+    parts
 }
 
 async fn write_once(
@@ -196,7 +231,7 @@ impl<'a> PlainArrays<'a> {
             for (name, value) in event.tag_names.iter().zip(&event.tag_values) {
                 arrays.tag_events.push(n as i64 + 1);
                 arrays.tag_names.push(name);
-                arrays.tag_values.push(value);
+                arrays.tag_values.push(value.as_ref());
             }
         }
         arrays
@@ -224,13 +259,13 @@ struct WriteParams<'a> {
     pubkey: &'a [u8],
     created_at: i64,
     kind: i32,
-    d_tag: Option<&'a str>,
+    d_tag: Option<Cow<'a, str>>,
     expires_at: Option<i64>,
     /// The content's words as a `tsvector` literal ([`sql::tsvector`]).
     lexemes: String,
     json: &'a str,
     tag_names: Vec<String>,
-    tag_values: Vec<&'a str>,
+    tag_values: Vec<Cow<'a, str>>,
     delete_ids: Vec<Vec<u8>>,
     delete_kinds: Vec<i32>,
     delete_d_tags: Vec<String>,
@@ -241,7 +276,7 @@ impl<'a> WriteParams<'a> {
         let e = &verified.event;
         let (tag_names, tag_values) = e
             .indexed_tags()
-            .map(|(letter, value)| (char::from(letter).to_string(), value))
+            .map(|(letter, value)| (char::from(letter).to_string(), sql::tag_key(value)))
             .unzip();
         let targets = if e.kind == DELETION {
             e.deletion_targets()
@@ -251,14 +286,14 @@ impl<'a> WriteParams<'a> {
         let (delete_kinds, delete_d_tags) = targets
             .addresses
             .into_iter()
-            .map(|(kind, d)| (i32::from(kind), d))
+            .map(|(kind, d)| (i32::from(kind), sql::tag_key(&d).into_owned()))
             .unzip();
         Self {
             id: &e.id,
             pubkey: &e.pubkey,
             created_at: to_sql_int(e.created_at),
             kind: i32::from(e.kind),
-            d_tag: address_d_tag(e),
+            d_tag: address_d_tag(e).map(sql::tag_key),
             expires_at: e.expiration().ok().flatten().map(to_sql_int),
             lexemes: sql::tsvector(&e.content),
             json: &verified.json,
@@ -306,31 +341,15 @@ fn address_d_tag(e: &Event) -> Option<&str> {
     }
 }
 
-/// Advisory lock keys for everything a batch reads and writes, sorted and unique.
+/// The advisory lock keys of a batch: one per author, sorted and unique.
 fn lock_keys(batch: &[Arc<VerifiedEvent>]) -> Vec<i64> {
-    let id_key = |id: &[u8; 32]| i64::from_be_bytes(id[..8].try_into().expect("8 bytes"));
-    let address_key = |kind: u16, pubkey: &[u8; 32], d: &str| {
-        let hash = Sha256::digest(format!("{kind}:{}:{d}", hex::encode(pubkey)));
-        i64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
-    };
-    let mut keys = Vec::with_capacity(batch.len() * 2);
-    for verified in batch {
-        let e = &verified.event;
-        keys.push(id_key(&e.id));
-        if let Some(d) = address_d_tag(e) {
-            keys.push(address_key(e.kind, &e.pubkey, d));
-        }
-        if e.kind == DELETION {
-            let targets = e.deletion_targets();
-            keys.extend(targets.ids.iter().map(id_key));
-            keys.extend(
-                targets
-                    .addresses
-                    .iter()
-                    .map(|(k, d)| address_key(*k, &e.pubkey, d)),
-            );
-        }
-    }
+    let mut keys: Vec<i64> = batch
+        .iter()
+        .map(|e| {
+            let prefix: [u8; 8] = e.event.pubkey[..8].try_into().unwrap_or_default();
+            i64::from_be_bytes(prefix)
+        })
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     keys

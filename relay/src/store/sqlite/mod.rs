@@ -2,22 +2,24 @@
 //!
 //! One writer thread owns the only writing connection, so a batch is one transaction and
 //! NIP-01/NIP-09 rules are decided in order without races. Reader threads each own a
-//! read-only connection; WAL lets them read while the writer commits.
+//! read-only connection; WAL lets them read while the writer commits. A read stops when its
+//! requester cancels it or when it runs past the statement time limit, through a progress
+//! handler that SQLite calls as it works.
 
 mod schema;
 mod sql;
 mod workers;
 mod write;
 
-use std::{path::Path, sync::Arc, thread};
+use std::{path::Path, sync::Arc, thread, time::Duration};
 
-use rusqlite::{Connection, TransactionBehavior, params, params_from_iter, types::Value};
+use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
 
-use super::{BoxFuture, EventStore, Row, StoreError, WriteOutcome, merge, to_sql_int};
+use super::{BoxFuture, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome, to_sql_int};
 use crate::nostr::{Filter, VerifiedEvent};
 
 pub use schema::FILE_NAME;
-use sql::{condition, fts_query, tag_driven};
+
 use workers::Workers;
 use write::{delete_events, write_one};
 
@@ -25,7 +27,11 @@ use write::{delete_events, write_one};
 pub struct SqliteStore {
     writer: Workers,
     readers: Workers,
+    read_timeout: Duration,
 }
+
+/// Longest a read may run unless [`SqliteStore::with_read_timeout`] says otherwise.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
@@ -50,7 +56,14 @@ impl SqliteStore {
         Ok(Self {
             writer: Workers::spawn("sqlite-writer", vec![writer])?,
             readers: Workers::spawn("sqlite-reader", readers)?,
+            read_timeout: READ_TIMEOUT,
         })
+    }
+
+    /// The same store, its reads interrupted after `timeout`.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
     }
 }
 
@@ -76,89 +89,54 @@ impl EventStore for SqliteStore {
         }))
     }
 
-    fn query(
-        &self,
-        filters: Arc<[Filter]>,
+    fn page<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
         now: u64,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        Box::pin(self.readers.run(move |conn| {
-            let mut answers = Vec::new();
-            for filter in filters.iter().filter(|f| f.can_match()) {
-                let mut values = Vec::new();
-                let sql = match &filter.search {
-                    Some(search) => {
-                        values.push(Value::Text(fts_query(search)));
-                        let condition = condition(filter, now, &mut values);
-                        format!(
-                            "SELECT e.created_at, e.id, e.json
-                             FROM events_fts JOIN events e ON e.seq = events_fts.rowid
-                             WHERE events_fts MATCH ? AND {condition} ORDER BY events_fts.rank LIMIT ?"
-                        )
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        let (sql, values) = sql::page(filter, after, count, now);
+        Box::pin(
+            self.readers
+                .run_cancellable(cancel, self.read_timeout, move |conn| {
+                    let mut rows = Vec::new();
+                    let mut statement = conn.prepare_cached(&sql)?;
+                    let mut found = statement.query(params_from_iter(values))?;
+                    while let Some(r) = found.next()? {
+                        let id: Vec<u8> = r.get(1)?;
+                        if let Ok(id) = id.try_into() {
+                            rows.push(Row {
+                                created_at: r.get(0)?,
+                                id,
+                                json: r.get(2)?,
+                            });
+                        }
                     }
-                    None => match tag_driven(filter) {
-                        Some((tag, rest)) => {
-                            values.push(Value::Text(char::from(tag.letter).to_string()));
-                            values.extend(tag.values.iter().map(|v| Value::Text(v.clone())));
-                            let condition = condition(&rest, now, &mut values);
-                            let placeholders = vec!["?"; tag.values.len()].join(",");
-                            // CROSS JOIN keeps the tag index as the outer loop: its rows come
-                            // newest first, so the scan stops at the limit.
-                            format!(
-                                "SELECT DISTINCT e.created_at, e.id, e.json
-                                 FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
-                                 WHERE t.name = ? AND t.value IN ({placeholders}) AND {condition}
-                                 ORDER BY t.created_at DESC, e.id ASC LIMIT ?"
-                            )
-                        }
-                        None => {
-                            let condition = condition(filter, now, &mut values);
-                            format!(
-                                "SELECT e.created_at, e.id, e.json FROM events e
-                                 WHERE {condition} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
-                            )
-                        }
-                    },
-                };
-                values.push(Value::Integer(to_sql_int(filter.limit.unwrap_or(0))));
-                let rows = conn
-                    .prepare_cached(&sql)?
-                    .query_map(params_from_iter(values), |r| {
-                        Ok(Row { created_at: r.get(0)?, id: r.get(1)?, json: r.get(2)? })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                answers.push((filter.search.is_some(), rows));
-            }
-            Ok(merge(answers))
-        }))
+                    Ok(rows)
+                }),
+        )
     }
 
-    fn count(&self, filters: Arc<[Filter]>, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.readers.run(move |conn| {
-            let mut values = Vec::new();
-            let conditions: Vec<String> = filters
-                .iter()
-                .filter(|f| f.can_match())
-                .map(|f| {
-                    let condition = condition(f, now, &mut values);
-                    let search = f.search.as_ref().map(|search| {
-                        values.push(Value::Text(fts_query(search)));
-                        " AND e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
-                    });
-                    format!("({condition}{})", search.unwrap_or_default())
-                })
-                .collect();
-            if conditions.is_empty() {
-                return Ok(0);
-            }
-            let sql = format!(
-                "SELECT COUNT(*) FROM events e WHERE {}",
-                conditions.join(" OR ")
-            );
-            let count: i64 = conn
-                .prepare_cached(&sql)?
-                .query_row(params_from_iter(values), |r| r.get(0))?;
-            Ok(count as u64)
-        }))
+    fn count<'a>(
+        &'a self,
+        filters: &'a [Filter],
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let Some((sql, values)) = sql::count(filters, now) else {
+            return Box::pin(async { Ok(0) });
+        };
+        Box::pin(
+            self.readers
+                .run_cancellable(cancel, self.read_timeout, move |conn| {
+                    let count: i64 = conn
+                        .prepare_cached(&sql)?
+                        .query_row(params_from_iter(values), |r| r.get(0))?;
+                    Ok(count as u64)
+                }),
+        )
     }
 
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {

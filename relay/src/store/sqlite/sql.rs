@@ -5,13 +5,101 @@ use rusqlite::types::Value;
 
 use crate::{
     nostr::{Filter, TagFilter},
-    store::to_sql_int,
+    store::{Cursor, to_sql_int},
 };
+
+/// The query for one page of a filter's stored events (`created_at`, id, JSON): newest
+/// first (ties: lowest id) after `after`, or for a NIP-50 search its first matches by
+/// relevance; at most `count`. Returns the SQL and its values.
+pub fn page(
+    filter: &Filter,
+    after: Option<Cursor>,
+    count: usize,
+    now: u64,
+) -> (String, Vec<Value>) {
+    let mut values = Vec::new();
+    let sql = match &filter.search {
+        Some(search) => {
+            values.push(Value::Text(fts_query(search)));
+            let condition = condition(filter, now, &mut values);
+            format!(
+                "SELECT e.created_at, e.id, e.json
+                 FROM events_fts JOIN events e ON e.seq = events_fts.rowid
+                 WHERE events_fts MATCH ? AND {condition} ORDER BY events_fts.rank LIMIT ?"
+            )
+        }
+        None => match tag_driven(filter) {
+            Some((tag, rest)) => {
+                values.push(Value::Text(char::from(tag.letter).to_string()));
+                values.extend(tag.values.iter().map(|v| Value::Text(v.clone())));
+                let condition = condition(&rest, now, &mut values);
+                let after = keyset(after, "t.created_at", &mut values);
+                let placeholders = vec!["?"; tag.values.len()].join(",");
+                // CROSS JOIN keeps the tag index as the outer loop: its rows come newest
+                // first, so the scan stops at the limit.
+                format!(
+                    "SELECT DISTINCT e.created_at, e.id, e.json
+                     FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
+                     WHERE t.name = ? AND t.value IN ({placeholders}) AND {condition}{after}
+                     ORDER BY t.created_at DESC, e.id ASC LIMIT ?"
+                )
+            }
+            None => {
+                let condition = condition(filter, now, &mut values);
+                let after = keyset(after, "e.created_at", &mut values);
+                format!(
+                    "SELECT e.created_at, e.id, e.json FROM events e
+                     WHERE {condition}{after} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
+                )
+            }
+        },
+    };
+    values.push(Value::Integer(to_sql_int(count as u64)));
+    (sql, values)
+}
+
+/// The query counting events that match any filter, and its values; `None` when no filter
+/// can match.
+pub fn count(filters: &[Filter], now: u64) -> Option<(String, Vec<Value>)> {
+    let mut values = Vec::new();
+    let conditions: Vec<String> = filters
+        .iter()
+        .filter(|f| f.can_match())
+        .map(|f| {
+            let condition = condition(f, now, &mut values);
+            let search = f.search.as_ref().map(|search| {
+                values.push(Value::Text(fts_query(search)));
+                " AND e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
+            });
+            format!("({condition}{})", search.unwrap_or_default())
+        })
+        .collect();
+    if conditions.is_empty() {
+        return None;
+    }
+    let sql = format!(
+        "SELECT COUNT(*) FROM events e WHERE {}",
+        conditions.join(" OR ")
+    );
+    Some((sql, values))
+}
+
+/// The condition that a row comes after `after` in the newest-first order (older, or as
+/// old with a higher id); `created` names the time column ordered by.
+fn keyset(after: Option<Cursor>, created: &str, values: &mut Vec<Value>) -> String {
+    let Some(cursor) = after else {
+        return String::new();
+    };
+    values.push(Value::Integer(cursor.created_at));
+    values.push(Value::Integer(cursor.created_at));
+    values.push(Value::Blob(cursor.id.to_vec()));
+    format!(" AND {created} <= ? AND ({created} < ? OR e.id > ?)")
+}
 
 /// For a filter with a tag condition but no ids or authors (which their own indexes serve
 /// better): the tag condition to drive the query from the tag index, and the rest of the
 /// filter.
-pub fn tag_driven(filter: &Filter) -> Option<(&TagFilter, Filter)> {
+fn tag_driven(filter: &Filter) -> Option<(&TagFilter, Filter)> {
     if filter.ids.is_some() || filter.authors.is_some() {
         return None;
     }
@@ -24,7 +112,7 @@ pub fn tag_driven(filter: &Filter) -> Option<(&TagFilter, Filter)> {
 }
 
 /// A NIP-50 query as an FTS5 expression: every word, quoted, must occur.
-pub fn fts_query(search: &str) -> String {
+fn fts_query(search: &str) -> String {
     let words: Vec<String> = search
         .split(' ')
         .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
@@ -34,7 +122,7 @@ pub fn fts_query(search: &str) -> String {
 
 /// The WHERE condition for one filter over `events e` (NIP-50 `search` aside), pushing its
 /// bound values onto `values`.
-pub fn condition(filter: &Filter, now: u64, values: &mut Vec<Value>) -> String {
+fn condition(filter: &Filter, now: u64, values: &mut Vec<Value>) -> String {
     fn placeholders(n: usize) -> String {
         vec!["?"; n].join(",")
     }

@@ -4,12 +4,16 @@
 use std::{
     sync::{Arc, Mutex, mpsc},
     thread,
+    time::{Duration, Instant},
 };
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::store::StoreError;
+use crate::store::{Cancel, StoreError};
+
+/// SQLite virtual-machine steps between two calls of the progress handler.
+const STEPS_PER_CHECK: std::ffi::c_int = 1000;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -50,11 +54,70 @@ impl Workers {
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
         let (reply, result) = oneshot::channel();
         let sent = self.jobs.send(Box::new(move |conn: &mut Connection| {
-            let _ = reply.send(work(conn).map_err(|e| StoreError::Database(e.to_string())));
+            let _ = reply.send(work(conn).map_err(store_error));
         }));
         async move {
             sent.map_err(|_| StoreError::Closed)?;
             result.await.map_err(|_| StoreError::Closed)?
         }
+    }
+}
+
+impl Workers {
+    /// Runs `work` like [`Workers::run`], stopping it when `cancel` is raised or when it has
+    /// run for `limit` (it is not started at all when cancelled while queued).
+    pub fn run_cancellable<T: Send + 'static>(
+        &self,
+        cancel: &Cancel,
+        limit: Duration,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let cancel = cancel.clone();
+        let (reply, result) = oneshot::channel();
+        let sent = self.jobs.send(Box::new(move |conn: &mut Connection| {
+            if cancel.is_cancelled() {
+                let _ = reply.send(Err(StoreError::Cancelled));
+                return;
+            }
+            let deadline = Instant::now() + limit;
+            let watched = cancel.clone();
+            let watch = conn.progress_handler(
+                STEPS_PER_CHECK,
+                Some(move || watched.is_cancelled() || Instant::now() >= deadline),
+            );
+            if let Err(error) = watch {
+                let _ = reply.send(Err(store_error(error)));
+                return;
+            }
+            let outcome = work(conn);
+            // Removing the handler cannot fail in a way that matters: the next job installs
+            // its own.
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            let outcome = outcome.map_err(|error| match error.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::OperationInterrupted) if cancel.is_cancelled() => {
+                    StoreError::Cancelled
+                }
+                Some(rusqlite::ErrorCode::OperationInterrupted) => StoreError::TimedOut,
+                _ => store_error(error),
+            });
+            let _ = reply.send(outcome);
+        }));
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            result.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+}
+
+/// A SQLite error as a store error: what SQLite refuses for the data it was given (a broken
+/// constraint, a value too big) is [`StoreError::Refused`]; anything else means the store is
+/// not working.
+pub fn store_error(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig) => {
+            StoreError::Refused(error.to_string())
+        }
+        _ => StoreError::Database(error.to_string()),
     }
 }

@@ -3,17 +3,20 @@
 //! It reads the client's messages ([`Frames`], paused by its [`Gate`] while too much is in
 //! progress), asks [`policy`] what each may do, answers what it can at once, hands events to
 //! [`ingest`] and starts a [`Subscription`] actor per `REQ`. Everything it sends goes
-//! through its [`Outbox`]; a client that stops reading overflows it and is dropped.
+//! through its [`Outbox`]; a client that stops reading overflows it and is dropped, and one
+//! that leaves the relay's pings unanswered is closed.
+//!
+//! What a client does wrong counts as strikes ([`policy::strikes`]): past
+//! `max_strikes_per_connection` in a minute the connection is closed (1008), and the strikes
+//! count against its address too, which is slowed once past `max_strikes_per_ip`.
 //!
 //! Architecture invariant: nothing here awaits the store inside the message handler; store
 //! work runs as a spawned future whose result comes back to the actor, so a slow database
 //! slows one request, never the socket.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    rc::Rc,
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::{Duration, Instant},
 };
 
@@ -22,22 +25,25 @@ use actix::{
 };
 use actix_ws::{CloseCode, CloseReason, MessageStream, Session};
 use opentelemetry::KeyValue;
-use tokio::task::JoinHandle;
+use tokio::{sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
 
+mod requests;
+
 use super::{
+    conduct::{Conduct, PENALTY_PACE},
     frames::{Frame, FrameError, Frames},
     gate::Gate,
-    outbox::{Outbox, Outgoing},
-    subscription::{Subscription, SubscriptionParts, SubscriptionTable},
+    liveness::Liveness,
+    outbox::Outbox,
+    subscription::{Subscription, SubscriptionTable},
 };
 use crate::{
     ingest,
-    node::{Node, Shutdown},
-    nostr::{
-        ClientMessage, Event, Filter, KindClass, MessageError, Prefix, Reason, message::relay,
-    },
-    policy::{self, AddressLease, EventRates, RequestAllowance},
+    node::{Admission, Asker, Node, Shutdown},
+    nostr::{ClientMessage, Event, KindClass, MessageError, Prefix, message::relay},
+    policy::{self, AddressLease, EventRates, RequestAllowance, Strike, WorkBudget},
+    store::Cancel,
 };
 
 /// Source of unique subscription keys for the live indexes.
@@ -47,8 +53,8 @@ static NEXT_SUBSCRIPTION_KEY: AtomicU64 = AtomicU64::new(1);
 pub struct Peer {
     /// `ip:port`, for logs.
     pub addr: String,
-    /// The IP address, the key of per-address limits.
-    pub ip: String,
+    /// The connection's place on the node, with its number and client address.
+    pub admission: Admission,
     /// The connection's place among its address's (when connections per address are
     /// limited).
     pub lease: Option<AddressLease>,
@@ -62,13 +68,16 @@ pub struct Connection {
     gate: Gate,
     subscriptions: SubscriptionTable,
     peer: Peer,
-    /// Key in the node's list of open connections.
-    key: Option<u64>,
+    /// The connection as the query scheduler knows it, shared with its subscriptions.
+    asker: Rc<Asker>,
+    /// Raised when the connection ends, to stop its counts in progress.
+    cancel: Cancel,
     /// The `connection` span every span and log line of this connection belongs to.
     span: tracing::Span,
     requests: RequestAllowance,
+    conduct: Conduct,
+    liveness: Liveness,
     opened: Instant,
-    last_seen: Instant,
     received: u64,
     close_reason: &'static str,
 }
@@ -92,7 +101,15 @@ impl Connection {
             span.record("trace_id", id.as_str());
         }
         let now = Instant::now();
+        let budget = Duration::from_millis(config.query_ms_per_minute_per_connection);
+        let asker = Rc::new(Asker {
+            source: peer.admission.source,
+            address: Arc::clone(&peer.admission.address),
+            budget: Arc::new(Mutex::new(WorkBudget::new(budget, now))),
+            running: Arc::new(Semaphore::new(config.max_queries_per_connection)),
+        });
         let requests = RequestAllowance::new(config.max_reqs_per_minute_per_connection, now);
+        let conduct = Conduct::new(Arc::clone(&peer.admission.address), now);
         Connection::create(move |ctx| {
             ctx.add_stream(frames);
             Connection {
@@ -102,11 +119,13 @@ impl Connection {
                 gate,
                 subscriptions: SubscriptionTable::default(),
                 peer,
-                key: None,
+                asker,
+                cancel: Cancel::default(),
                 span,
                 requests,
+                conduct,
+                liveness: Liveness::new(now),
                 opened: now,
-                last_seen: now,
                 received: 0,
                 close_reason: "client went away",
             }
@@ -145,15 +164,45 @@ impl Connection {
         ctx.stop();
     }
 
+    /// Counts a strike against the connection and its address: closes the connection past
+    /// its threshold; slows the address past its own.
+    fn strike(&mut self, why: Strike, ctx: &mut Context<Self>) {
+        let metrics = self.node.metrics();
+        metrics
+            .strikes
+            .add(1, &[KeyValue::new("reason", why.as_str())]);
+        let outcome = self.conduct.strike(self.node.config(), Instant::now());
+        if outcome.penalized {
+            metrics.addresses_penalized.add(1, &[]);
+            let (address, seconds) = (
+                self.peer.admission.source.address,
+                self.node.config().strike_penalty_seconds,
+            );
+            self.span.in_scope(
+                || tracing::warn!(%address, seconds, "slowing an address for its strikes"),
+            );
+        }
+        if outcome.close {
+            self.span.in_scope(|| {
+                tracing::info!(
+                    strikes = outcome.count,
+                    last = why.as_str(),
+                    "closing an abusive connection"
+                )
+            });
+            self.close(CloseCode::Policy, "too many invalid messages", "abuse", ctx);
+        }
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         match ClientMessage::parse(text) {
             Ok(ClientMessage::Event(event)) => {
                 self.count_received("EVENT");
-                self.on_event(*event, ctx)
+                self.on_event(*event, text.len(), ctx)
             }
             Ok(ClientMessage::Req { sub_id, filters }) => {
                 self.count_received("REQ");
-                self.on_req(sub_id, filters)
+                self.on_req(sub_id, filters, ctx)
             }
             Ok(ClientMessage::Count { sub_id, filters }) => {
                 self.count_received("COUNT");
@@ -165,16 +214,19 @@ impl Connection {
             }
             Err(MessageError::Notice(message)) => {
                 self.count_received("invalid");
-                self.send(relay::notice(&message))
+                self.send(relay::notice(&message));
+                self.strike(Strike::Invalid, ctx);
             }
             Err(MessageError::Event { id, reason }) => {
                 self.count_received("EVENT");
                 self.count_event(None, Some(reason.prefix));
-                self.send(relay::ok(&id, false, &reason.to_string()))
+                self.send(relay::ok(&id, false, &reason.to_string()));
+                self.strike(Strike::Invalid, ctx);
             }
             Err(MessageError::Closed { sub_id, reason }) => {
                 self.count_received("invalid");
-                self.send(relay::closed(&sub_id, &reason))
+                self.send(relay::closed(&sub_id, &reason));
+                self.strike(Strike::Invalid, ctx);
             }
         }
     }
@@ -202,119 +254,48 @@ impl Connection {
         }
     }
 
-    fn on_event(&mut self, event: Event, ctx: &mut Context<Self>) {
+    fn on_event(&mut self, event: Event, bytes: usize, ctx: &mut Context<Self>) {
         let id = event.id_hex();
         let kind = event.kind;
         let span = tracing::debug_span!(parent: &self.span, "ingest", event = %id, kind);
-        if let Err(reason) = policy::check_event(self.node.config(), &event, policy::now()) {
+        let checked = policy::check_event(self.node.config(), &event, bytes, policy::now());
+        if let Err(reason) = checked {
             self.count_event(Some(kind), Some(reason.prefix));
-            return self.send(relay::ok(&id, false, &reason.to_string()));
+            self.send(relay::ok(&id, false, &reason.to_string()));
+            return self.strike(Strike::Refused, ctx);
         }
         let permit = self.gate.enter();
-        let rates = EventRates::of(&self.peer.ip, &event.pubkey);
-        let verdict =
-            ingest::accept(Arc::clone(&self.node), event, rates, span.clone()).instrument(span);
-        ctx.spawn(verdict.into_actor(self).map(move |verdict, conn, _| {
+        let rates = EventRates::of(&self.peer.admission.source.address, &event.pubkey);
+        let source = self.peer.admission.source;
+        let node = Arc::clone(&self.node);
+        let verdict = ingest::accept(node, source, event, rates, span.clone()).instrument(span);
+        ctx.spawn(verdict.into_actor(self).map(move |verdict, conn, ctx| {
             drop(permit);
             conn.count_event(Some(kind), verdict.refused);
             conn.send(relay::ok(&id, verdict.accepted, &verdict.message));
-        }));
-    }
-
-    /// Counts a REQ or COUNT against the per-connection limit; refuses it with `CLOSED` when
-    /// the limit is reached.
-    fn allow_request(&mut self, sub_id: &str) -> bool {
-        if self.requests.allow(Instant::now()) {
-            return true;
-        }
-        self.node
-            .metrics()
-            .rate_limited
-            .add(1, &[KeyValue::new("limit", "requests")]);
-        let reason = Reason::new(Prefix::RateLimited, "too many requests; slow down");
-        self.send(relay::closed(sub_id, &reason));
-        false
-    }
-
-    /// The filters of a REQ or COUNT as the policy allows them, or `CLOSED` sent.
-    fn prepare(&mut self, sub_id: &str, filters: Vec<Filter>) -> Option<Arc<[Filter]>> {
-        match policy::prepare_filters(self.node.config(), filters) {
-            Ok(filters) => Some(filters),
-            Err(reason) => {
-                self.send(relay::closed(sub_id, &reason));
-                None
+            if let Some(strike) = verdict.strike {
+                conn.strike(strike, ctx);
             }
-        }
-    }
-
-    fn on_req(&mut self, sub_id: String, filters: Vec<Filter>) {
-        if !self.allow_request(&sub_id) {
-            return;
-        }
-        let Some(filters) = self.prepare(&sub_id, filters) else {
-            return;
-        };
-        let max_subscriptions = self.node.config().max_subscriptions;
-        if !self.subscriptions.stop(&sub_id) && self.subscriptions.len() >= max_subscriptions {
-            let reason = Reason::new(
-                Prefix::RateLimited,
-                format!("too many open subscriptions (at most {max_subscriptions})"),
-            );
-            return self.send(relay::closed(&sub_id, &reason));
-        }
-        let sub_id: Arc<str> = sub_id.into();
-        let key = NEXT_SUBSCRIPTION_KEY.fetch_add(1, Ordering::Relaxed);
-        let subscription = Subscription::new(SubscriptionParts {
-            key,
-            sub_id: Arc::clone(&sub_id),
-            filters,
-            table: self.subscriptions.clone(),
-            outbox: self.outbox.clone(),
-            store: Arc::clone(self.node.store()),
-            permit: self.gate.enter(),
-            metrics: Arc::clone(self.node.metrics()),
-            span: tracing::debug_span!(parent: &self.span, "req", sub = %sub_id),
-        })
-        .start();
-        self.subscriptions.insert(sub_id, key, subscription);
-    }
-
-    fn on_count(&mut self, sub_id: String, filters: Vec<Filter>, ctx: &mut Context<Self>) {
-        if !self.allow_request(&sub_id) {
-            return;
-        }
-        let Some(filters) = self.prepare(&sub_id, filters) else {
-            return;
-        };
-        let permit = self.gate.enter();
-        let store = Arc::clone(self.node.store());
-        let count = async move { store.count(filters, policy::now()).await };
-        ctx.spawn(count.into_actor(self).map(move |result, conn, _| {
-            drop(permit);
-            let frame = match result {
-                Ok(n) => relay::count(&sub_id, n),
-                Err(e) => relay::closed(&sub_id, &Reason::error(e.to_string())),
-            };
-            conn.send(frame);
         }));
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let idle = Duration::from_secs(self.node.config().idle_timeout_seconds);
-        if self.last_seen.elapsed() > idle {
+        if self.liveness.last_seen().elapsed() > idle {
             self.close(CloseCode::Normal, "idle timeout", "idle timeout", ctx);
-        } else {
-            self.outbox.push_control(Outgoing::Ping);
-            if let Some(lease) = &self.peer.lease {
-                actix_web::rt::spawn(lease.refresh(&**self.node.limiter()));
-            }
+            return;
+        }
+        let _ = self.outbox.push_ping(self.liveness.next_ping());
+        if let Some(lease) = &self.peer.lease {
+            actix_web::rt::spawn(lease.refresh(&**self.node.limiter()));
         }
     }
 
     fn on_frame_error(&mut self, error: FrameError, ctx: &mut Context<Self>) {
         match error {
             FrameError::NotUtf8 => {
-                self.send(relay::notice("invalid: text frame is not valid UTF-8"))
+                self.send(relay::notice("invalid: text frame is not valid UTF-8"));
+                self.strike(Strike::Invalid, ctx);
             }
             FrameError::TooBig => {
                 self.close(CloseCode::Size, "message too big", "message too big", ctx)
@@ -337,7 +318,10 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node.start_live_index::<Subscription>();
-        self.key = Some(self.node.connections().register(ctx.address().recipient()));
+        let key = self.peer.admission.source.connection;
+        self.node
+            .connections()
+            .register(key, ctx.address().recipient());
         let metrics = self.node.metrics();
         metrics.connections_opened.add(1, &[]);
         metrics.connections_open.add(1, &[]);
@@ -352,11 +336,9 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.cancel.cancel();
         self.subscriptions.stop_all();
         self.outbox.close(None);
-        if let Some(key) = self.key {
-            self.node.connections().unregister(key);
-        }
         if let Some(lease) = &self.peer.lease {
             lease.release(&**self.node.limiter());
         }
@@ -378,7 +360,7 @@ impl Actor for Connection {
 
 impl StreamHandler<Result<Frame, FrameError>> for Connection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Context<Self>) {
-        self.last_seen = Instant::now();
+        let now = Instant::now();
         match item {
             Ok(Frame::Text(text)) => {
                 self.received += 1;
@@ -389,9 +371,17 @@ impl StreamHandler<Result<Frame, FrameError>> for Connection {
                 self.send(relay::notice(
                     "invalid: binary messages are not supported; send JSON as text",
                 ));
+                self.strike(Strike::Invalid, ctx);
             }
-            Ok(Frame::Ping(payload)) => self.outbox.push_control(Outgoing::Pong(payload)),
-            Ok(Frame::Pong) => {}
+            Ok(Frame::Ping(payload)) => {
+                let _ = self.outbox.push_pong(payload);
+                if !self.conduct.ping(now) {
+                    self.strike(Strike::Pings, ctx);
+                }
+            }
+            Ok(Frame::Pong(payload)) => {
+                self.liveness.pong(&payload, now);
+            }
             Ok(Frame::Close(reason)) => {
                 self.outbox.close(reason.map(|r| CloseReason {
                     code: r.code,
@@ -401,6 +391,9 @@ impl StreamHandler<Result<Frame, FrameError>> for Connection {
                 ctx.stop();
             }
             Err(error) => self.on_frame_error(error, ctx),
+        }
+        if self.conduct.is_paced(now) {
+            self.gate.pause(PENALTY_PACE);
         }
     }
 

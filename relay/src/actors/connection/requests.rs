@@ -1,0 +1,147 @@
+//! What a connection does with `REQ` and `COUNT`: the per-connection limits, then a
+//! [`Subscription`] actor for a `REQ`, or a count admitted by the node for a `COUNT`.
+
+use std::{
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use opentelemetry::KeyValue;
+
+use super::{Connection, NEXT_SUBSCRIPTION_KEY};
+use crate::{
+    actors::subscription::{Subscription, SubscriptionParts, TOO_LONG},
+    node::Refusal,
+    nostr::{Filter, Prefix, Reason, message::relay},
+    policy::{self, Strike},
+    store::StoreError,
+};
+
+impl Connection {
+    /// Counts a REQ or COUNT against the per-connection limit; refuses it with `CLOSED` when
+    /// the limit is reached.
+    fn allow_request(&mut self, sub_id: &str, ctx: &mut Context<Self>) -> bool {
+        if self.requests.allow(Instant::now()) {
+            return true;
+        }
+        self.refuse(sub_id, "requests", "too many requests; slow down");
+        self.strike(Strike::RateLimited, ctx);
+        false
+    }
+
+    /// Answers `CLOSED "rate-limited: …"` for a limit, and counts the refusal.
+    fn refuse(&mut self, sub_id: &str, limit: &'static str, message: impl Into<String>) {
+        self.node
+            .metrics()
+            .rate_limited
+            .add(1, &[KeyValue::new("limit", limit)]);
+        let reason = Reason::new(Prefix::RateLimited, message);
+        self.send(relay::closed(sub_id, &reason));
+    }
+
+    /// The filters of a REQ or COUNT as the policy allows them, or `CLOSED` sent.
+    fn prepare(
+        &mut self,
+        sub_id: &str,
+        filters: Vec<Filter>,
+        ctx: &mut Context<Self>,
+    ) -> Option<Arc<[Filter]>> {
+        match policy::prepare_filters(self.node.config(), filters) {
+            Ok(filters) => Some(filters),
+            Err(reason) => {
+                self.send(relay::closed(sub_id, &reason));
+                self.strike(Strike::Invalid, ctx);
+                None
+            }
+        }
+    }
+
+    pub(super) fn on_req(&mut self, sub_id: String, filters: Vec<Filter>, ctx: &mut Context<Self>) {
+        if !self.allow_request(&sub_id, ctx) {
+            return;
+        }
+        let Some(filters) = self.prepare(&sub_id, filters, ctx) else {
+            return;
+        };
+        let config = self.node.config();
+        let (max_subscriptions, max_bytes) = (
+            config.max_subscriptions,
+            config.max_filter_bytes_per_connection,
+        );
+        let replaced = self.subscriptions.stop(&sub_id);
+        if !replaced && self.subscriptions.len() >= max_subscriptions {
+            let message = format!("too many open subscriptions (at most {max_subscriptions})");
+            return self.refuse(&sub_id, "subscriptions", message);
+        }
+        let bytes = policy::filter_bytes(&filters);
+        if self.subscriptions.filter_bytes() + bytes > max_bytes {
+            let message = format!(
+                "this connection's subscriptions would hold more than {max_bytes} bytes of filters"
+            );
+            return self.refuse(&sub_id, "filter-bytes", message);
+        }
+        let Some(place) = self.node.admit_subscription() else {
+            let message = "this relay holds all the subscriptions it can; try again later";
+            return self.refuse(&sub_id, "node-subscriptions", message);
+        };
+        let sub_id: Arc<str> = sub_id.into();
+        let key = NEXT_SUBSCRIPTION_KEY.fetch_add(1, Ordering::Relaxed);
+        let subscription = Subscription::new(SubscriptionParts {
+            key,
+            sub_id: Arc::clone(&sub_id),
+            filters,
+            table: self.subscriptions.clone(),
+            outbox: self.outbox.clone(),
+            place,
+            asker: Rc::clone(&self.asker),
+            permit: self.gate.enter(),
+            span: tracing::debug_span!(parent: &self.span, "req", sub = %sub_id),
+        })
+        .start();
+        self.subscriptions.insert(sub_id, key, subscription, bytes);
+    }
+
+    pub(super) fn on_count(
+        &mut self,
+        sub_id: String,
+        filters: Vec<Filter>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.allow_request(&sub_id, ctx) {
+            return;
+        }
+        let Some(filters) = self.prepare(&sub_id, filters, ctx) else {
+            return;
+        };
+        let permit = self.gate.enter();
+        let (node, asker, cancel) = (
+            Arc::clone(&self.node),
+            Rc::clone(&self.asker),
+            self.cancel.clone(),
+        );
+        let count = async move { node.count(&asker, filters, policy::now(), &cancel).await };
+        ctx.spawn(count.into_actor(self).map(move |result, conn, _| {
+            drop(permit);
+            match result {
+                Ok(n) => conn.send(relay::count(&sub_id, n)),
+                Err(Refusal::Cancelled) => {}
+                Err(Refusal::OverBudget) => conn.refuse(
+                    &sub_id,
+                    "store-time",
+                    "this connection has used its store time; try again in a while",
+                ),
+                Err(Refusal::Store(StoreError::TimedOut)) => {
+                    conn.send(relay::closed(&sub_id, &Reason::error(TOO_LONG)));
+                }
+                Err(Refusal::Store(error)) => {
+                    conn.span
+                        .in_scope(|| tracing::warn!(%error, "could not count events"));
+                    let reason = Reason::error("could not count events");
+                    conn.send(relay::closed(&sub_id, &reason));
+                }
+            }
+        }));
+    }
+}
