@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod abuse;
 mod architecture;
 mod bad_input;
 mod cluster;

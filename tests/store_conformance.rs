@@ -72,6 +72,9 @@ macro_rules! suite {
             case!(counts_the_union_of_filters);
             case!(search_matches_every_word_of_the_content);
             case!(lists_events_in_insertion_order);
+            case!(tag_values_an_index_cannot_hold_are_stored_and_found);
+            case!(a_large_limit_is_read_in_pages_in_order);
+            case!(a_cancelled_read_stops);
         }
     };
 }
@@ -663,5 +666,109 @@ async fn removed_events_leave_no_tag_rows_on_postgres() {
         ),
         2,
         "the deletion request's e tag and the newer profile's t tag"
+    );
+}
+
+/// Tag values PostgreSQL cannot index as they are (longer than an index row holds, or with a
+/// NUL character) are stored and found like any other, on every store; a short value made to
+/// look like the index key of a long one does not match it.
+async fn tag_values_an_index_cannot_hold_are_stored_and_found(store: Store) {
+    let long = "v".repeat(4000);
+    let with_nul = "a\u{0}b".to_string();
+    let tagged = |n: u8, value: &str| keys(n).sign(T, 1, tags(&[&["x", value], &["d", value]]), "");
+    let (a, b) = (tagged(1, &long), tagged(2, &with_nul));
+    let addressable = keys(3).sign(T, 30_023, tags(&[&["d", &long]]), "article");
+    assert_eq!(
+        write(&store, &[&a, &b, &addressable]).await,
+        [WriteOutcome::Stored; 3]
+    );
+    let lookalike = tagged(4, &starling::store::postgres::sql::tag_key(&long));
+    write_one(&store, &lookalike).await;
+    let by = |value: &str| serde_json::json!({ "#x": [value] }).to_string();
+    assert_eq!(ids(&store, &[&by(&long)]).await, [a.id_hex()]);
+    assert_eq!(ids(&store, &[&by(&with_nul)]).await, [b.id_hex()]);
+    let newer = keys(3).sign(T + 1, 30_023, tags(&[&["d", &long]]), "article, again");
+    assert_eq!(write_one(&store, &newer).await, WriteOutcome::Stored);
+    let articles = serde_json::json!({"kinds": [30_023]}).to_string();
+    assert_eq!(ids(&store, &[&articles]).await, [newer.id_hex()]);
+}
+
+/// A limit larger than a page is read page after page, in the NIP-01 order, ties included.
+async fn a_large_limit_is_read_in_pages_in_order(store: Store) {
+    let total = starling::store::stream::PAGE_ROWS * 2 + 10;
+    let events: Vec<Event> = (0..total)
+        .map(|n| note(1, T - (n as u64 / 7), &format!("note {n}")))
+        .collect();
+    write(&store, &events.iter().collect::<Vec<_>>()).await;
+    let mut expected: Vec<&Event> = events.iter().collect();
+    expected.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    let want: Vec<String> = expected
+        .iter()
+        .take(total - 3)
+        .map(|e| e.id_hex())
+        .collect();
+    let limit = format!(r#"{{"kinds":[1],"limit":{}}}"#, total - 3);
+    assert_eq!(ids(&store, &[&limit]).await, want);
+    let all = format!(r#"{{"limit":{total}}}"#);
+    let mut two = ids(&store, &[&all, &limit]).await;
+    assert_eq!(
+        two.len(),
+        total,
+        "the same events through two filters, each once"
+    );
+    two.dedup();
+    assert_eq!(two.len(), total);
+}
+
+/// A read whose requester has cancelled does not run.
+async fn a_cancelled_read_stops(store: Store) {
+    write_one(&store, &note(1, T, "x")).await;
+    let cancel = Cancel::default();
+    cancel.cancel();
+    let filter = &filters(&["{}"])[0];
+    let read = store.page(filter, None, 10, T, &cancel).await;
+    assert!(
+        matches!(read, Err(starling::store::StoreError::Cancelled)),
+        "{read:?}"
+    );
+    let count = store.count(&filters(&["{}"]), T, &cancel).await;
+    assert!(
+        matches!(count, Err(starling::store::StoreError::Cancelled)),
+        "{count:?}"
+    );
+}
+
+/// Filters of many shapes do not grow a pooled connection's statement cache without end.
+#[tokio::test]
+async fn the_statement_cache_is_bounded_on_postgres() {
+    let database = postgres_database();
+    let settings = PgSettings {
+        url: database.url.clone(),
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(10),
+        json_cache_bytes: 0,
+    };
+    let store = PgStore::new(&settings).expect("PostgreSQL store");
+    let letters: Vec<char> = ('a'..='z')
+        .chain('A'..='Z')
+        .filter(|c| !matches!(c, 'e' | 'p'))
+        .collect();
+    let mut shapes = 0;
+    for first in &letters {
+        for second in &letters {
+            let filter = format!(r##"{{"#{first}":["x"],"#{second}":["y"],"since":1}}"##);
+            store.query(filters(&[&filter]), T).await.expect("query");
+            shapes += 1;
+        }
+    }
+    assert!(shapes > 2 * starling::store::postgres::MAX_CACHED_STATEMENTS);
+    let cached = store
+        .cached_statements()
+        .await
+        .expect("a pooled connection");
+    assert!(
+        cached <= starling::store::postgres::MAX_CACHED_STATEMENTS + 2,
+        "{cached} statements cached"
     );
 }

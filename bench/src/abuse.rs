@@ -14,8 +14,9 @@
 //! - `poison`: events with a 6,000-byte single-letter tag value;
 //! - `flood`: new connections, each sending one `REQ` and going away.
 //!
-//! Before the first phase, `--prefill` notes are published so that broad filters have
-//! something to read. The relay's resident memory is sampled when `--pid` is given.
+//! Before the first phase, `--prefill` notes are published (from 20 addresses 127.0.0.100
+//! onwards, by 20 authors) so that broad filters have something to read. The relay's
+//! resident memory is sampled when `--pid` is given.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -380,18 +381,39 @@ fn secret(n: u64) -> [u8; 32] {
     secret
 }
 
-/// Publishes `count` notes with `t` tags and words, 64 in flight, from 127.0.0.1.
+/// Connections (each from its own address 127.0.0.(100 + n), by its own author) the
+/// prefill is spread over, so that no address or author passes a relay's rate limits.
+const PREFILL_CONNECTIONS: u64 = 20;
+
+/// Publishes `count` notes with `t` tags and words, over [`PREFILL_CONNECTIONS`].
 async fn prefill(url: &str, target: SocketAddr, count: u64) -> anyhow::Result<()> {
-    let keys = Keys::from_secret(secret(1)).ok_or_else(|| anyhow!("bad secret"))?;
+    let per_connection = count.div_ceil(PREFILL_CONNECTIONS);
+    let tasks: Vec<_> = (0..PREFILL_CONNECTIONS)
+        .map(|n| {
+            let url = url.to_string();
+            let events = per_connection.min(count.saturating_sub(n * per_connection));
+            tokio::spawn(async move { prefill_one(&url, target, n, events).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// One prefill connection: `count` notes by author `n` from 127.0.0.(100 + n).
+async fn prefill_one(url: &str, target: SocketAddr, n: u64, count: u64) -> anyhow::Result<()> {
+    let keys = Keys::from_secret(secret(100 + n)).ok_or_else(|| anyhow!("bad secret"))?;
     let now = starling::policy::now();
-    let ws = connect_from(url, target, Ipv4Addr::LOCALHOST).await?;
+    let source = Ipv4Addr::new(127, 0, 0, 100 + n as u8);
+    let ws = connect_from(url, target, source).await?;
     let (mut sink, mut stream) = ws.split();
     let sender = tokio::spawn(async move {
         for i in 0..count {
-            let tags = vec![vec!["t".to_string(), format!("topic{}", i % 20)]];
+            let topic = (n * count + i) % 20;
+            let tags = vec![vec!["t".to_string(), format!("topic{topic}")]];
             let content = format!(
-                "prefill note {i} about nostr relays and topic{} {}",
-                i % 20,
+                "prefill note {i} about nostr relays and topic{topic} {}",
                 nanos()
             );
             let e = keys.sign(now - 3_600 + i % 3_600, 1, tags, &content);
@@ -400,17 +422,23 @@ async fn prefill(url: &str, target: SocketAddr, count: u64) -> anyhow::Result<()
         }
         Ok::<_, anyhow::Error>(sink)
     });
-    let mut answered = 0;
+    let (mut answered, mut refused) = (0, 0);
     while answered < count {
         let msg = tokio::time::timeout(ANSWER_TIMEOUT, stream.next())
             .await
             .map_err(|_| anyhow!("prefill: no OK within {ANSWER_TIMEOUT:?}"))?
             .ok_or_else(|| anyhow!("prefill: the relay closed the connection"))??;
-        if msg.to_text().is_ok_and(|t| t.starts_with("[\"OK\"")) {
+        if let Ok(text) = msg.to_text()
+            && text.starts_with("[\"OK\"")
+        {
             answered += 1;
+            refused += u64::from(!text.contains(",true,"));
         }
     }
     drop(sender.await??);
+    if refused > 0 {
+        eprintln!("prefill: {refused} of {count} notes refused on connection {n}");
+    }
     Ok(())
 }
 

@@ -196,7 +196,7 @@ pub struct Config {
     pub max_filter_bytes_per_connection: usize,
 
     /// Largest event, in bytes of JSON as the client sent it.
-    #[arg(long, env = "STARLING_MAX_EVENT_BYTES", default_value_t = 128 * 1024)]
+    #[arg(long, env = "STARLING_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
     pub max_event_bytes: usize,
 
     /// Longest string in an event's tags (name or value), in bytes.
@@ -209,12 +209,13 @@ pub struct Config {
     pub max_queries_per_connection: usize,
 
     /// Store queries this node runs at once, over all connections, served to addresses and
-    /// connections in turn (0: two per CPU core).
+    /// connections in turn (0: one per CPU core).
     #[arg(long, env = "STARLING_MAX_CONCURRENT_QUERIES", default_value_t = 0)]
     pub max_concurrent_queries: usize,
 
-    /// Milliseconds of store time one connection's queries may take a minute; past it they
-    /// wait, and a request that would wait long gets `CLOSED "rate-limited: …"` (0: no limit).
+    /// Milliseconds of store time one connection's queries may take a minute (ten seconds'
+    /// worth at once); past it they wait, and a request that would wait long gets
+    /// `CLOSED "rate-limited: …"` (0: no limit).
     #[arg(
         long,
         env = "STARLING_QUERY_MS_PER_MINUTE_PER_CONNECTION",
@@ -370,7 +371,7 @@ impl Config {
     /// Store queries the node runs at once.
     pub fn concurrent_queries(&self) -> usize {
         match self.max_concurrent_queries {
-            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
     }

@@ -89,3 +89,20 @@ pub async fn nip11_document(addr: &str) -> serde_json::Value {
     assert_eq!(response.status, 200);
     serde_json::from_str(&response.body).expect("NIP-11 JSON")
 }
+
+/// The sum of the relay's series of metric `name` that carry every label of `labels`.
+pub async fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let body = request(addr, "GET", "/metrics", &[]).await.body;
+    body.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

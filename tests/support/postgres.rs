@@ -176,6 +176,9 @@ impl PgServer {
                 "synchronous_commit=off",
             ])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=500"])
+            // A small lock table (10 × 500 connections), as a busy server's is for its
+            // load: writers that took a lock per event would run it out.
+            .args(["-c", "max_locks_per_transaction=10"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

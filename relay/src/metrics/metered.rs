@@ -31,7 +31,12 @@ impl Metered {
         Box::pin(async move {
             let started = Instant::now();
             let result = work.await;
-            let outcome = if result.is_ok() { "ok" } else { "error" };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(StoreError::Cancelled) => "cancelled",
+                Err(StoreError::TimedOut) => "timeout",
+                Err(_) => "error",
+            };
             self.metrics.store_duration.record(
                 started.elapsed().as_secs_f64(),
                 &[

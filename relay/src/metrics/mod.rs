@@ -81,6 +81,8 @@ pub struct Metrics {
     pub strikes: Counter<u64>,
     /// Times an address passed its strikes and was slowed.
     pub addresses_penalized: Counter<u64>,
+    /// Write batches the store refused, written again one event at a time.
+    pub batches_split: Counter<u64>,
 }
 
 impl Metrics {
@@ -192,6 +194,10 @@ impl Metrics {
                 "starling.addresses.penalized",
                 "Times a client address passed its strikes and was slowed",
             ),
+            batches_split: counter(
+                "starling.store.batches.split",
+                "Write batches the store refused, written again one event at a time",
+            ),
             registry,
             provider,
             meter,
@@ -210,6 +216,7 @@ impl Metrics {
             &self.deliveries,
             &self.slow_clients_dropped,
             &self.addresses_penalized,
+            &self.batches_split,
         ] {
             counter.add(0, &[]);
         }

@@ -80,6 +80,7 @@ impl Node {
         let writer = Writer::new(
             Arc::clone(&store),
             Arc::clone(&fanout),
+            Arc::clone(&metrics),
             config.write_batch_size,
         )
         .start();
@@ -192,7 +193,8 @@ impl Node {
         now: u64,
         cancel: &Cancel,
     ) -> Result<Vec<Row>, Refusal> {
-        let places = asker.admit(&self.queries, cancel).await?;
+        let broad = queries::is_broad(&filters[request.filter]);
+        let places = asker.admit(&self.queries, broad, cancel).await?;
         let (store, asker, cancel) = (Arc::clone(&self.store), asker.clone(), cancel.clone());
         let work = tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -219,7 +221,8 @@ impl Node {
         now: u64,
         cancel: &Cancel,
     ) -> Result<u64, Refusal> {
-        let places = asker.admit(&self.queries, cancel).await?;
+        // A count reads every match: it takes the heavy askers' places.
+        let places = asker.admit(&self.queries, true, cancel).await?;
         let (store, asker, cancel) = (Arc::clone(&self.store), asker.clone(), cancel.clone());
         let work = tokio::spawn(async move {
             let started = std::time::Instant::now();

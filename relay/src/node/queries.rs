@@ -7,8 +7,10 @@
 //! 2. **Per connection.** A connection has at most `max_queries_per_connection` statements
 //!    running; its other subscriptions wait their turn.
 //! 3. **Node-wide turns.** At most `capacity` statements run on the node at once; waiting
-//!    askers are served in turn by address and connection ([`FairQueue`]), so a cheap
-//!    request waits behind at most one slice of each other asker.
+//!    askers are served in turn by address and connection ([`FairQueue`]). Broad reads
+//!    (searches, counts, filters naming no id, author or tag value) and askers who spent
+//!    part of their budget lately ([`Class::Heavy`]) may hold only part of the places, so
+//!    a client asking for what it needs never waits behind a broad filter's slices.
 //!
 //! The statement runs in a task of its own that holds the places it took: when its
 //! requester goes away the task is cancelled through the store and gives the places back
@@ -24,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use super::addresses::AddressState;
 use crate::{
     fair::{FairQueue, Source},
+    nostr::Filter,
     policy::WorkBudget,
     store::{Cancel, StoreError},
 };
@@ -55,32 +58,70 @@ pub enum Refusal {
     Store(StoreError),
 }
 
+/// Whether an asker has spent much of its store time lately ([`HEAVY_BELOW`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// It has most of its budget left: a client asking for what it needs.
+    Light,
+    /// It has spent most of its budget: its statements may take only part of the places.
+    Heavy,
+}
+
+/// An asker with less than this part of its budget left is [`Class::Heavy`].
+pub const HEAVY_BELOW: f64 = 0.9;
+
 /// The node's places for running statements, and the askers waiting for one.
 pub struct Scheduler {
     state: Mutex<State>,
     capacity: usize,
+    /// Places heavy askers may hold at once; the others are kept for light ones.
+    heavy_capacity: usize,
 }
 
 struct State {
     running: usize,
-    waiting: FairQueue<oneshot::Sender<Turn>>,
+    heavy: usize,
+    /// Light askers waiting, then heavy ones.
+    waiting: [FairQueue<oneshot::Sender<Turn>>; 2],
+}
+
+impl State {
+    fn may_run(&self, class: Class, scheduler: &Scheduler) -> bool {
+        self.running < scheduler.capacity
+            && (class == Class::Light || self.heavy < scheduler.heavy_capacity)
+    }
+
+    fn take(&mut self, class: Class) {
+        self.running += 1;
+        self.heavy += usize::from(class == Class::Heavy);
+    }
+
+    fn give_back(&mut self, class: Class) {
+        self.running -= 1;
+        self.heavy -= usize::from(class == Class::Heavy);
+    }
 }
 
 /// One of the node's places, given back when dropped (to the next asker in turn).
 pub struct Turn {
     /// `None` once the place has been handed on.
     scheduler: Option<Arc<Scheduler>>,
+    class: Class,
 }
 
 impl Scheduler {
-    /// A scheduler running at most `capacity` statements at once.
+    /// A scheduler running at most `capacity` statements at once, half of them (at least
+    /// one) kept for light askers when there are two places or more.
     pub fn new(capacity: usize) -> Arc<Self> {
+        let capacity = capacity.max(1);
         Arc::new(Self {
             state: Mutex::new(State {
                 running: 0,
-                waiting: FairQueue::default(),
+                heavy: 0,
+                waiting: [FairQueue::default(), FairQueue::default()],
             }),
-            capacity: capacity.max(1),
+            capacity,
+            heavy_capacity: (capacity - capacity / 2).max(1).min(capacity),
         })
     }
 
@@ -88,22 +129,23 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A place, at once if one is free, else in `source`'s turn.
-    async fn turn(self: &Arc<Self>, source: Source) -> Option<Turn> {
+    /// A place, at once if one is free to an asker of `class`, else in `source`'s turn.
+    async fn turn(self: &Arc<Self>, source: Source, class: Class) -> Option<Turn> {
         let waiting = {
             let mut state = self.lock();
-            if state.running < self.capacity {
-                state.running += 1;
+            if state.may_run(class, self) {
+                state.take(class);
                 None
             } else {
                 let (give, take) = oneshot::channel();
-                state.waiting.push(source, give);
+                state.waiting[class as usize].push(source, give);
                 Some(take)
             }
         };
         match waiting {
             None => Some(Turn {
                 scheduler: Some(Arc::clone(self)),
+                class,
             }),
             Some(take) => take.await.ok(),
         }
@@ -116,7 +158,35 @@ impl Scheduler {
 
     /// Askers waiting for a place.
     pub fn waiting(&self) -> usize {
-        self.lock().waiting.len()
+        let state = self.lock();
+        state.waiting[0].len() + state.waiting[1].len()
+    }
+
+    /// Hands free places to waiting askers: light ones first, each class in turn.
+    fn hand_on(self: &Arc<Self>) {
+        loop {
+            let (next, class) = {
+                let mut state = self.lock();
+                let class = [Class::Light, Class::Heavy].into_iter().find(|&class| {
+                    !state.waiting[class as usize].is_empty() && state.may_run(class, self)
+                });
+                let Some(class) = class else { return };
+                let Some(next) = state.waiting[class as usize].pop() else {
+                    return;
+                };
+                state.take(class);
+                (next, class)
+            };
+            let turn = Turn {
+                scheduler: Some(Arc::clone(self)),
+                class,
+            };
+            // An asker that went away gives the place back; it goes to the next one.
+            if let Err(mut unwanted) = next.send(turn) {
+                unwanted.scheduler = None;
+                self.lock().give_back(class);
+            }
+        }
     }
 }
 
@@ -125,29 +195,8 @@ impl Drop for Turn {
         let Some(scheduler) = self.scheduler.take() else {
             return;
         };
-        loop {
-            let next = {
-                let mut state = scheduler.lock();
-                match state.waiting.pop() {
-                    Some(next) => next,
-                    None => {
-                        state.running -= 1;
-                        return;
-                    }
-                }
-            };
-            // The place goes on to the next asker still waiting; one that went away gives
-            // it back, and it goes on to the one after.
-            let turn = Turn {
-                scheduler: Some(Arc::clone(&scheduler)),
-            };
-            match next.send(turn) {
-                Ok(()) => return,
-                Err(mut unwanted) => {
-                    unwanted.scheduler = None;
-                }
-            }
-        }
+        scheduler.lock().give_back(self.class);
+        scheduler.hand_on();
     }
 }
 
@@ -158,11 +207,13 @@ pub struct Places {
 }
 
 impl Asker {
-    /// Waits until the asker may run a statement: its budgets refilled, a place of its
-    /// connection and one of the node's in turn. Gives up when cancelled.
+    /// Waits until the asker may run a statement (`broad` by its shape, see [`is_broad`]):
+    /// its budgets refilled, a place of its connection and one of the node's in turn.
+    /// Gives up when cancelled.
     pub async fn admit(
         &self,
         scheduler: &Arc<Scheduler>,
+        broad: bool,
         cancel: &Cancel,
     ) -> Result<Places, Refusal> {
         loop {
@@ -187,8 +238,17 @@ impl Asker {
             }
             () = cancel.cancelled() => return Err(Refusal::Cancelled),
         };
+        let now = Instant::now();
+        let left = lock(&self.budget)
+            .left(now)
+            .min(self.address.budget().left(now));
+        let class = if broad || left < HEAVY_BELOW {
+            Class::Heavy
+        } else {
+            Class::Light
+        };
         let node = tokio::select! {
-            turn = scheduler.turn(self.source) => turn.ok_or(Refusal::Cancelled)?,
+            turn = scheduler.turn(self.source, class) => turn.ok_or(Refusal::Cancelled)?,
             () = cancel.cancelled() => return Err(Refusal::Cancelled),
         };
         Ok(Places {
@@ -203,6 +263,13 @@ impl Asker {
         lock(&self.budget).charge(spent, now);
         self.address.budget().charge(spent, now);
     }
+}
+
+/// Whether reading a filter's page is broad work: a search (ranked over many matches), or
+/// a filter naming no id, author or tag value (read from the time or kind index alone).
+pub fn is_broad(filter: &Filter) -> bool {
+    filter.search.is_some()
+        || (filter.ids.is_none() && filter.authors.is_none() && filter.tags.is_empty())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -224,13 +291,18 @@ mod tests {
     #[tokio::test]
     async fn a_freed_place_goes_to_the_next_address_in_turn() {
         let scheduler = Scheduler::new(1);
-        let first = scheduler.turn(source(1, 1)).await.expect("a free place");
+        let first = scheduler
+            .turn(source(1, 1), Class::Light)
+            .await
+            .expect("a free place");
         let mut order = Vec::new();
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
         for (n, (address, connection)) in [(1, 1), (1, 2), (2, 3)].into_iter().enumerate() {
             let (scheduler, done) = (Arc::clone(&scheduler), done.clone());
             tokio::spawn(async move {
-                let turn = scheduler.turn(source(address, connection)).await;
+                let turn = scheduler
+                    .turn(source(address, connection), Class::Light)
+                    .await;
                 done.send(n).unwrap();
                 drop(turn);
             });
@@ -245,5 +317,29 @@ mod tests {
         // Address 1's first waiter, then address 2, then address 1's second.
         assert_eq!(order, [0, 2, 1]);
         assert_eq!(scheduler.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn heavy_askers_leave_places_to_light_ones() {
+        let scheduler = Scheduler::new(2);
+        let heavy = scheduler
+            .turn(source(1, 1), Class::Heavy)
+            .await
+            .expect("a place for a heavy asker");
+        let waiting = {
+            let scheduler = Arc::clone(&scheduler);
+            tokio::spawn(async move { scheduler.turn(source(1, 2), Class::Heavy).await.is_some() })
+        };
+        while scheduler.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let light = scheduler.turn(source(2, 3), Class::Light).await;
+        assert!(light.is_some(), "the kept place goes to a light asker");
+        assert_eq!(scheduler.running(), 2);
+        drop(heavy);
+        assert!(
+            waiting.await.unwrap(),
+            "the second heavy asker runs once the first is done"
+        );
     }
 }

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::{
     fair::{FairQueue, Source},
     live::Fanout,
+    metrics::Metrics,
     nostr::VerifiedEvent,
     store::{EventStore, StoreError, WriteOutcome},
 };
@@ -54,6 +55,7 @@ pub const BATCHES_IN_FLIGHT: usize = 4;
 pub struct Writer {
     store: Arc<dyn EventStore>,
     fanout: Arc<Fanout>,
+    metrics: Arc<Metrics>,
     queue: FairQueue<Write>,
     in_flight: usize,
     max_batch: usize,
@@ -62,10 +64,16 @@ pub struct Writer {
 
 impl Writer {
     /// A writer committing at most `max_batch` events per transaction.
-    pub fn new(store: Arc<dyn EventStore>, fanout: Arc<Fanout>, max_batch: usize) -> Self {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        fanout: Arc<Fanout>,
+        metrics: Arc<Metrics>,
+        max_batch: usize,
+    ) -> Self {
         Self {
             store,
             fanout,
+            metrics,
             queue: FairQueue::default(),
             in_flight: 0,
             max_batch,
@@ -90,7 +98,7 @@ impl Writer {
         let take = self.queue.len().min(self.max_batch);
         let batch: Vec<Write> = (0..take).filter_map(|_| self.queue.pop()).collect();
         let events = batch.iter().map(|w| Arc::clone(&w.event)).collect();
-        let commit = commit(Arc::clone(&self.store), events);
+        let commit = commit(Arc::clone(&self.store), Arc::clone(&self.metrics), events);
         ctx.spawn(commit.into_actor(self).map(move |outcomes, writer, ctx| {
             for (write, outcome) in batch.into_iter().zip(outcomes) {
                 if matches!(outcome, Ok(WriteOutcome::Stored)) {
@@ -107,11 +115,16 @@ impl Writer {
 
 /// Writes `events` in one transaction; if the store refuses the batch for what it holds,
 /// writes them again one at a time. One result per event, in order.
-async fn commit(store: Arc<dyn EventStore>, events: Vec<Arc<VerifiedEvent>>) -> Vec<WriteResult> {
+async fn commit(
+    store: Arc<dyn EventStore>,
+    metrics: Arc<Metrics>,
+    events: Vec<Arc<VerifiedEvent>>,
+) -> Vec<WriteResult> {
     let count = events.len();
     match store.write(events.clone()).await {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         Err(StoreError::Refused(reason)) if count > 1 => {
+            metrics.batches_split.add(1, &[]);
             tracing::warn!(%reason, events = count, "a batch was refused; writing its events one by one");
             let mut results = Vec::with_capacity(count);
             for event in events {

@@ -159,6 +159,9 @@ impl EventStore for PgStore {
         cancel: &'a Cancel,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
+            if cancel.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
             if !filters.iter().any(Filter::can_match) {
                 return Ok(0);
             }

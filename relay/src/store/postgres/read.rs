@@ -3,14 +3,16 @@
 //! A page reads only `(created_at, id)` of its matches from the indexes, then their JSON
 //! from the [`JsonCache`](super::json_cache::JsonCache), fetching only the misses. Every
 //! statement can be cancelled by its requester: a statement still running
-//! [`CANCEL_GRACE`] after the cancel is cancelled on the server, and its connection is
-//! closed rather than reused (a cancel request reaches the server on a connection of its
-//! own, and one that arrived late could stop the next statement on that connection).
+//! [`CANCEL_GRACE`] after the cancel is cancelled on the server. A cancel request reaches
+//! the server on a connection of its own, and one that arrived after its statement had
+//! ended could stop the next statement on that connection; so the connection is reused
+//! only when the statement did end cancelled (the request took effect), and closed
+//! otherwise.
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use deadpool_postgres::Object;
-use tokio_postgres::{CancelToken, NoTls, types::ToSql};
+use tokio_postgres::{CancelToken, NoTls, error::SqlState, types::ToSql};
 
 use super::{error::db, json_cache::JsonCache, sql};
 use crate::{
@@ -29,8 +31,9 @@ type Match = (i64, Vec<u8>);
 enum Ended<T> {
     /// It finished, well or not.
     Finished(Result<T, tokio_postgres::Error>),
-    /// It was cancelled on the server; its connection must not be reused.
-    Cancelled,
+    /// It was cancelled on the server; `reusable` when it ended cancelled, so that no
+    /// cancel request is left in flight for the connection's next statement.
+    Cancelled { reusable: bool },
 }
 
 /// Runs `work` until it ends, or until `cancel` is raised and [`CANCEL_GRACE`] has passed.
@@ -50,8 +53,9 @@ async fn until_cancelled<T>(
                 tracing::warn!(%error, "could not cancel a statement");
             }
             // The statement ends with an error once the server has cancelled it.
-            let _ = work.await;
-            Ended::Cancelled
+            let ended = work.await;
+            let reusable = matches!(&ended, Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED));
+            Ended::Cancelled { reusable }
         }
     }
 }
@@ -90,8 +94,10 @@ async fn run(
         Ended::Finished(Ok(rows)) => Ok((client, rows)),
         Ended::Finished(Err(_)) if cancel.is_cancelled() => Err(StoreError::Cancelled),
         Ended::Finished(Err(error)) => Err(db(error)),
-        Ended::Cancelled => {
-            drop(Object::take(client));
+        Ended::Cancelled { reusable } => {
+            if !reusable {
+                drop(Object::take(client));
+            }
             Err(StoreError::Cancelled)
         }
     }

@@ -84,13 +84,14 @@ pub const INDEXED_VALUE_BYTES: usize = 512;
 /// What starts the index key of a long value (a character no ordinary tag value holds).
 const HASHED: &str = "\u{1}sha256:";
 
-/// What the tag index and the address index hold for a tag value: the value itself when it
-/// is short, else a marker and its SHA-256, so that any value the limits allow fits an
-/// index row (PostgreSQL's B-tree rows hold about 2.7 kB). A filter for a long value finds
-/// it by the same key, and its matches are checked against the whole value
+/// What the tag index and the address index hold for a tag value: the value itself when
+/// PostgreSQL can index it as it is, else a marker and its SHA-256: for a long value (so
+/// that any value the limits allow fits an index row; B-tree rows hold about 2.7 kB), and
+/// for one holding a NUL character (which PostgreSQL's text cannot). A filter for such a
+/// value finds it by the same key, and its matches are checked against the whole value
 /// ([`needs_recheck`]).
 pub fn tag_key(value: &str) -> Cow<'_, str> {
-    if value.len() <= INDEXED_VALUE_BYTES {
+    if value.len() <= INDEXED_VALUE_BYTES && !value.contains('\0') {
         Cow::Borrowed(value)
     } else {
         let digest: [u8; 32] = Sha256::digest(value).into();
@@ -110,7 +111,7 @@ pub fn needs_recheck(filter: &Filter) -> bool {
         .tags
         .iter()
         .flat_map(|t| &t.values)
-        .any(|v| v.len() > INDEXED_VALUE_BYTES || v.starts_with(HASHED))
+        .any(|v| v.len() > INDEXED_VALUE_BYTES || v.contains('\0') || v.starts_with(HASHED))
 }
 
 /// The condition that a row comes after `after` in the newest-first order: older, or as

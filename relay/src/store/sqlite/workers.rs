@@ -121,3 +121,50 @@ pub fn store_error(error: rusqlite::Error) -> StoreError {
         _ => StoreError::Database(error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A statement that never ends by itself.
+    const ENDLESS: &str =
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n";
+
+    fn workers() -> Workers {
+        let conn = Connection::open_in_memory().expect("an in-memory database");
+        Workers::spawn("test-reader", vec![conn]).expect("a worker thread")
+    }
+
+    #[tokio::test]
+    async fn a_running_statement_stops_when_cancelled() {
+        let workers = workers();
+        let cancel = Cancel::default();
+        let started = Arc::new(AtomicBool::new(false));
+        let running = Arc::clone(&started);
+        let endless = workers.run_cancellable(&cancel, Duration::from_secs(3600), move |conn| {
+            running.store(true, Ordering::Release);
+            conn.query_row(ENDLESS, [], |r| r.get::<_, i64>(0))
+        });
+        let endless = tokio::spawn(endless);
+        while !started.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        cancel.cancel();
+        assert!(matches!(endless.await.unwrap(), Err(StoreError::Cancelled)));
+        // The worker is free again.
+        let one = workers.run(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)));
+        assert_eq!(one.await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_statement_past_its_time_limit_stops() {
+        let workers = workers();
+        let endless =
+            workers.run_cancellable(&Cancel::default(), Duration::from_millis(10), |conn| {
+                conn.query_row(ENDLESS, [], |r| r.get::<_, i64>(0))
+            });
+        assert!(matches!(endless.await, Err(StoreError::TimedOut)));
+    }
+}

@@ -1,0 +1,422 @@
+//! Hostile clients cost themselves, not others: forged floods are closed, a poison event
+//! fails alone, clients that do not read are dropped, cancelled queries stop in the store,
+//! and the node's caps and budgets hold. No answer carries the database's own words.
+
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::support::{
+    Client, DEADLINE, Relay, TempDir,
+    client::Received,
+    eventually,
+    http::{metric, request},
+    keys, note, now,
+    relay::Storage,
+};
+
+/// A forged event: its id is right, its signature belongs to another event.
+fn forged(n: u64) -> starling::nostr::Event {
+    let mut event = keys(7).sign(now(), 1, vec![], &format!("forged {n}"));
+    event.sig[0] ^= 0x55;
+    event
+}
+
+#[tokio::test]
+async fn a_flood_of_forged_signatures_gets_its_connection_closed() {
+    let relay = Relay::start(&["--max-strikes-per-connection", "5"]);
+    let mut forger = Client::connect(&relay.url()).await;
+    let mut honest = Client::connect(&relay.url()).await;
+    for n in 0..50 {
+        forger
+            .send(json!([
+                "EVENT",
+                serde_json::from_str::<serde_json::Value>(&forged(n).to_json()).unwrap()
+            ]))
+            .await;
+    }
+    let close = loop {
+        match forger.next().await {
+            Received::Json(msg) => assert!(
+                msg[0] == "OK"
+                    && msg[2] == false
+                    && msg[3].as_str().unwrap().starts_with("invalid:"),
+                "{msg}"
+            ),
+            Received::Close(close) => break close,
+            Received::Ended => panic!("the connection ended without a close frame"),
+        }
+    };
+    let close = close.expect("a close frame with a reason");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "too many invalid messages");
+    honest.publish_ok(&note(1, "still welcome")).await;
+    let forged_strikes = metric(
+        &relay.addr,
+        "starling_strikes_total",
+        &[("reason", "forged")],
+    )
+    .await;
+    assert!(
+        forged_strikes >= 6.0,
+        "{forged_strikes} forged strikes counted"
+    );
+    let addr = relay.addr.clone();
+    eventually("the abusive connection to be counted as closed", || {
+        let addr = addr.clone();
+        async move {
+            let closed = metric(
+                &addr,
+                "starling_connections_closed_total",
+                &[("reason", "abuse")],
+            )
+            .await;
+            (closed == 1.0).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_address_past_its_strikes_is_slowed_and_counted() {
+    let relay = Relay::start(&[
+        "--max-strikes-per-ip",
+        "3",
+        "--max-strikes-per-connection",
+        "0",
+    ]);
+    let mut client = Client::connect(&relay.url()).await;
+    for _ in 0..4 {
+        client.send_text("not json").await;
+        assert_eq!(client.recv().await[0], "NOTICE");
+    }
+    let penalized = metric(&relay.addr, "starling_addresses_penalized_total", &[]).await;
+    assert_eq!(penalized, 1.0, "the address passed 3 strikes once");
+    // A slowed client is still served, one message at a time.
+    assert!(client.req("after", &[json!({"limit": 1})]).await.is_empty());
+}
+
+/// Prepares `storage` so that its store refuses every event whose JSON holds "poison", as
+/// a store refuses what it cannot hold: a check constraint on PostgreSQL, a trigger on
+/// SQLite.
+fn refuse_poison(storage: &Storage) {
+    match &storage.database {
+        Some(database) => database.execute(
+            "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (position('poison' IN json) = 0)",
+        ),
+        None => {
+            let dir = storage.dir.path().join("store");
+            drop(starling::store::SqliteStore::open(&dir).expect("create the embedded store"));
+            let conn = rusqlite::Connection::open(dir.join("starling.sqlite3")).unwrap();
+            conn.execute_batch(
+                "CREATE TRIGGER no_poison BEFORE INSERT ON events
+                 WHEN instr(NEW.json, 'poison') > 0
+                 BEGIN SELECT RAISE(ABORT, 'poison refused by the store'); END;",
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// The next `count` `OK` answers of `client`, in whatever order they come.
+async fn answers(client: &mut Client, count: usize) -> Vec<(bool, String)> {
+    let mut answers = Vec::with_capacity(count);
+    while answers.len() < count {
+        let msg = client.recv().await;
+        if msg[0] == "OK" {
+            answers.push((
+                msg[2] == true,
+                msg[3].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    answers
+}
+
+on_every_store! {
+    async fn a_poison_event_fails_alone_and_its_answer_holds_no_database_text() {
+        let storage = Storage::new(TempDir::new("poison"));
+        refuse_poison(&storage);
+        let relay = Relay::start_on(storage, &[], &[]);
+        let mut poisoner = Client::connect(&relay.url()).await;
+        let mut honest = Client::connect(&relay.url()).await;
+        const EACH: usize = 100;
+        let poison: Vec<_> = (0..EACH).map(|n| keys(3).sign(now(), 1, vec![], &format!("poison {n}"))).collect();
+        let good: Vec<_> = (0..EACH).map(|n| keys(4).sign(now(), 1, vec![], &format!("good {n}"))).collect();
+        // Both connections publish at once, so that their events share write batches.
+        for (bad, fine) in poison.iter().zip(&good) {
+            poisoner.send(json!(["EVENT", serde_json::from_str::<serde_json::Value>(&bad.to_json()).unwrap()])).await;
+            honest.send(json!(["EVENT", serde_json::from_str::<serde_json::Value>(&fine.to_json()).unwrap()])).await;
+        }
+        for (accepted, message) in answers(&mut honest, EACH).await {
+            assert!(accepted, "a good event was refused: {message}");
+        }
+        for (accepted, message) in answers(&mut poisoner, EACH).await {
+            assert!(!accepted);
+            assert_eq!(message, "error: could not store the event");
+        }
+        let ids: Vec<String> = good.iter().map(|e| e.id_hex()).collect();
+        assert_eq!(honest.req("good", &[json!({"ids": ids})]).await.len(), EACH);
+        let split = metric(&relay.addr, "starling_store_batches_split_total", &[]).await;
+        assert!(split >= 1.0, "no batch mixed the two connections' events");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_pings_but_never_reads_is_dropped() {
+    let relay = Relay::start(&[
+        "--ping-interval-seconds",
+        "1",
+        "--idle-timeout-seconds",
+        "2",
+    ]);
+    let mut socket = TcpStream::connect(&relay.addr).await.unwrap();
+    let handshake = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        relay.addr
+    );
+    socket.write_all(handshake.as_bytes()).await.unwrap();
+    // Masked pings with a 4-byte payload, written without ever reading, until the relay
+    // gives up on this client and the socket breaks.
+    let ping = [
+        0x89,
+        0x84,
+        1,
+        2,
+        3,
+        4,
+        b'p' ^ 1,
+        b'i' ^ 2,
+        b'n' ^ 3,
+        b'g' ^ 4,
+    ];
+    let pinging = async {
+        loop {
+            if socket.write_all(&ping).await.is_err() {
+                return;
+            }
+            let dropped = metric(
+                &relay.addr,
+                "starling_connections_closed_total",
+                &[("reason", "idle timeout")],
+            )
+            .await;
+            if dropped >= 1.0 {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, pinging)
+        .await
+        .expect("the relay kept a client that never read");
+    // What the relay sent ends: the connection is closed.
+    let mut buf = vec![0u8; 1 << 16];
+    let read_to_end = async { while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {} };
+    tokio::time::timeout(DEADLINE, read_to_end)
+        .await
+        .expect("the connection stayed open");
+    let pings = metric(
+        &relay.addr,
+        "starling_strikes_total",
+        &[("reason", "pings")],
+    )
+    .await;
+    assert!(pings >= 1.0, "a ping flood should count as strikes");
+}
+
+#[tokio::test]
+async fn a_closed_subscription_stops_its_statement_on_postgres() {
+    let storage = crate::support::relay::Storage {
+        dir: TempDir::new("cancel"),
+        database: Some(crate::support::postgres::database()),
+    };
+    let url = storage.database.as_ref().unwrap().url.clone();
+    let relay = Relay::start_on(storage, &[], &[]);
+    let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (watcher, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let waiting = || async {
+        watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'starling' AND wait_event_type = 'Lock'
+                   AND query LIKE '%created_at%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let mut client = Client::connect(&relay.url()).await;
+    client.send_req("blocked", &[json!({"kinds": [1]})]).await;
+    eventually("the relay's statement to wait for the lock", || async {
+        (waiting().await == 1).then_some(())
+    })
+    .await;
+    client.send(json!(["CLOSE", "blocked"])).await;
+    // The lock is still held: only a cancel can end the statement.
+    eventually("the relay to cancel its statement", || async {
+        (waiting().await == 0).then_some(())
+    })
+    .await;
+    let running = metric(
+        &relay.addr,
+        "starling_store_queries",
+        &[("state", "running")],
+    )
+    .await;
+    assert_eq!(
+        running, 0.0,
+        "the cancelled statement's place was not given back"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    let event = note(1, "after the lock");
+    client.publish_ok(&event).await;
+    assert_eq!(
+        client
+            .req("free", &[json!({"ids": [event.id_hex()]})])
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_slow_read_on_the_embedded_store_stops_at_the_time_limit() {
+    let storage = Storage::new(TempDir::new("sqlite-timeout"));
+    let dir = storage.dir.path().join("store");
+    drop(starling::store::SqliteStore::open(&dir).expect("create the embedded store"));
+    let conn = rusqlite::Connection::open(dir.join("starling.sqlite3")).unwrap();
+    conn.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+         INSERT INTO events (id, pubkey, created_at, kind, json)
+         SELECT randomblob(32), zeroblob(32), i, 1, '{}' FROM n;",
+    )
+    .unwrap();
+    drop(conn);
+    let relay = Relay::start_on(storage, &["--database-statement-timeout-ms", "1"], &[]);
+    let mut client = Client::connect(&relay.url()).await;
+    client.send(json!(["COUNT", "all", {"kinds": [1]}])).await;
+    let answer = client.recv().await;
+    assert_eq!(answer[0], "CLOSED", "{answer}");
+    assert!(
+        answer[2]
+            .as_str()
+            .unwrap()
+            .starts_with("error: the query took too long"),
+        "{answer}"
+    );
+    let light = client
+        .req("light", &[json!({"ids": ["00".repeat(32)]})])
+        .await;
+    assert!(light.is_empty());
+}
+
+#[tokio::test]
+async fn the_node_caps_its_connections_and_subscriptions() {
+    let relay = Relay::start(&["--max-connections", "2", "--max-node-subscriptions", "2"]);
+    let mut first = Client::connect(&relay.url()).await;
+    let mut second = Client::connect(&relay.url()).await;
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    let refused = request(&relay.addr, "GET", "/", &upgrade).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.starts_with("rate-limited:"),
+        "{}",
+        refused.body
+    );
+    first.req("a", &[json!({"kinds": [1]})]).await;
+    second.req("b", &[json!({"kinds": [1]})]).await;
+    second.send_req("c", &[json!({"kinds": [1]})]).await;
+    second.expect_closed("c", "rate-limited:").await;
+    first.send(json!(["CLOSE", "a"])).await;
+    // The closed subscription gives its place back as it stops.
+    let started = std::time::Instant::now();
+    loop {
+        second.send_req("d", &[json!({"kinds": [1]})]).await;
+        let answer = second.recv().await;
+        if answer[0] == "EOSE" {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "no place was freed: {answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn filters_held_per_connection_are_bounded() {
+    // Ten authors hold 416 bytes, forty 1,376.
+    let relay = Relay::start(&["--max-filter-bytes-per-connection", "1500"]);
+    let mut client = Client::connect(&relay.url()).await;
+    let authors: Vec<String> = (1..=40u8)
+        .map(|n| starling::nostr::hex::encode(&keys(n).pubkey()))
+        .collect();
+    client
+        .req("small", &[json!({"authors": &authors[..10]})])
+        .await;
+    client
+        .send_req("large", &[json!({"authors": authors})])
+        .await;
+    client.expect_closed("large", "rate-limited:").await;
+    // Replacing a subscription frees what it held.
+    client
+        .req("small", &[json!({"authors": &authors[..20]})])
+        .await;
+}
+
+#[tokio::test]
+async fn a_connection_past_its_store_time_is_refused_while_others_are_served() {
+    let relay = Relay::start(&["--query-ms-per-minute-per-connection", "1"]);
+    let mut spender = Client::connect(&relay.url()).await;
+    let refused = async {
+        for n in 0..200 {
+            let sub = format!("s{n}");
+            spender
+                .send_req(&sub, &[json!({"kinds": [1], "limit": 10})])
+                .await;
+            let answer = spender.recv().await;
+            if answer[0] == "CLOSED" {
+                return Some(answer);
+            }
+            spender.send(json!(["CLOSE", sub])).await;
+        }
+        None
+    };
+    let answer = refused.await.expect("the budget was never spent");
+    assert!(
+        answer[2].as_str().unwrap().starts_with("rate-limited:"),
+        "{answer}"
+    );
+    let mut other = Client::connect(&relay.url()).await;
+    assert!(
+        other
+            .req("fresh", &[json!({"kinds": [1]})])
+            .await
+            .is_empty()
+    );
+    let counted = metric(
+        &relay.addr,
+        "starling_rate_limited_total",
+        &[("limit", "store-time")],
+    )
+    .await;
+    assert_eq!(counted, 1.0);
+}
