@@ -127,6 +127,25 @@ async fn flags_override_environment_which_overrides_the_config_file() {
 }
 
 #[tokio::test]
+async fn limits_nip11_has_no_field_for_are_reported_under_starling() {
+    let relay = Relay::start(&[
+        "--max-event-bytes",
+        "5000",
+        "--max-tag-value-bytes",
+        "77",
+        "--query-ms-per-minute-per-connection",
+        "1234",
+    ]);
+    let doc = nip11_document(&relay.addr).await;
+    let limits = &doc["starling"]["limits"];
+    assert_eq!(limits["max_event_bytes"], 5000, "{doc}");
+    assert_eq!(limits["max_tag_value_bytes"], 77);
+    assert_eq!(limits["query_ms_per_minute_per_connection"], 1234);
+    assert_eq!(limits["max_connections_per_ip"], 100, "on by default");
+    assert_eq!(limits["max_strikes_per_connection"], 50);
+}
+
+#[tokio::test]
 async fn help_explains_options_and_bad_settings_stop_the_relay() {
     let binary = env!("CARGO_BIN_EXE_starling");
     let help = std::process::Command::new(binary)

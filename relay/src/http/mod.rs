@@ -164,8 +164,17 @@ fn wants_websocket(req: &HttpRequest) -> bool {
 }
 
 fn accepts(req: &HttpRequest, media_type: &str) -> bool {
-    req.headers()
+    let values = req
+        .headers()
         .get_all(header::ACCEPT)
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.to_str().ok());
+    accepts_media_type(values, media_type)
+}
+
+/// Whether `Accept` header values (`text/html, application/nostr+json;q=0.9`) name
+/// `media_type`.
+pub fn accepts_media_type<'a>(values: impl IntoIterator<Item = &'a str>, media_type: &str) -> bool {
+    values
+        .into_iter()
         .any(|v| v.split(',').any(|part| part.trim().starts_with(media_type)))
 }

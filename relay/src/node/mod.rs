@@ -195,22 +195,14 @@ impl Node {
     ) -> Result<Vec<Row>, Refusal> {
         let broad = queries::is_broad(&filters[request.filter]);
         let places = asker.admit(&self.queries, broad, cancel).await?;
-        let (store, asker, cancel) = (Arc::clone(&self.store), asker.clone(), cancel.clone());
-        let work = tokio::spawn(async move {
-            let started = std::time::Instant::now();
+        let (store, cancel) = (Arc::clone(&self.store), cancel.clone());
+        run_admitted(places, asker.clone(), async move {
             let filter = &filters[request.filter];
-            let rows = store
+            store
                 .page(filter, request.after, request.count, now, &cancel)
-                .await;
-            asker.charge(started.elapsed());
-            drop(places);
-            rows
-        });
-        match work.await {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(StoreError::Cancelled)) | Err(_) => Err(Refusal::Cancelled),
-            Ok(Err(error)) => Err(Refusal::Store(error)),
-        }
+                .await
+        })
+        .await
     }
 
     /// Counts the events matching `filters` for `asker`, admitted like [`Node::read_page`].
@@ -223,19 +215,11 @@ impl Node {
     ) -> Result<u64, Refusal> {
         // A count reads every match: it takes the heavy askers' places.
         let places = asker.admit(&self.queries, true, cancel).await?;
-        let (store, asker, cancel) = (Arc::clone(&self.store), asker.clone(), cancel.clone());
-        let work = tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let count = store.count(&filters, now, &cancel).await;
-            asker.charge(started.elapsed());
-            drop(places);
-            count
-        });
-        match work.await {
-            Ok(Ok(count)) => Ok(count),
-            Ok(Err(StoreError::Cancelled)) | Err(_) => Err(Refusal::Cancelled),
-            Ok(Err(error)) => Err(Refusal::Store(error)),
-        }
+        let (store, cancel) = (Arc::clone(&self.store), cancel.clone());
+        run_admitted(places, asker.clone(), async move {
+            store.count(&filters, now, &cancel).await
+        })
+        .await
     }
 
     /// The node's query places: running and waiting.
@@ -302,6 +286,27 @@ impl Node {
         {
             tracing::warn!("the writer did not finish in 30 s");
         }
+    }
+}
+
+/// Runs admitted store `work` in a task of its own that holds `places` until the work has
+/// ended (cancelled or not), and charges what it took to `asker`.
+async fn run_admitted<T: Send + 'static>(
+    places: queries::Places,
+    asker: Asker,
+    work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, Refusal> {
+    let task = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        asker.charge(started.elapsed());
+        drop(places);
+        result
+    });
+    match task.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(StoreError::Cancelled)) | Err(_) => Err(Refusal::Cancelled),
+        Ok(Err(error)) => Err(Refusal::Store(error)),
     }
 }
 
