@@ -19,6 +19,7 @@ mod kinds;
 mod limits;
 mod observability;
 mod protocol;
+mod proxies;
 mod shutdown;
 mod storage;
 mod store_conformance;

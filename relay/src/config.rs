@@ -13,7 +13,10 @@ use anyhow::{Context, bail};
 use clap::{ArgMatches, parser::ValueSource};
 use serde::{Deserialize, Serialize};
 
-use crate::nostr::hex;
+use crate::{
+    nostr::hex,
+    proxy::{Cidr, ProxyHeader},
+};
 
 /// Every setting of a relay node.
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone)]
@@ -74,6 +77,23 @@ pub struct Config {
     /// so several clusters can use one Redis.
     #[arg(long, env = "STARLING_CLUSTER", default_value = "starling")]
     pub cluster: String,
+
+    /// Address ranges (CIDRs, comma-separated) of the proxies and load balancers in front of
+    /// the relay. From these peers only, the client's address is read from --proxy-header
+    /// (and from the PROXY protocol with --proxy-protocol); from others it is ignored.
+    #[arg(long, env = "STARLING_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// The header trusted proxies write the client's address in.
+    #[arg(long, env = "STARLING_PROXY_HEADER", default_value = "x-forwarded-for")]
+    pub proxy_header: ProxyHeader,
+
+    /// Connections from --trusted-proxies start with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's `send-proxy` and AWS NLB send it), which names the client.
+    #[arg(long, env = "STARLING_PROXY_PROTOCOL")]
+    #[serde(default)]
+    pub proxy_protocol: bool,
 
     /// This node's name in the cluster (default: the host name and the port it listens on).
     #[arg(long, env = "STARLING_NODE_ID")]
@@ -343,6 +363,11 @@ impl Config {
             && hex::decode::<32>(pubkey).is_none()
         {
             bail!("pubkey must be 64 lowercase hex characters");
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            bail!(
+                "proxy_protocol needs trusted_proxies: the address ranges of the balancers that send the PROXY header"
+            );
         }
         if self.max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");

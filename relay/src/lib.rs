@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod node;
 pub mod nostr;
 pub mod policy;
+pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod telemetry;

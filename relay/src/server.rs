@@ -2,11 +2,20 @@
 
 use std::{sync::Arc, time::Duration};
 
-use actix_web::{App, HttpServer, web};
+use actix_http::{HttpService, KeepAlive, Protocol, error::DispatchError};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::{App, HttpServer, dev::AppConfig, rt::net::TcpStream, web};
 use anyhow::Context;
 use starling_cluster::{Bus, InProcessBus, Limiter, LocalLimiter, RedisBus, RedisLimiter};
 
-use crate::{config::Config, http, metrics::Metrics, node::Node, store};
+use crate::{
+    config::Config,
+    http,
+    metrics::Metrics,
+    node::Node,
+    proxy::{self, AcceptError, TrustedProxies},
+    store,
+};
 
 /// Runs the relay until it is told to stop (SIGINT or SIGTERM). Call it inside an actix
 /// system. Prints `listening on ws://ADDR` on standard output once bound.
@@ -62,26 +71,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .run();
         actix_web::rt::spawn(metrics_server);
     }
-    let routes = http::routes(config.metrics_bind.is_none());
-    let app_node = node.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_node.clone())
-            .configure(routes.clone())
-    })
-    .workers(config.worker_count())
-    .disable_signals()
-    .shutdown_timeout(5)
-    .on_connect(|connection, _| {
-        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
-    .listen(listener)
-    .with_context(|| format!("listening on {addr}"))?;
+    let server = relay_server(&config, listener, node.clone())
+        .with_context(|| format!("listening on {addr}"))?;
     println!("listening on ws://{addr}");
     tracing::info!(%addr, "listening");
-    let server = server.run();
     let handle = server.handle();
     let drain = Duration::from_secs(config.drain_seconds);
     actix_web::rt::spawn(async move {
@@ -92,6 +85,71 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     server.await.context("serving")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The relay's own server on `listener`: each connection is taken through [`proxy::accept`]
+/// (which reads a PROXY header from trusted balancers with `--proxy-protocol`), then served
+/// as HTTP/1.1 by the relay's routes. Built from actix-server and actix-http directly rather
+/// than with `HttpServer`, which has no place to read bytes before HTTP.
+fn relay_server(
+    config: &Config,
+    listener: std::net::TcpListener,
+    node: web::Data<Node>,
+) -> std::io::Result<actix_server::Server> {
+    let addr = listener.local_addr()?;
+    let routes = http::routes(config.metrics_bind.is_none());
+    let trusted = TrustedProxies::new(config.trusted_proxies.clone());
+    let proxy_protocol = config.proxy_protocol;
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    Ok(builder
+        .workers(config.worker_count())
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen("starling", listener, move || {
+            let app = App::new()
+                .app_data(node.clone())
+                .app_data(web::Data::new(trusted.clone()))
+                .configure(routes.clone())
+                .into_factory()
+                .map_err(|e| e.error_response());
+            let shutdown = shutdown.clone();
+            let http = HttpService::build()
+                .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .finish(map_config(app, |_| AppConfig::default()));
+            let trusted = trusted.clone();
+            let node = node.clone();
+            fn_service(move |io: TcpStream| {
+                let trusted = trusted.clone();
+                let node = node.clone();
+                async move {
+                    match proxy::accept(io, proxy_protocol, &trusted).await {
+                        Ok((stream, from)) => Ok((stream, Protocol::Http1, Some(from))),
+                        Err(refused) => Err(refuse(&node, refused)),
+                    }
+                }
+            })
+            .and_then(http)
+        })?
+        .run())
+}
+
+/// Counts and logs a connection closed before HTTP: its PROXY header was missing, malformed
+/// or late (a socket that failed on its own is only logged).
+fn refuse(node: &Node, refused: AcceptError) -> DispatchError {
+    if let Some(reason) = refused.reason() {
+        let label = opentelemetry::KeyValue::new("reason", reason);
+        node.metrics().proxy_refused.add(1, &[label]);
+    }
+    tracing::debug!(error = %refused, "connection closed before its first request");
+    DispatchError::Io(std::io::Error::other(refused))
 }
 
 /// Resolves on SIGTERM (what Kubernetes and Docker send) or SIGINT (Ctrl-C).

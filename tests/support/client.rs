@@ -6,7 +6,7 @@ use starling::nostr::Event;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async,
-    tungstenite::{Message, protocol::CloseFrame},
+    tungstenite::{Message, http, protocol::CloseFrame},
 };
 
 use super::DEADLINE;
@@ -50,6 +50,38 @@ impl Client {
             .await
             .expect("handshake");
         Self { ws }
+    }
+
+    /// Connects to `url` (at `addr`) from the loopback address `source`, with extra request
+    /// headers; the error is the relay's refusal (an HTTP status) or a failed connection.
+    pub async fn connect_from(
+        url: &str,
+        addr: &str,
+        source: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let from = format!("{source}:0").parse().expect("source address");
+        socket.bind(from).expect("bind the source address");
+        let connecting = async {
+            let stream = socket
+                .connect(addr.parse().expect("socket address"))
+                .await?;
+            let mut request = url.into_client_request()?;
+            for (name, value) in headers {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+                request
+                    .headers_mut()
+                    .append(name, value.parse().expect("header value"));
+            }
+            let (ws, _) =
+                tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+            Ok(Self { ws })
+        };
+        tokio::time::timeout(DEADLINE, connecting)
+            .await
+            .expect("connect timed out")
     }
 
     /// The next raw WebSocket message (pings included), or `None` when the connection ends.

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod http;
 pub mod postgres;
+pub mod proxies;
 pub mod python;
 pub mod redis;
 pub mod relay;

@@ -13,6 +13,7 @@ use crate::{
     fair::ClientAddress,
     node::Node,
     policy::AddressLease,
+    proxy::{self, TrustedProxies},
 };
 
 /// Registers every route of the relay; `/metrics` too unless it has a port of its own.
@@ -42,6 +43,7 @@ async fn root(
     req: HttpRequest,
     body: web::Payload,
     node: web::Data<Node>,
+    trusted: web::Data<TrustedProxies>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if wants_websocket(&req) {
         if node.is_draining() {
@@ -49,8 +51,12 @@ async fn root(
                 .content_type("text/plain")
                 .body("shutting down\n"));
         }
-        let addr = req.peer_addr();
-        let address = addr.map_or_else(ClientAddress::local, |a| ClientAddress::of(a.ip()));
+        let peer = req.peer_addr();
+        let client = peer.map(|peer| {
+            let header = node.config().proxy_header;
+            proxy::client_ip(peer.ip(), req.headers(), header, &trusted)
+        });
+        let address = client.map_or_else(ClientAddress::local, ClientAddress::of);
         let Some(admission) = node.admit_connection(address) else {
             return Ok(relay_full(&node));
         };
@@ -60,7 +66,11 @@ async fn root(
             Err(limit) => return Ok(too_many_connections(&node, limit)),
         };
         let (response, session, stream) = actix_ws::handle(&req, body)?;
-        let addr = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let addr = match (client, peer) {
+            (Some(client), Some(peer)) if client != peer.ip() => format!("{client} via {peer}"),
+            (_, Some(peer)) => peer.to_string(),
+            _ => "unknown".to_string(),
+        };
         let peer = Peer {
             addr,
             admission,

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub addresses_penalized: Counter<u64>,
     /// Write batches the store refused, written again one event at a time.
     pub batches_split: Counter<u64>,
+    /// Connections from trusted balancers closed for their PROXY header, by `reason`.
+    pub proxy_refused: Counter<u64>,
 }
 
 impl Metrics {
@@ -198,6 +200,10 @@ impl Metrics {
                 "starling.store.batches.split",
                 "Write batches the store refused, written again one event at a time",
             ),
+            proxy_refused: counter(
+                "starling.proxy.refused",
+                "Connections from trusted balancers closed for a missing, malformed or late PROXY header, by reason",
+            ),
             registry,
             provider,
             meter,
@@ -224,6 +230,10 @@ impl Metrics {
         self.subscriptions_open.add(0, &[]);
         for limit in LIMITS {
             self.rate_limited.add(0, &[KeyValue::new("limit", limit)]);
+        }
+        for reason in crate::proxy::stream::REFUSAL_REASONS {
+            self.proxy_refused
+                .add(0, &[KeyValue::new("reason", reason)]);
         }
         for strike in Strike::ALL {
             self.strikes

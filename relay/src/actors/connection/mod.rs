@@ -51,7 +51,7 @@ static NEXT_SUBSCRIPTION_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// Who is on the other end of a connection.
 pub struct Peer {
-    /// `ip:port`, for logs.
+    /// `ip:port`, or `client via proxy-ip:port` behind a trusted proxy, for logs.
     pub addr: String,
     /// The connection's place on the node, with its number and client address.
     pub admission: Admission,
