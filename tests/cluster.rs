@@ -32,7 +32,7 @@ impl Cluster {
     }
 
     /// Like [`Cluster::start`], with extra arguments for every node.
-    async fn start_with(n: usize, redis_url: &str, args: &[&str]) -> Self {
+    pub(crate) async fn start_with(n: usize, redis_url: &str, args: &[&str]) -> Self {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             database: database(),

@@ -24,3 +24,4 @@ mod shutdown;
 mod storage;
 mod store_conformance;
 mod telemetry;
+mod tls;

@@ -7,6 +7,7 @@
 //!
 //! Architecture invariant: payloads are opaque bytes here. The bus knows nothing of Nostr.
 
+mod endpoint;
 mod in_process;
 mod limits;
 mod redis_bus;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{broadcast, watch};
 
+pub use endpoint::{RedisEndpoint, RedisSettings, Unusable};
 pub use in_process::InProcessBus;
 pub use limits::{Limiter, LocalLimiter, RedisLimiter};
 pub use redis_bus::RedisBus;

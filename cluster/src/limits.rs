@@ -15,12 +15,13 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use futures_util::{FutureExt, future::BoxFuture};
-use redis::{Client, Script, aio::ConnectionManager};
-use tokio::sync::OnceCell;
+use redis::{Script, aio::MultiplexedConnection};
+
+use crate::RedisEndpoint;
 
 /// Cluster-wide counters and slots.
 pub trait Limiter: Send + Sync + 'static {
@@ -160,42 +161,69 @@ return 0
 
 /// Limits kept in Redis under `{cluster}:limit:…`, shared by every node of the cluster.
 pub struct RedisLimiter {
-    client: Client,
     prefix: Arc<str>,
-    connection: Arc<OnceCell<ConnectionManager>>,
+    connection: Arc<SharedConnection>,
     hit: Arc<Script>,
     acquire: Arc<Script>,
 }
 
-impl RedisLimiter {
-    /// A limiter for cluster `cluster` on the Redis at `url`; connects on first use.
-    pub fn new(url: &str, cluster: &str) -> Result<Self, crate::InvalidUrl> {
-        Ok(Self {
-            client: Client::open(url).map_err(|e| crate::InvalidUrl(e.to_string()))?,
-            prefix: format!("{cluster}:limit:").into(),
-            connection: Arc::new(OnceCell::new()),
-            hit: Arc::new(Script::new(HIT)),
-            acquire: Arc::new(Script::new(ACQUIRE)),
-        })
+/// How long after a failed attempt to connect the limits let everything through without
+/// trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The limiter's one connection, made on first use and made again (to the master of the
+/// moment, behind Sentinel) after a command on it failed.
+struct SharedConnection {
+    endpoint: RedisEndpoint,
+    state: tokio::sync::Mutex<ConnectionState>,
+}
+
+#[derive(Default)]
+struct ConnectionState {
+    connection: Option<MultiplexedConnection>,
+    failed_at: Option<Instant>,
+}
+
+impl SharedConnection {
+    /// The connection, or `None` while Redis cannot be reached.
+    async fn get(&self) -> Option<MultiplexedConnection> {
+        let mut state = self.state.lock().await;
+        if let Some(connection) = &state.connection {
+            return Some(connection.clone());
+        }
+        if state.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return None;
+        }
+        match crate::redis_bus::connect(&self.endpoint).await {
+            Ok(connection) => {
+                state.connection = Some(connection.clone());
+                state.failed_at = None;
+                Some(connection)
+            }
+            Err(_) => {
+                state.failed_at = Some(Instant::now());
+                None
+            }
+        }
     }
 
-    fn connection(&self) -> impl Future<Output = Option<ConnectionManager>> + Send + 'static {
-        let (client, cell) = (self.client.clone(), Arc::clone(&self.connection));
-        async move {
-            let connect = || async {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(Duration::from_secs(1)))
-                    .set_number_of_retries(1);
-                tokio::time::timeout(
-                    Duration::from_secs(2),
-                    client.get_connection_manager_with_config(config),
-                )
-                .await
-                .map_err(|_| ())?
-                .map_err(|_| ())
-            };
-            cell.get_or_try_init(connect).await.ok().cloned()
+    /// Drops the connection after a command on it failed.
+    async fn forget(&self) {
+        self.state.lock().await.connection = None;
+    }
+}
+
+impl RedisLimiter {
+    /// A limiter for cluster `cluster` on the Redis `endpoint` names; connects on first use.
+    pub fn new(endpoint: RedisEndpoint, cluster: &str) -> Self {
+        Self {
+            prefix: format!("{cluster}:limit:").into(),
+            connection: Arc::new(SharedConnection {
+                endpoint,
+                state: Default::default(),
+            }),
+            hit: Arc::new(Script::new(HIT)),
+            acquire: Arc::new(Script::new(ACQUIRE)),
         }
     }
 }
@@ -204,14 +232,20 @@ impl Limiter for RedisLimiter {
     fn hit(&self, key: &str, limit: u64, window: Duration) -> BoxFuture<'static, bool> {
         let window_ms = window.as_millis().max(1) as i64;
         let key = format!("{}hit:{window_ms}:{key}", self.prefix);
-        let (script, connection) = (Arc::clone(&self.hit), self.connection());
+        let (script, shared) = (Arc::clone(&self.hit), Arc::clone(&self.connection));
         async move {
-            let Some(mut conn) = connection.await else {
+            let Some(mut conn) = shared.get().await else {
                 return true;
             };
             let count: redis::RedisResult<u64> =
                 script.key(key).arg(window_ms).invoke_async(&mut conn).await;
-            count.map_or(true, |count| count <= limit)
+            match count {
+                Ok(count) => count <= limit,
+                Err(_) => {
+                    shared.forget().await;
+                    true
+                }
+            }
         }
         .boxed()
     }
@@ -225,9 +259,9 @@ impl Limiter for RedisLimiter {
     ) -> BoxFuture<'static, bool> {
         let key = format!("{}slots:{key}", self.prefix);
         let holder = holder.to_string();
-        let (script, connection) = (Arc::clone(&self.acquire), self.connection());
+        let (script, shared) = (Arc::clone(&self.acquire), Arc::clone(&self.connection));
         async move {
-            let Some(mut conn) = connection.await else {
+            let Some(mut conn) = shared.get().await else {
                 return true;
             };
             let held: redis::RedisResult<i64> = script
@@ -238,16 +272,22 @@ impl Limiter for RedisLimiter {
                 .arg(holder)
                 .invoke_async(&mut conn)
                 .await;
-            held.map_or(true, |held| held == 1)
+            match held {
+                Ok(held) => held == 1,
+                Err(_) => {
+                    shared.forget().await;
+                    true
+                }
+            }
         }
         .boxed()
     }
 
     fn release(&self, key: &str, holder: &str) {
         let key = format!("{}slots:{key}", self.prefix);
-        let (holder, connection) = (holder.to_string(), self.connection());
+        let (holder, shared) = (holder.to_string(), Arc::clone(&self.connection));
         tokio::spawn(async move {
-            if let Some(mut conn) = connection.await {
+            if let Some(mut conn) = shared.get().await {
                 let _: redis::RedisResult<i64> = redis::cmd("ZREM")
                     .arg(key)
                     .arg(holder)

@@ -7,8 +7,10 @@
 //! - the heartbeat records this node in a sorted set every few seconds and counts the nodes
 //!   seen recently.
 //!
-//! Envelopes published while Redis is unreachable are dropped: a node catches up on stored
-//! events from the database when it reconnects (see [`ClusterView::connected`]).
+//! An envelope whose `PUBLISH` failed is sent again once Redis is back (up to a minute
+//! late); what the queue cannot hold while Redis is unreachable is dropped. A node catches
+//! up on stored events from the database when its subscriber reconnects (see
+//! [`ClusterView::connected`]), and delivers each event once whichever way it came.
 
 use std::{
     sync::Arc,
@@ -17,10 +19,10 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
-use redis::{AsyncConnectionConfig, Client, aio::MultiplexedConnection};
+use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::{Bus, ClusterView, Envelope, InvalidUrl};
+use crate::{Bus, ClusterView, Envelope, RedisEndpoint};
 
 /// Envelopes waiting to be published before new ones are dropped.
 const QUEUE: usize = 65_536;
@@ -29,8 +31,11 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 const NODE_TTL: Duration = Duration::from_secs(10);
 /// Longest wait for Redis to connect or answer.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest pause between reconnection attempts (short, so that a node finds the new master
+/// soon after a failover).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Oldest envelope the publisher still sends after a failure.
+const MAX_RETRY_AGE: Duration = Duration::from_secs(60);
 
 /// A [`Bus`] over Redis pub/sub.
 pub struct RedisBus {
@@ -40,13 +45,13 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    /// Starts the bus for node `node_id` of cluster `cluster` on the Redis at `url`: the
-    /// cluster's nodes publish on the channel `{cluster}:events` and announce themselves in
-    /// the sorted set `{cluster}:nodes`, so several clusters can share one Redis. Returns at
-    /// once; the tasks connect (and reconnect) in the background. Call it inside a tokio
-    /// runtime.
-    pub fn start(url: &str, cluster: &str, node_id: Arc<str>) -> Result<Self, InvalidUrl> {
-        let client = Client::open(url).map_err(|e| InvalidUrl(e.to_string()))?;
+    /// Starts the bus for node `node_id` of cluster `cluster` on the Redis `endpoint` names:
+    /// the cluster's nodes publish on the channel `{cluster}:events` and announce themselves
+    /// in the sorted set `{cluster}:nodes`, so several clusters can share one Redis. Returns
+    /// at once; the tasks connect (and reconnect, to the master of the moment behind
+    /// Sentinel) in the background. Call it inside a tokio runtime.
+    pub fn start(endpoint: RedisEndpoint, cluster: &str, node_id: Arc<str>) -> Self {
+        let client = endpoint;
         let channel: Arc<str> = format!("{cluster}:events").into();
         let nodes: Arc<str> = format!("{cluster}:nodes").into();
         let (outgoing, queue) = mpsc::channel(QUEUE);
@@ -64,11 +69,11 @@ impl RedisBus {
             view_sender.clone(),
         ));
         tokio::spawn(heartbeat(client, nodes, node_id, view_sender));
-        Ok(Self {
+        Self {
             outgoing,
             incoming,
             view,
-        })
+        }
     }
 }
 
@@ -112,13 +117,25 @@ fn decode(bytes: &[u8]) -> Option<Envelope> {
     })
 }
 
-async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
+/// A connection to the server `endpoint` names now, within [`TIMEOUT`].
+pub(crate) async fn connect(endpoint: &RedisEndpoint) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+    let connecting = async {
+        endpoint
+            .client()
+            .await?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    };
+    tokio::time::timeout(TIMEOUT * 2, connecting)
         .await
+        .map_err(|_| timed_out())?
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
 
 /// Doubling pauses between attempts, up to [`MAX_BACKOFF`].
@@ -135,10 +152,26 @@ impl Backoff {
     }
 }
 
-async fn publish(client: Client, channel: Arc<str>, mut queue: mpsc::Receiver<Envelope>) {
+/// Sends queued envelopes in order. One that could not be sent is tried again once the
+/// connection is back (to the new master, after a failover), unless it has waited longer
+/// than [`MAX_RETRY_AGE`]: a node that missed it for that long was disconnected too, and
+/// catches up from the store.
+async fn publish(client: RedisEndpoint, channel: Arc<str>, mut queue: mpsc::Receiver<Envelope>) {
     let mut connection: Option<MultiplexedConnection> = None;
     let mut backoff = Backoff::new();
-    while let Some(envelope) = queue.recv().await {
+    let mut unsent: Option<Envelope> = None;
+    loop {
+        let envelope = match unsent.take() {
+            Some(envelope) => envelope,
+            None => match queue.recv().await {
+                Some(envelope) => envelope,
+                None => return,
+            },
+        };
+        let age = crate::now_micros().saturating_sub(envelope.sent_at_micros);
+        if age > MAX_RETRY_AGE.as_micros() as u64 {
+            continue;
+        }
         if connection.is_none() {
             match connect(&client).await {
                 Ok(c) => {
@@ -146,6 +179,7 @@ async fn publish(client: Client, channel: Arc<str>, mut queue: mpsc::Receiver<En
                     backoff = Backoff::new();
                 }
                 Err(_) => {
+                    unsent = Some(envelope);
                     backoff.wait().await;
                     continue;
                 }
@@ -161,12 +195,13 @@ async fn publish(client: Client, channel: Arc<str>, mut queue: mpsc::Receiver<En
             .await;
         if sent.is_err() {
             connection = None;
+            unsent = Some(envelope);
         }
     }
 }
 
 async fn subscribe(
-    client: Client,
+    client: RedisEndpoint,
     channel: Arc<str>,
     incoming: broadcast::Sender<Envelope>,
     view: watch::Sender<ClusterView>,
@@ -174,11 +209,10 @@ async fn subscribe(
     let mut backoff = Backoff::new();
     loop {
         let subscribed = async {
-            let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
+            let connecting = async { client.client().await?.get_async_pubsub().await };
+            let mut pubsub = tokio::time::timeout(TIMEOUT * 2, connecting)
                 .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-                })??;
+                .map_err(|_| timed_out())??;
             pubsub.subscribe(&*channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         }
@@ -205,7 +239,7 @@ async fn subscribe(
 }
 
 async fn heartbeat(
-    client: Client,
+    client: RedisEndpoint,
     nodes: Arc<str>,
     node_id: Arc<str>,
     view: watch::Sender<ClusterView>,

@@ -69,9 +69,24 @@ pub struct Config {
     #[serde(default)]
     pub skip_migrations: bool,
 
-    /// Redis URL (redis://host:port); joins this node to a cluster over Redis pub/sub.
+    /// Redis URL; joins this node to a cluster over Redis pub/sub: redis://host:port,
+    /// rediss://host:port (TLS), or redis+sentinel://host:port,host:port/master (the master
+    /// Redis Sentinel names, followed through failovers; rediss+sentinel:// for TLS).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM file of the CA certificates to trust for TLS to Redis (default: the system's).
+    #[arg(long, env = "STARLING_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// PEM file of the client certificate to present to Redis over TLS (with
+    /// --redis-key-file).
+    #[arg(long, env = "STARLING_REDIS_CERT_FILE", requires = "redis_key_file")]
+    pub redis_cert_file: Option<PathBuf>,
+
+    /// PEM file of the private key of --redis-cert-file.
+    #[arg(long, env = "STARLING_REDIS_KEY_FILE", requires = "redis_cert_file")]
+    pub redis_key_file: Option<PathBuf>,
 
     /// Name of the cluster on Redis: its nodes share `{cluster}:events` and `{cluster}:nodes`,
     /// so several clusters can use one Redis.
@@ -368,6 +383,9 @@ impl Config {
             bail!(
                 "proxy_protocol needs trusted_proxies: the address ranges of the balancers that send the PROXY header"
             );
+        }
+        if self.redis_cert_file.is_some() != self.redis_key_file.is_some() {
+            bail!("redis_cert_file and redis_key_file go together");
         }
         if self.max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");

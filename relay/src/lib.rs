@@ -17,5 +17,6 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod transfer;
 pub mod verifier;

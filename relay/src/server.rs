@@ -6,7 +6,10 @@ use actix_http::{HttpService, KeepAlive, Protocol, error::DispatchError};
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
 use actix_web::{App, HttpServer, dev::AppConfig, rt::net::TcpStream, web};
 use anyhow::Context;
-use starling_cluster::{Bus, InProcessBus, Limiter, LocalLimiter, RedisBus, RedisLimiter};
+use starling_cluster::{
+    Bus, InProcessBus, Limiter, LocalLimiter, RedisBus, RedisEndpoint, RedisLimiter, RedisSettings,
+    Unusable,
+};
 
 use crate::{
     config::Config,
@@ -20,6 +23,7 @@ use crate::{
 /// Runs the relay until it is told to stop (SIGINT or SIGTERM). Call it inside an actix
 /// system. Prints `listening on ws://ADDR` on standard output once bound.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::tls::install_provider();
     let listener = std::net::TcpListener::bind(config.bind)
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -29,12 +33,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_node_id(addr.port()))
         .into();
     let store = store::open(&config).await?;
-    let (bus, limiter): (Arc<dyn Bus>, Arc<dyn Limiter>) = match &config.redis_url {
-        Some(url) => {
+    let (bus, limiter): (Arc<dyn Bus>, Arc<dyn Limiter>) = match redis_endpoint(&config).await? {
+        Some(endpoint) => {
             tracing::info!(node = %node_id, cluster = %config.cluster, "joining the cluster over Redis");
             (
-                Arc::new(RedisBus::start(url, &config.cluster, Arc::clone(&node_id))?),
-                Arc::new(RedisLimiter::new(url, &config.cluster)?),
+                Arc::new(RedisBus::start(
+                    endpoint.clone(),
+                    &config.cluster,
+                    Arc::clone(&node_id),
+                )),
+                Arc::new(RedisLimiter::new(endpoint, &config.cluster)),
             )
         }
         None => (
@@ -85,6 +93,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     server.await.context("serving")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The cluster's Redis, when `--redis-url` names one, checked once: settings it does not
+/// accept stop the start; a Redis that is down does not (the node serves alone until it is
+/// back).
+async fn redis_endpoint(config: &Config) -> anyhow::Result<Option<RedisEndpoint>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let read =
+        |setting: &str, path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| {
+                    std::fs::read(p).with_context(|| format!("{setting}: reading {}", p.display()))
+                })
+                .transpose()
+        };
+    let identity = read("redis_cert_file", &config.redis_cert_file)?
+        .zip(read("redis_key_file", &config.redis_key_file)?);
+    let settings = RedisSettings {
+        url: url.clone(),
+        ca_pem: read("redis_ca_file", &config.redis_ca_file)?,
+        client_identity: identity,
+    };
+    let endpoint = RedisEndpoint::new(&settings).context("redis_url")?;
+    match endpoint.probe().await {
+        Ok(()) => {}
+        Err(Unusable::Unreachable(why)) => {
+            tracing::warn!(%why, "Redis is not reachable yet; serving alone until it is");
+        }
+        Err(refused @ Unusable::Refused(_)) => {
+            return Err(anyhow::Error::new(refused).context("redis_url (and its TLS settings)"));
+        }
+    }
+    Ok(Some(endpoint))
 }
 
 /// The relay's own server on `listener`: each connection is taken through [`proxy::accept`]

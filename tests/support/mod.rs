@@ -8,6 +8,7 @@ pub mod proxies;
 pub mod python;
 pub mod redis;
 pub mod relay;
+pub mod tls;
 
 pub use client::Client;
 pub use relay::{BACKEND, Backend, Relay, TempDir};

@@ -33,6 +33,8 @@ struct Throwaway {
     bin: PathBuf,
     data: TempDir,
     process: Option<Child>,
+    /// Serves TLS only (over TCP; the admin connects over the Unix socket).
+    tls: bool,
 }
 
 /// A database of its own for one test, dropped with it.
@@ -112,6 +114,16 @@ impl PgServer {
 
     /// Starts a private throwaway server (not shared), for tests that stop and start it.
     pub fn throwaway() -> Self {
+        Self::throwaway_with(None)
+    }
+
+    /// Starts a private throwaway server that accepts TCP connections over TLS only, with
+    /// the certificate and key `server.crt` and `server.key` of `certificates`.
+    pub fn throwaway_tls(certificates: &Path) -> Self {
+        Self::throwaway_with(Some(certificates))
+    }
+
+    fn throwaway_with(certificates: Option<&Path>) -> Self {
         remove_stale_data_dirs();
         let bin = server_binaries();
         let data = TempDir::new("postgres");
@@ -136,6 +148,23 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
+        if let Some(certificates) = certificates {
+            for file in ["server.crt", "server.key"] {
+                let copy = data.path().join(file);
+                std::fs::copy(certificates.join(file), &copy).expect("copy the certificate");
+                owner.give(&copy);
+                std::fs::set_permissions(
+                    &copy,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod the certificate");
+            }
+            std::fs::write(
+                pgdata.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("write pg_hba.conf");
+        }
         let mut server = PgServer {
             host: "127.0.0.1".into(),
             port: free_port(),
@@ -145,6 +174,7 @@ impl PgServer {
                 bin,
                 data,
                 process: None,
+                tls: certificates.is_some(),
             }),
         };
         server.start();
@@ -178,7 +208,22 @@ impl PgServer {
             .args(["-c", "full_page_writes=off", "-c", "max_connections=500"])
             // A small lock table (10 × 500 connections), as a busy server's is for its
             // load: writers that took a lock per event would run it out.
-            .args(["-c", "max_locks_per_transaction=10"])
+            .args(["-c", "max_locks_per_transaction=10"]);
+        if throwaway.tls {
+            let data = throwaway.data.path();
+            command
+                .args(["-c", "ssl=on", "-c"])
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    data.join("server.crt").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    data.join("server.key").display()
+                ));
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -284,7 +329,15 @@ impl PgServer {
 
     /// Runs one statement on the server's `postgres` database.
     pub fn admin(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
-        let url = self.url("postgres");
+        let url = match &self.throwaway {
+            Some(t) if t.tls => format!(
+                "host={} port={} user={} dbname=postgres",
+                t.data.path().display(),
+                self.port,
+                self.user
+            ),
+            _ => self.url("postgres"),
+        };
         let sql = sql.to_string();
         on_own_runtime(async move {
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;

@@ -25,6 +25,8 @@ pub struct RedisServer {
     port: u16,
     url: String,
     process: Option<Child>,
+    /// The certificates directory of a TLS-only server.
+    tls: Option<PathBuf>,
 }
 
 /// The server shared by every test of this process.
@@ -35,6 +37,7 @@ pub fn shared() -> &'static RedisServer {
             port: 0,
             url,
             process: None,
+            tls: None,
         },
         _ => RedisServer::throwaway(),
     })
@@ -58,9 +61,30 @@ impl RedisServer {
             port,
             url: format!("redis://127.0.0.1:{port}/"),
             process: None,
+            tls: None,
         };
         server.start();
         server
+    }
+
+    /// Starts a throwaway server that speaks TLS only, with `server.crt` and `server.key` of
+    /// `certificates` (made for the name `localhost`), requiring a client certificate signed
+    /// by its `ca.crt`. Its URL is `rediss://localhost:port/`.
+    pub fn throwaway_tls(certificates: &std::path::Path) -> Self {
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            url: format!("rediss://localhost:{port}/"),
+            process: None,
+            tls: Some(certificates.to_path_buf()),
+        };
+        server.start();
+        server
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The URL to give `starling`.
@@ -71,17 +95,27 @@ impl RedisServer {
     /// Starts (or restarts) the throwaway server and waits until it answers.
     pub fn start(&mut self) {
         let mut command = Command::new(binary());
+        let port = self.port.to_string();
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(certificates) => command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "yes",
+                ])
+                .arg("--tls-cert-file")
+                .arg(certificates.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(certificates.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certificates.join("ca.crt")),
+        };
         command
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -106,6 +140,9 @@ impl RedisServer {
 
     fn ping(&self) -> bool {
         use std::io::{Read, Write};
+        if self.tls.is_some() {
+            return std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        }
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };

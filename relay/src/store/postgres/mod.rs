@@ -11,12 +11,13 @@ pub mod json_cache;
 pub mod migrate;
 mod read;
 pub mod sql;
+pub mod tls;
 mod write;
 
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tls::PgTls;
 
 use error::{db, unavailable};
 use json_cache::JsonCache;
@@ -59,6 +60,7 @@ impl PgSettings {
 pub struct PgStore {
     pool: Pool,
     cache: JsonCache,
+    tls: PgTls,
 }
 
 /// Prepared statements one pooled connection keeps; past it, its cache is emptied (filters
@@ -85,15 +87,17 @@ impl PgStore {
     /// succeeds even while the database is down.
     pub fn new(settings: &PgSettings) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let mut config: tokio_postgres::Config =
-            settings.url.parse().context("parsing DATABASE_URL")?;
+        let (url, tls) = tls::split_url(&settings.url)?;
+        let mut config: tokio_postgres::Config = url.parse().context("parsing DATABASE_URL")?;
+        let connector = tls.connector()?;
         config
+            .ssl_mode(tls.tokio_mode())
             .connect_timeout(settings.connect_timeout)
             .application_name("starling")
             .options(session_options(settings.statement_timeout));
         let manager = Manager::from_config(
             config,
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -109,6 +113,7 @@ impl PgStore {
         Ok(Self {
             pool,
             cache: JsonCache::new(settings.json_cache_bytes),
+            tls: connector,
         })
     }
 
@@ -118,6 +123,22 @@ impl PgStore {
         migrate::run(&mut client).await.map_err(db)
     }
 
+    /// Opens one connection, for a start-up that does not migrate: TLS settings the server
+    /// does not pass (a wrong name, an unknown CA) are an error now; a database that is
+    /// down is not, since the store connects whenever it is back.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        match self.pool.get().await {
+            Ok(_) => Ok(()),
+            Err(deadpool_postgres::PoolError::Backend(error)) if tls::is_tls_failure(&error) => {
+                Err(anyhow::Error::new(error).context("connecting to PostgreSQL over TLS"))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "PostgreSQL is not reachable yet; the store connects when it is");
+                Ok(())
+            }
+        }
+    }
+
     /// A pooled connection, its statement cache within [`MAX_CACHED_STATEMENTS`].
     async fn client(&self) -> Result<Object, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
@@ -125,6 +146,15 @@ impl PgStore {
             client.statement_cache.clear();
         }
         Ok(client)
+    }
+
+    /// A pooled connection to read with.
+    async fn reader(&self) -> Result<read::Reader<'_>, StoreError> {
+        Ok(read::Reader {
+            client: self.client().await?,
+            cache: &self.cache,
+            tls: &self.tls,
+        })
     }
 
     /// Statements cached by one pooled connection, after [`PgStore::client`] has bounded
@@ -147,8 +177,8 @@ impl EventStore for PgStore {
             if cancel.is_cancelled() {
                 return Err(StoreError::Cancelled);
             }
-            let client = self.client().await?;
-            read::page(client, &self.cache, filter, after, count, now, cancel).await
+            let reader = self.reader().await?;
+            read::page(reader, filter, after, count, now, cancel).await
         })
     }
 
@@ -165,8 +195,8 @@ impl EventStore for PgStore {
             if !filters.iter().any(Filter::can_match) {
                 return Ok(0);
             }
-            let client = self.client().await?;
-            read::count(client, filters, now, cancel).await
+            let reader = self.reader().await?;
+            read::count(reader, filters, now, cancel).await
         })
     }
 

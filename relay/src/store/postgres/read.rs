@@ -12,9 +12,9 @@
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use deadpool_postgres::Object;
-use tokio_postgres::{CancelToken, NoTls, error::SqlState, types::ToSql};
+use tokio_postgres::{CancelToken, error::SqlState, types::ToSql};
 
-use super::{error::db, json_cache::JsonCache, sql};
+use super::{error::db, json_cache::JsonCache, sql, tls::PgTls};
 use crate::{
     nostr::{Event, Filter},
     store::{Cancel, Cursor, Row, StoreError},
@@ -26,6 +26,17 @@ pub const CANCEL_GRACE: Duration = Duration::from_millis(20);
 
 /// A matching event as a query finds it: `created_at` and id.
 type Match = (i64, Vec<u8>);
+
+/// A pooled connection and what reading on it needs: the JSON cache, and the TLS settings a
+/// cancel request connects with.
+pub struct Reader<'a> {
+    /// The connection.
+    pub client: Object,
+    /// Event JSON kept in memory.
+    pub cache: &'a JsonCache,
+    /// How the store connects to the server.
+    pub tls: &'a PgTls,
+}
 
 /// How a cancellable statement ended.
 enum Ended<T> {
@@ -39,6 +50,7 @@ enum Ended<T> {
 /// Runs `work` until it ends, or until `cancel` is raised and [`CANCEL_GRACE`] has passed.
 async fn until_cancelled<T>(
     token: CancelToken,
+    tls: &PgTls,
     work: impl Future<Output = Result<T, tokio_postgres::Error>>,
     cancel: &Cancel,
 ) -> Ended<T> {
@@ -49,7 +61,7 @@ async fn until_cancelled<T>(
             if let Ok(result) = tokio::time::timeout(CANCEL_GRACE, &mut work).await {
                 return Ended::Finished(result);
             }
-            if let Err(error) = token.cancel_query(NoTls).await {
+            if let Err(error) = token.cancel_query(tls.clone()).await {
                 tracing::warn!(%error, "could not cancel a statement");
             }
             // The statement ends with an error once the server has cancelled it.
@@ -65,6 +77,7 @@ async fn until_cancelled<T>(
 /// or with the session's generic plan; cancellable.
 async fn run(
     client: Object,
+    tls: &PgTls,
     text: &str,
     params: &[&(dyn ToSql + Sync)],
     custom: bool,
@@ -82,13 +95,13 @@ async fn run(
             tx.commit().await?;
             Ok(rows)
         };
-        until_cancelled(token, work, cancel).await
+        until_cancelled(token, tls, work, cancel).await
     } else {
         let work = async {
             let statement = client.prepare_cached(text).await?;
             client.query(&statement, params).await
         };
-        until_cancelled(token, work, cancel).await
+        until_cancelled(token, tls, work, cancel).await
     };
     match ended {
         Ended::Finished(Ok(rows)) => Ok((client, rows)),
@@ -103,11 +116,10 @@ async fn run(
     }
 }
 
-/// One page of `filter`'s matches (see [`crate::store::EventStore::page`]), read on
-/// `client`, with JSON from `cache`.
+/// One page of `filter`'s matches (see [`crate::store::EventStore::page`]), read by
+/// `reader`.
 pub async fn page(
-    client: Object,
-    cache: &JsonCache,
+    reader: Reader<'_>,
     filter: &Filter,
     after: Option<Cursor>,
     count: usize,
@@ -115,7 +127,9 @@ pub async fn page(
     cancel: &Cancel,
 ) -> Result<Vec<Row>, StoreError> {
     let (text, q) = sql::select(filter, after, count, now);
-    let (client, rows) = run(client, &text, &q.refs(), filter.search.is_some(), cancel).await?;
+    let Reader { client, cache, tls } = reader;
+    let custom = filter.search.is_some();
+    let (client, rows) = run(client, tls, &text, &q.refs(), custom, cancel).await?;
     let found: Vec<Match> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let json = json_of(cache, &client, &found).await?;
     let recheck = sql::needs_recheck(filter);
@@ -137,15 +151,15 @@ pub async fn page(
         .collect())
 }
 
-/// How many events match any of `filters`, counted on `client`.
+/// How many events match any of `filters`, counted by `reader`.
 pub async fn count(
-    client: Object,
+    reader: Reader<'_>,
     filters: &[Filter],
     now: u64,
     cancel: &Cancel,
 ) -> Result<u64, StoreError> {
     let (text, q) = sql::count(filters.iter().filter(|f| f.can_match()), now);
-    let (_, rows) = run(client, &text, &q.refs(), true, cancel).await?;
+    let (_, rows) = run(reader.client, reader.tls, &text, &q.refs(), true, cancel).await?;
     let count: i64 = rows.first().map_or(0, |row| row.get(0));
     Ok(count as u64)
 }

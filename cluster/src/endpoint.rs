@@ -1,0 +1,272 @@
+//! Where the cluster's Redis is: one server (`redis://`, or `rediss://` for TLS), or the
+//! master that Redis Sentinel names (`redis+sentinel://` or `rediss+sentinel://`), asked
+//! again on every connection so that connections follow a failover.
+//!
+//! A Sentinel URL lists the sentinels and names the master:
+//! `redis+sentinel://[:password@]host1:26379,host2:26379/master-name[/db]`; the password,
+//! if any, is the master's. With `rediss+sentinel://` both the sentinels and the master
+//! are reached over TLS.
+
+use std::sync::Arc;
+
+use redis::{
+    Client, ClientTlsConfig, ConnectionAddr, RedisResult, TlsCertificates, TlsMode,
+    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
+};
+use tokio::sync::Mutex;
+
+use crate::InvalidUrl;
+
+/// How to reach the cluster's Redis: its URL and, for TLS, the PEM contents of a CA to
+/// trust instead of the system's roots and of a client certificate and key to present.
+#[derive(Debug, Clone, Default)]
+pub struct RedisSettings {
+    /// `redis://`, `rediss://`, `redis+sentinel://` or `rediss+sentinel://`.
+    pub url: String,
+    /// Trusted roots (PEM), for TLS.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate chain and key (PEM), for TLS with client authentication.
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Makes clients for the cluster's Redis (and knows whether it is reached over TLS); cheap
+/// to clone.
+#[derive(Clone)]
+pub struct RedisEndpoint {
+    target: Arc<Target>,
+    tls: bool,
+}
+
+enum Target {
+    Direct(Client),
+    Sentinel(Mutex<SentinelClient>),
+}
+
+impl RedisEndpoint {
+    /// Reads `settings`; no connection is made yet.
+    pub fn new(settings: &RedisSettings) -> Result<Self, InvalidUrl> {
+        let invalid = |e: redis::RedisError| InvalidUrl(e.to_string());
+        let certificates = || TlsCertificates {
+            client_tls: settings
+                .client_identity
+                .as_ref()
+                .map(|(cert, key)| ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: settings.ca_pem.clone(),
+        };
+        let custom_tls = settings.ca_pem.is_some() || settings.client_identity.is_some();
+        let url = settings.url.as_str();
+        let target = match sentinel_parts(url)? {
+            None if custom_tls => {
+                if !url.starts_with("rediss://") {
+                    return Err(InvalidUrl(
+                        "a CA or client certificate for Redis needs a rediss:// URL".into(),
+                    ));
+                }
+                Target::Direct(Client::build_with_tls(url, certificates()).map_err(invalid)?)
+            }
+            None => Target::Direct(Client::open(url).map_err(invalid)?),
+            Some(parts) => {
+                let addrs = parts.hosts.iter().map(|(host, port)| {
+                    if parts.tls {
+                        ConnectionAddr::TcpTls {
+                            host: host.clone(),
+                            port: *port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(host.clone(), *port)
+                    }
+                });
+                let mut builder =
+                    SentinelClientBuilder::new(addrs, &parts.master, SentinelServerType::Master)
+                        .map_err(invalid)?;
+                if parts.tls {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                    if custom_tls {
+                        builder = builder
+                            .set_client_to_redis_certificates(certificates())
+                            .set_client_to_sentinel_certificates(certificates());
+                    }
+                } else if custom_tls {
+                    return Err(InvalidUrl(
+                        "a CA or client certificate for Redis needs a rediss+sentinel:// URL"
+                            .into(),
+                    ));
+                }
+                if let Some(password) = parts.password {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                if let Some(db) = parts.db {
+                    builder = builder.set_client_to_redis_db(db);
+                }
+                Target::Sentinel(Mutex::new(builder.build().map_err(invalid)?))
+            }
+        };
+        let tls = url.starts_with("rediss");
+        Ok(Self {
+            target: Arc::new(target),
+            tls,
+        })
+    }
+
+    /// A client for the server to use now: the one server, or the master the sentinels name
+    /// at this moment.
+    pub async fn client(&self) -> RedisResult<Client> {
+        match &*self.target {
+            Target::Direct(client) => Ok(client.clone()),
+            Target::Sentinel(client) => client.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Connects once and sends `PING`, for start-up: a setting the server does not accept
+    /// (TLS to a plain server or plain to a TLS one, an unknown CA, a wrong name or
+    /// password, a master Sentinel does not know) is an error now; a server that refuses
+    /// connections or does not answer in time is not, since the bus connects whenever it is
+    /// back.
+    pub async fn probe(&self) -> Result<(), Unusable> {
+        let pinged = async {
+            let mut connection = crate::redis_bus::connect(self).await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        match pinged.await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_connection_refusal() || e.is_timeout() => {
+                Err(Unusable::Unreachable(e.to_string()))
+            }
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => {
+                Err(Unusable::Unreachable(e.to_string()))
+            }
+            Err(e) if e.is_io_error() && !self.tls => Err(Unusable::Refused(format!(
+                "{e} (a server that speaks TLS needs a rediss:// URL)"
+            ))),
+            Err(e) => Err(Unusable::Refused(e.to_string())),
+        }
+    }
+}
+
+/// Why Redis could not be used at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    /// Down or not answering for now.
+    #[error("Redis is not reachable: {0}")]
+    Unreachable(String),
+    /// Reached, but the connection failed: a setting to fix.
+    #[error("Redis refused the connection: {0}")]
+    Refused(String),
+}
+
+/// The parts of a Sentinel URL.
+#[derive(Debug, PartialEq, Eq)]
+struct SentinelParts {
+    tls: bool,
+    hosts: Vec<(String, u16)>,
+    master: String,
+    password: Option<String>,
+    db: Option<i64>,
+}
+
+/// The parts of `url` when it is a Sentinel URL; `None` for a plain Redis URL.
+fn sentinel_parts(url: &str) -> Result<Option<SentinelParts>, InvalidUrl> {
+    let invalid = |why: &str| {
+        InvalidUrl(format!(
+            "{why} in the Sentinel URL (redis+sentinel://host:port,host:port/master)"
+        ))
+    };
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
+        (true, rest)
+    } else {
+        return Ok(None);
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid("no master name"))?;
+    let (password, hosts) = match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => {
+            let password = credentials.split_once(':').map_or(credentials, |(_, p)| p);
+            (Some(password.to_string()).filter(|p| !p.is_empty()), hosts)
+        }
+        None => (None, authority),
+    };
+    let hosts = hosts
+        .split(',')
+        .map(|host| {
+            let (name, port) = host.rsplit_once(':').unwrap_or((host, "26379"));
+            let port = port.parse::<u16>().map_err(|_| invalid("a bad port"))?;
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            if name.is_empty() {
+                return Err(invalid("an empty host"));
+            }
+            Ok((name.to_string(), port))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut path = path.trim_end_matches('/').split('/');
+    let master = path
+        .next()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| invalid("no master name"))?;
+    let db = match path.next() {
+        Some(db) => Some(
+            db.parse::<i64>()
+                .map_err(|_| invalid("a bad database number"))?,
+        ),
+        None => None,
+    };
+    Ok(Some(SentinelParts {
+        tls,
+        hosts,
+        master: master.to_string(),
+        password,
+        db,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_sentinels_and_master() {
+        let parts = sentinel_parts("redis+sentinel://:secret@s1:26379,s2:26380/relay/2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            parts,
+            SentinelParts {
+                tls: false,
+                hosts: vec![("s1".into(), 26379), ("s2".into(), 26380)],
+                master: "relay".into(),
+                password: Some("secret".into()),
+                db: Some(2),
+            }
+        );
+        let parts = sentinel_parts("rediss+sentinel://s1/mymaster")
+            .unwrap()
+            .unwrap();
+        assert!(parts.tls);
+        assert_eq!(parts.hosts, vec![("s1".into(), 26379)]);
+        assert_eq!(sentinel_parts("redis://localhost:6379/").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_sentinel_urls_are_refused() {
+        for url in [
+            "redis+sentinel://s1:26379",
+            "redis+sentinel://s1:26379/",
+            "redis+sentinel://s1:port/m",
+            "redis+sentinel://:1/m",
+            "redis+sentinel://s1/m/x",
+        ] {
+            assert!(sentinel_parts(url).is_err(), "{url}");
+        }
+    }
+}
