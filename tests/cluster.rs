@@ -69,7 +69,7 @@ impl Cluster {
     }
 }
 
-async fn readyz(node: &Relay) -> Value {
+pub(crate) async fn readyz(node: &Relay) -> Value {
     serde_json::from_str(&request(&node.addr, "GET", "/readyz", &[]).await.body)
         .expect("readyz JSON")
 }

@@ -20,6 +20,7 @@ mod limits;
 mod observability;
 mod protocol;
 mod proxies;
+mod sentinel;
 mod shutdown;
 mod storage;
 mod store_conformance;

@@ -27,6 +27,8 @@ pub struct RedisServer {
     process: Option<Child>,
     /// The certificates directory of a TLS-only server.
     tls: Option<PathBuf>,
+    /// The port of the master this server replicates.
+    replica_of: Option<u16>,
 }
 
 /// The server shared by every test of this process.
@@ -38,6 +40,7 @@ pub fn shared() -> &'static RedisServer {
             url,
             process: None,
             tls: None,
+            replica_of: None,
         },
         _ => RedisServer::throwaway(),
     })
@@ -62,6 +65,7 @@ impl RedisServer {
             url: format!("redis://127.0.0.1:{port}/"),
             process: None,
             tls: None,
+            replica_of: None,
         };
         server.start();
         server
@@ -77,6 +81,7 @@ impl RedisServer {
             url: format!("rediss://localhost:{port}/"),
             process: None,
             tls: Some(certificates.to_path_buf()),
+            replica_of: None,
         };
         server.start();
         server
@@ -114,6 +119,9 @@ impl RedisServer {
                 .arg("--tls-ca-cert-file")
                 .arg(certificates.join("ca.crt")),
         };
+        if let Some(master) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
         command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
@@ -184,4 +192,136 @@ fn binary() -> PathBuf {
             )
         })
         .clone()
+}
+
+/// A Redis master, a replica of it, and one `redis-sentinel` watching them (quorum 1,
+/// a master counted down after 1 s), each a throwaway process.
+pub struct SentinelGroup {
+    /// The first master; kill it to make Sentinel promote the replica.
+    pub master: RedisServer,
+    /// The replica Sentinel promotes.
+    pub replica: RedisServer,
+    sentinel: Child,
+    sentinel_port: u16,
+    _dir: super::TempDir,
+}
+
+/// The master's name in Sentinel.
+pub const SENTINEL_MASTER: &str = "starling";
+
+impl SentinelGroup {
+    /// Starts the three and waits until Sentinel knows the replica.
+    pub fn start() -> Self {
+        let master = RedisServer::throwaway();
+        let mut replica = RedisServer {
+            port: free_port(),
+            url: String::new(),
+            process: None,
+            tls: None,
+            replica_of: None,
+        };
+        replica.url = format!("redis://127.0.0.1:{}/", replica.port);
+        replica.replica_of = Some(master.port);
+        replica.start();
+        let dir = super::TempDir::new("sentinel");
+        let sentinel_port = free_port();
+        let config = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                master.port
+            ),
+        )
+        .expect("write sentinel.conf");
+        let log = dir.path().join("sentinel.log");
+        let mut command = Command::new(sentinel_binary());
+        command
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("sentinel log"))
+            .stderr(Stdio::null());
+        let sentinel = spawn_tied_to_this_process(command);
+        let mut group = Self {
+            master,
+            replica,
+            sentinel,
+            sentinel_port,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while !group.sentinel_knows_a_replica() {
+            if let Ok(Some(status)) = group.sentinel.try_wait() {
+                panic!("redis-sentinel exited: {status}");
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "Sentinel did not find the replica"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        group
+    }
+
+    /// `redis+sentinel://127.0.0.1:port/starling`.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}",
+            self.sentinel_port
+        )
+    }
+
+    /// The port of the master Sentinel names now.
+    pub fn master_port(&self) -> Option<u16> {
+        let reply = self.sentinel_command(&format!(
+            "SENTINEL get-master-addr-by-name {SENTINEL_MASTER}"
+        ))?;
+        reply
+            .lines()
+            .filter(|l| !l.starts_with(['*', '$']))
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    fn sentinel_knows_a_replica(&self) -> bool {
+        self.sentinel_command(&format!("SENTINEL replicas {SENTINEL_MASTER}"))
+            .is_some_and(|reply| reply.contains(&self.replica.port.to_string()))
+    }
+
+    /// Sends one inline command to the sentinel; its raw reply.
+    fn sentinel_command(&self, command: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.sentinel_port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .ok()?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut reply = vec![0u8; 16 * 1024];
+        let n = stream.read(&mut reply).ok()?;
+        Some(String::from_utf8_lossy(&reply[..n]).into_owned())
+    }
+}
+
+impl Drop for SentinelGroup {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
+}
+
+/// The `redis-sentinel` binary, installing the Debian package if needed.
+fn sentinel_binary() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/redis-sentinel");
+    if !path.exists() {
+        super::install_debian_package("redis-sentinel");
+    }
+    assert!(
+        path.exists(),
+        "redis-sentinel not found: install the Debian package `redis-sentinel`"
+    );
+    path
 }
