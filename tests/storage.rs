@@ -325,3 +325,29 @@ async fn a_slow_query_times_out_without_holding_up_others() {
         );
     }
 }
+
+/// PgBouncer in session mode keeps each session on one backend and works; in transaction
+/// mode it would lose the store's session settings and prepared statements, and the relay
+/// says so at start-up instead of failing later.
+#[tokio::test]
+async fn pgbouncer_works_in_session_mode_and_transaction_mode_is_refused() {
+    use crate::support::{pgbouncer::PgBouncer, postgres};
+    let database = postgres::database();
+    let session = PgBouncer::start(&database.url, "session");
+    let relay = Relay::start(&["--database-url", &session.url]);
+    let mut client = crate::support::Client::connect(&relay.url()).await;
+    let event = crate::support::note(1, "through PgBouncer");
+    client.publish_ok(&event).await;
+    let stored = client
+        .req("pgbouncer", &[serde_json::json!({"ids": [event.id_hex()]})])
+        .await;
+    assert_eq!(stored.len(), 1);
+
+    let transaction = PgBouncer::start(&database.url, "transaction");
+    for extra in [&[][..], &["--skip-migrations"][..]] {
+        let mut args = vec!["--database-url", transaction.url.as_str()];
+        args.extend_from_slice(extra);
+        let refused = Relay::refused_at_start(&args);
+        assert!(refused.contains("pool_mode = session"), "{refused}");
+    }
+}

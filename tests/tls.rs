@@ -1,44 +1,10 @@
 //! TLS to the data services: a real PostgreSQL that accepts TLS connections only, and a
 //! real `redis-server` on a TLS port, with certificates made by the test.
 
-use std::process::{Command, Stdio};
-
 use crate::{
     cluster::Cluster,
-    support::{
-        Client, DEADLINE, Relay, note, postgres::PgServer, redis::RedisServer, tls::Certificates,
-    },
+    support::{Client, Relay, note, postgres::PgServer, redis::RedisServer, tls::Certificates},
 };
-
-/// Runs `starling` with `args` and expects it to refuse to start; returns what it said.
-fn refused_at_start(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
-        .args(args)
-        .args(["--bind", "127.0.0.1:0"])
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start starling");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for starling") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("starling {args:?} started instead of refusing");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let output = child.wait_with_output().expect("starling's output");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!status.success(), "starling {args:?} exited well: {stderr}");
-    stderr
-}
 
 /// Publishes a note through `relay` and reads it back.
 async fn round_trip(relay: &Relay) {
@@ -75,23 +41,23 @@ async fn postgres_over_tls_checks_what_sslmode_says() {
         round_trip(&relay).await;
     }
 
-    let wrong_name = refused_at_start(&[
+    let wrong_name = Relay::refused_at_start(&[
         "--database-url",
         &format!("{by_ip}?sslmode=verify-full&sslrootcert={ca}"),
     ]);
     assert!(wrong_name.contains("not valid for name"), "{wrong_name}");
     let unknown_ca =
-        refused_at_start(&["--database-url", &format!("{by_name}?sslmode=verify-full")]);
+        Relay::refused_at_start(&["--database-url", &format!("{by_name}?sslmode=verify-full")]);
     assert!(unknown_ca.contains("certificate"), "{unknown_ca}");
-    let plain = refused_at_start(&["--database-url", &format!("{by_ip}?sslmode=disable")]);
+    let plain = Relay::refused_at_start(&["--database-url", &format!("{by_ip}?sslmode=disable")]);
     assert!(plain.contains("no encryption"), "{plain}");
-    let skipping = refused_at_start(&[
+    let skipping = Relay::refused_at_start(&[
         "--database-url",
         &format!("{by_ip}?sslmode=verify-full&sslrootcert={ca}"),
         "--skip-migrations",
     ]);
     assert!(skipping.contains("not valid for name"), "{skipping}");
-    let bad_mode = refused_at_start(&["--database-url", &format!("{by_ip}?sslmode=always")]);
+    let bad_mode = Relay::refused_at_start(&["--database-url", &format!("{by_ip}?sslmode=always")]);
     assert!(bad_mode.contains("sslmode=always"), "{bad_mode}");
 }
 
@@ -127,9 +93,9 @@ async fn the_cluster_bus_runs_over_tls_to_redis() {
     assert_eq!(subscriber.live_event("live").await["id"], event.id_hex());
 
     let port = redis.port();
-    let plain = refused_at_start(&["--redis-url", &format!("redis://127.0.0.1:{port}/")]);
+    let plain = Relay::refused_at_start(&["--redis-url", &format!("redis://127.0.0.1:{port}/")]);
     assert!(plain.contains("redis_url"), "{plain}");
-    let wrong_name = refused_at_start(&[
+    let wrong_name = Relay::refused_at_start(&[
         "--redis-url",
         &format!("rediss://127.0.0.1:{port}/"),
         "--redis-ca-file",
@@ -140,7 +106,7 @@ async fn the_cluster_bus_runs_over_tls_to_redis() {
         &key,
     ]);
     assert!(wrong_name.contains("not valid for name"), "{wrong_name}");
-    let unknown_ca = refused_at_start(&[
+    let unknown_ca = Relay::refused_at_start(&[
         "--redis-url",
         redis.url(),
         "--redis-cert-file",
@@ -149,6 +115,7 @@ async fn the_cluster_bus_runs_over_tls_to_redis() {
         &key,
     ]);
     assert!(unknown_ca.contains("certificate"), "{unknown_ca}");
-    let no_client_cert = refused_at_start(&["--redis-url", redis.url(), "--redis-ca-file", &ca]);
+    let no_client_cert =
+        Relay::refused_at_start(&["--redis-url", redis.url(), "--redis-ca-file", &ca]);
     assert!(no_client_cert.contains("redis_url"), "{no_client_cert}");
 }

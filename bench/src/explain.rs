@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use starling::{
     nostr::Filter,
-    store::postgres::{session_options, sql},
+    store::postgres::{session::session_settings, sql},
 };
 use tokio_postgres::{Client, NoTls};
 
@@ -31,10 +31,12 @@ async fn one_text(client: &Client, sql: &str) -> anyhow::Result<String> {
 
 /// Runs every shape and prints its plan and timings as Markdown.
 pub async fn run(args: &Args) -> anyhow::Result<Value> {
-    let mut config: tokio_postgres::Config = args.database_url.parse()?;
-    config.options(session_options(Duration::from_secs(60)));
+    let config: tokio_postgres::Config = args.database_url.parse()?;
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(connection);
+    client
+        .batch_execute(&session_settings(Duration::from_secs(60)))
+        .await?;
     let count: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
         .await?

@@ -9,13 +9,24 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use redis::{
-    Client, ClientTlsConfig, ConnectionAddr, RedisResult, TlsCertificates, TlsMode,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, RedisResult, TlsCertificates,
+    TlsMode,
+    aio::{MultiplexedConnection, PubSub},
     sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
 };
 use tokio::sync::Mutex;
 
 use crate::InvalidUrl;
+
+/// Longest wait for Redis to connect or answer.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
 
 /// How to reach the cluster's Redis: its URL and, for TLS, the PEM contents of a CA to
 /// trust instead of the system's roots and of a client certificate and key to present.
@@ -124,6 +135,31 @@ impl RedisEndpoint {
         }
     }
 
+    /// A connection to the server to use now, made within [`TIMEOUT`] (and the sentinels
+    /// asked within as long again); its commands time out after [`TIMEOUT`] too.
+    pub async fn connect(&self) -> RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let connecting = async {
+            self.client()
+                .await?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        };
+        tokio::time::timeout(TIMEOUT * 2, connecting)
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    /// A dedicated pub/sub connection to the server to use now, within twice [`TIMEOUT`].
+    pub async fn pubsub(&self) -> RedisResult<PubSub> {
+        let connecting = async { self.client().await?.get_async_pubsub().await };
+        tokio::time::timeout(TIMEOUT * 2, connecting)
+            .await
+            .map_err(|_| timed_out())?
+    }
+
     /// Connects once and sends `PING`, for start-up: a setting the server does not accept
     /// (TLS to a plain server or plain to a TLS one, an unknown CA, a wrong name or
     /// password, a master Sentinel does not know) is an error now; a server that refuses
@@ -131,7 +167,7 @@ impl RedisEndpoint {
     /// back.
     pub async fn probe(&self) -> Result<(), Unusable> {
         let pinged = async {
-            let mut connection = crate::redis_bus::connect(self).await?;
+            let mut connection = self.connect().await?;
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await

@@ -194,7 +194,7 @@ impl SharedConnection {
         if state.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
             return None;
         }
-        match crate::redis_bus::connect(&self.endpoint).await {
+        match self.endpoint.connect().await {
             Ok(connection) => {
                 state.connection = Some(connection.clone());
                 state.failed_at = None;

@@ -19,7 +19,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
-use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::{Bus, ClusterView, Envelope, RedisEndpoint};
@@ -29,8 +29,6 @@ const QUEUE: usize = 65_536;
 /// How often a node announces itself, and how long an announcement counts.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const NODE_TTL: Duration = Duration::from_secs(10);
-/// Longest wait for Redis to connect or answer.
-const TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest pause between reconnection attempts (short, so that a node finds the new master
 /// soon after a failover).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -117,27 +115,6 @@ fn decode(bytes: &[u8]) -> Option<Envelope> {
     })
 }
 
-/// A connection to the server `endpoint` names now, within [`TIMEOUT`].
-pub(crate) async fn connect(endpoint: &RedisEndpoint) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT));
-    let connecting = async {
-        endpoint
-            .client()
-            .await?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-    };
-    tokio::time::timeout(TIMEOUT * 2, connecting)
-        .await
-        .map_err(|_| timed_out())?
-}
-
-fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-}
-
 /// Doubling pauses between attempts, up to [`MAX_BACKOFF`].
 struct Backoff(Duration);
 
@@ -173,7 +150,7 @@ async fn publish(client: RedisEndpoint, channel: Arc<str>, mut queue: mpsc::Rece
             continue;
         }
         if connection.is_none() {
-            match connect(&client).await {
+            match client.connect().await {
                 Ok(c) => {
                     connection = Some(c);
                     backoff = Backoff::new();
@@ -209,10 +186,7 @@ async fn subscribe(
     let mut backoff = Backoff::new();
     loop {
         let subscribed = async {
-            let connecting = async { client.client().await?.get_async_pubsub().await };
-            let mut pubsub = tokio::time::timeout(TIMEOUT * 2, connecting)
-                .await
-                .map_err(|_| timed_out())??;
+            let mut pubsub = client.pubsub().await?;
             pubsub.subscribe(&*channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         }
@@ -249,7 +223,7 @@ async fn heartbeat(
     loop {
         ticks.tick().await;
         if connection.is_none() {
-            connection = connect(&client).await.ok();
+            connection = client.connect().await.ok();
         }
         let Some(conn) = connection.as_mut() else {
             continue;

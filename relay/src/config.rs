@@ -79,8 +79,8 @@ pub struct Config {
     #[arg(long, env = "STARLING_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
-    /// PEM file of the client certificate to present to Redis over TLS (with
-    /// --redis-key-file).
+    /// PEM file of the client certificate to present to Redis over TLS; give
+    /// --redis-key-file with it.
     #[arg(long, env = "STARLING_REDIS_CERT_FILE", requires = "redis_key_file")]
     pub redis_cert_file: Option<PathBuf>,
 
@@ -94,8 +94,9 @@ pub struct Config {
     pub cluster: String,
 
     /// Address ranges (CIDRs, comma-separated) of the proxies and load balancers in front of
-    /// the relay. From these peers only, the client's address is read from --proxy-header
-    /// (and from the PROXY protocol with --proxy-protocol); from others it is ignored.
+    /// the relay. From these peers only, the client's address is read from the header
+    /// --proxy-header names, and from the PROXY protocol when --proxy-protocol is on; what
+    /// other peers send is ignored.
     #[arg(long, env = "STARLING_TRUSTED_PROXIES", value_delimiter = ',')]
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod http;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod proxies;
 pub mod python;

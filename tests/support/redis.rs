@@ -124,6 +124,10 @@ impl RedisServer {
         }
         command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // A replica writes the master's snapshot to its directory.
+            .arg("--dbfilename")
+            .arg(format!("starling-test-redis-{port}.rdb"))
+            .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -241,6 +245,7 @@ impl SentinelGroup {
         let mut command = Command::new(sentinel_binary());
         command
             .arg(&config)
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("sentinel log"))
             .stderr(Stdio::null());

@@ -156,6 +156,38 @@ impl Relay {
         }
     }
 
+    /// Runs `starling` with `args` and expects it to refuse to start; returns what it said.
+    pub fn refused_at_start(args: &[&str]) -> String {
+        let dir = TempDir::new("refused");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+            .args(args)
+            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start starling");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for starling") {
+                break status;
+            }
+            if started.elapsed() > super::DEADLINE {
+                let _ = child.kill();
+                panic!("starling {args:?} started instead of refusing");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let output = child.wait_with_output().expect("starling's output");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!status.success(), "starling {args:?} exited well: {stderr}");
+        stderr
+    }
+
     /// The WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)

@@ -13,9 +13,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
     match PgSettings::from_config(config) {
         Some(settings) => {
             let store = PgStore::new(&settings)?;
-            if config.skip_migrations {
-                store.probe().await?;
-            } else {
+            store.probe().await?;
+            if !config.skip_migrations {
                 let applied = store.migrate().await.context("applying migrations")?;
                 tracing::info!(?applied, "PostgreSQL schema is up to date");
             }

@@ -10,6 +10,7 @@ mod error;
 pub mod json_cache;
 pub mod migrate;
 mod read;
+pub mod session;
 pub mod sql;
 pub mod tls;
 mod write;
@@ -17,6 +18,7 @@ mod write;
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use session::session_settings;
 use tls::PgTls;
 
 use error::{db, unavailable};
@@ -61,25 +63,25 @@ pub struct PgStore {
     pool: Pool,
     cache: JsonCache,
     tls: PgTls,
+    /// How connections are made, for the start-up checks.
+    config: tokio_postgres::Config,
 }
 
 /// Prepared statements one pooled connection keeps; past it, its cache is emptied (filters
 /// of many shapes must not grow it, and the server's memory, without end).
 pub const MAX_CACHED_STATEMENTS: usize = 256;
 
-/// Settings of every session the store opens: the statement timeout; no parallel workers and
-/// no JIT compilation, whose start-up costs more than a relay's small indexed queries take
-/// (a generic plan, not knowing its limit, can look costly enough to trigger JIT on every
-/// execution); and generic plans for prepared statements: the store's writes and index
-/// probes have one good plan whatever the values, and planning them anew for each execution
-/// cost as much as running them. Statements whose plan depends on the values run with
-/// custom plans ([`query_custom`]).
-pub fn session_options(statement_timeout: Duration) -> String {
-    format!(
-        "-c statement_timeout={} -c max_parallel_workers_per_gather=0 -c jit=off \
-         -c plan_cache_mode=force_generic_plan",
-        statement_timeout.as_millis()
-    )
+/// The hook that gives every new pooled connection the store's session settings.
+fn settings_hook(settings: String) -> deadpool_postgres::Hook {
+    deadpool_postgres::Hook::async_fn(move |client, _| {
+        let settings = settings.clone();
+        Box::pin(async move {
+            client
+                .batch_execute(&settings)
+                .await
+                .map_err(deadpool_postgres::HookError::Backend)
+        })
+    })
 }
 
 impl PgStore {
@@ -93,10 +95,9 @@ impl PgStore {
         config
             .ssl_mode(tls.tokio_mode())
             .connect_timeout(settings.connect_timeout)
-            .application_name("starling")
-            .options(session_options(settings.statement_timeout));
+            .application_name("starling");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -108,12 +109,14 @@ impl PgStore {
             .wait_timeout(Some(settings.connect_timeout))
             .create_timeout(Some(settings.connect_timeout))
             .recycle_timeout(Some(settings.connect_timeout))
+            .post_create(settings_hook(session_settings(settings.statement_timeout)))
             .build()
             .context("building the PostgreSQL pool")?;
         Ok(Self {
             pool,
             cache: JsonCache::new(settings.json_cache_bytes),
             tls: connector,
+            config,
         })
     }
 
@@ -123,12 +126,12 @@ impl PgStore {
         migrate::run(&mut client).await.map_err(db)
     }
 
-    /// Opens one connection, for a start-up that does not migrate: TLS settings the server
-    /// does not pass (a wrong name, an unknown CA) are an error now; a database that is
-    /// down is not, since the store connects whenever it is back.
+    /// Connects at start-up: TLS settings the server does not pass (a wrong name, an
+    /// unknown CA) and a pooler that does not keep sessions are errors now; a database that
+    /// is down is not, since the store connects whenever it is back.
     pub async fn probe(&self) -> anyhow::Result<()> {
         match self.pool.get().await {
-            Ok(_) => Ok(()),
+            Ok(_) => session::check_session_pooling(&self.config, &self.tls).await,
             Err(deadpool_postgres::PoolError::Backend(error)) if tls::is_tls_failure(&error) => {
                 Err(anyhow::Error::new(error).context("connecting to PostgreSQL over TLS"))
             }
