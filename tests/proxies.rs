@@ -138,3 +138,13 @@ async fn clients_behind_haproxy_are_named_by_the_proxy_protocol() {
     .await;
     assert_eq!(refused, 1.0);
 }
+
+#[test]
+fn bad_proxy_settings_are_refused_by_name() {
+    let range = Relay::refused_at_start(&["--trusted-proxies", "10.0.0.0/33"]);
+    assert!(range.contains("--trusted-proxies"), "{range}");
+    let alone = Relay::refused_at_start(&["--proxy-protocol"]);
+    assert!(alone.contains("trusted_proxies"), "{alone}");
+    let header = Relay::refused_at_start(&["--proxy-header", "x-client"]);
+    assert!(header.contains("--proxy-header"), "{header}");
+}
