@@ -116,6 +116,7 @@ async fn a_connection_that_answers_pings_stays_open() {
         "3",
     ]);
     let mut client = Client::connect(&relay.url()).await;
+    client.challenge().await;
     // Pings come every second: five of them span more than the 3-second idle timeout.
     let mut pings = 0;
     while pings < 5 {

@@ -8,6 +8,7 @@ mod support;
 
 mod abuse;
 mod architecture;
+mod auth;
 mod bad_input;
 mod cluster;
 mod connections;

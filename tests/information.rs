@@ -55,7 +55,7 @@ async fn serves_the_nip11_document_with_real_limits_and_cors() {
     assert!(doc["version"].is_string());
     assert_eq!(
         doc["supported_nips"],
-        serde_json::json!([1, 9, 11, 13, 40, 45, 50])
+        serde_json::json!([1, 9, 11, 13, 40, 42, 45, 50, 70])
     );
     let limits = &doc["limitation"];
     assert_eq!(limits["max_limit"], 321);
@@ -326,7 +326,8 @@ async fn json_logs_have_one_line_per_closed_connection() {
     .await;
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["fields"]["received"], 1);
-    assert_eq!(line["fields"]["sent"], 1);
+    // The AUTH challenge and the EOSE.
+    assert_eq!(line["fields"]["sent"], 2);
     assert_eq!(line["fields"]["reason"], "client went away");
     assert!(line["fields"]["seconds"].is_number());
 }

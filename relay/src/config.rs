@@ -139,6 +139,12 @@ pub struct Config {
     )]
     pub description: String,
 
+    /// The relay's public URLs (wss://relay.example.com, comma-separated), which NIP-42
+    /// AUTH events must name; without any, the URL a client reached (its Host header).
+    #[arg(long, env = "STARLING_PUBLIC_URL", value_delimiter = ',')]
+    #[serde(default)]
+    pub public_url: Vec<String>,
+
     /// Administrator's public key (64 lowercase hex) in the NIP-11 document.
     #[arg(long, env = "STARLING_PUBKEY")]
     pub pubkey: Option<String>,
@@ -379,6 +385,9 @@ impl Config {
             && hex::decode::<32>(pubkey).is_none()
         {
             bail!("pubkey must be 64 lowercase hex characters");
+        }
+        for url in &self.public_url {
+            crate::nostr::RelayUrl::parse(url).context("public_url")?;
         }
         if self.proxy_protocol && self.trusted_proxies.is_empty() {
             bail!(

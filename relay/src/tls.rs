@@ -20,6 +20,21 @@ pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `N` bytes from the operating system's secure random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if provider().secure_random.fill(&mut bytes).is_err() {
+        // The system source failing is not expected; fall back on std's per-process keys.
+        use std::hash::BuildHasher;
+        let state = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let word = state.hash_one(i).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+    bytes
+}
+
 fn provider() -> Arc<CryptoProvider> {
     install_provider();
     CryptoProvider::get_default()

@@ -25,6 +25,9 @@ pub enum Received {
 /// One WebSocket connection to a relay.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The NIP-42 challenge the relay sent, once seen (`AUTH` messages are kept here, not
+    /// returned by [`Client::next`]).
+    challenge: Option<String>,
 }
 
 impl Client {
@@ -34,7 +37,10 @@ impl Client {
             .await
             .expect("connect timed out")
             .expect("connect");
-        Self { ws }
+        Self {
+            ws,
+            challenge: None,
+        }
     }
 
     /// Connects to `url` over a socket with a small receive buffer, so that a client that
@@ -49,7 +55,10 @@ impl Client {
         let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("handshake");
-        Self { ws }
+        Self {
+            ws,
+            challenge: None,
+        }
     }
 
     /// Connects to `url` (at `addr`) from the loopback address `source`, with extra request
@@ -77,7 +86,10 @@ impl Client {
             }
             let (ws, _) =
                 tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
-            Ok(Self { ws })
+            Ok(Self {
+                ws,
+                challenge: None,
+            })
         };
         tokio::time::timeout(DEADLINE, connecting)
             .await
@@ -115,9 +127,15 @@ impl Client {
                 .expect("timed out waiting for the relay");
             match item {
                 Some(Ok(Message::Text(text))) => {
-                    return Received::Json(
-                        serde_json::from_str(&text).expect("relay sent invalid JSON"),
-                    );
+                    let value: Value =
+                        serde_json::from_str(&text).expect("relay sent invalid JSON");
+                    if value[0] == "AUTH"
+                        && let Some(challenge) = value[1].as_str()
+                    {
+                        self.challenge = Some(challenge.to_string());
+                        continue;
+                    }
+                    return Received::Json(value);
                 }
                 Some(Ok(Message::Close(frame))) => return Received::Close(frame),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -125,6 +143,29 @@ impl Client {
                 Some(Err(_)) | None => return Received::Ended,
             }
         }
+    }
+
+    /// The NIP-42 challenge of this connection, waiting for it if it has not come yet.
+    pub async fn challenge(&mut self) -> String {
+        while self.challenge.is_none() {
+            let item = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("timed out waiting for the AUTH challenge");
+            match item {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value =
+                        serde_json::from_str(&text).expect("relay sent invalid JSON");
+                    assert_eq!(
+                        value[0], "AUTH",
+                        "expected the AUTH challenge first, got {value}"
+                    );
+                    self.challenge = value[1].as_str().map(str::to_string);
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected the AUTH challenge, got {other:?}"),
+            }
+        }
+        self.challenge.clone().unwrap_or_default()
     }
 
     /// The next JSON message; fails if the connection closes first.

@@ -71,10 +71,16 @@ async fn root(
             (_, Some(peer)) => peer.to_string(),
             _ => "unknown".to_string(),
         };
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
         let peer = Peer {
             addr,
             admission,
             lease,
+            host,
         };
         Connection::start(node.into_inner(), session, stream, peer);
         return Ok(response);

@@ -40,6 +40,9 @@ pub const LIMITS: [&str; 8] = [
     "store-time",
 ];
 
+/// The `outcome` labels of `starling_auth_total`.
+pub const AUTH_OUTCOMES: [&str; 4] = ["accepted", "invalid", "forged", "restricted"];
+
 /// The node's instruments and the registry they export to.
 pub struct Metrics {
     registry: prometheus::Registry,
@@ -85,6 +88,8 @@ pub struct Metrics {
     pub batches_split: Counter<u64>,
     /// Connections from trusted balancers closed for their PROXY header, by `reason`.
     pub proxy_refused: Counter<u64>,
+    /// NIP-42 `AUTH` messages, by `outcome`.
+    pub auth: Counter<u64>,
 }
 
 impl Metrics {
@@ -204,6 +209,10 @@ impl Metrics {
                 "starling.proxy.refused",
                 "Connections from trusted balancers closed for a missing, malformed or late PROXY header, by reason",
             ),
+            auth: counter(
+                "starling.auth",
+                "NIP-42 AUTH messages, by outcome (accepted, invalid, forged, restricted)",
+            ),
             registry,
             provider,
             meter,
@@ -230,6 +239,9 @@ impl Metrics {
         self.subscriptions_open.add(0, &[]);
         for limit in LIMITS {
             self.rate_limited.add(0, &[KeyValue::new("limit", limit)]);
+        }
+        for outcome in AUTH_OUTCOMES {
+            self.auth.add(0, &[KeyValue::new("outcome", outcome)]);
         }
         for reason in crate::proxy::stream::REFUSAL_REASONS {
             self.proxy_refused

@@ -39,6 +39,9 @@ pub enum ClientMessage {
         /// The subscription to end.
         sub_id: String,
     },
+    /// `["AUTH", event]` (NIP-42): authenticate as the event's author (shape checked,
+    /// signature not yet).
+    Auth(Box<Event>),
 }
 
 /// A message the relay cannot act on, with the answer NIP-01 prescribes for it.
@@ -78,7 +81,8 @@ impl ClientMessage {
                 MessageError::Notice("invalid: message must start with a verb string".into())
             })?;
         match verb.as_ref() {
-            "EVENT" => parse_event(&parts),
+            "EVENT" => parse_event("EVENT", &parts).map(ClientMessage::Event),
+            "AUTH" => parse_event("AUTH", &parts).map(ClientMessage::Auth),
             "REQ" | "COUNT" => {
                 let sub_id = sub_id(&verb, &parts)?;
                 let filters = parse_filters(&verb, &sub_id, &parts[2..])?;
@@ -106,15 +110,16 @@ impl ClientMessage {
     }
 }
 
-fn parse_event(parts: &[&RawValue]) -> Result<ClientMessage, MessageError> {
+/// The one event of an `EVENT` or `AUTH` message.
+fn parse_event(verb: &str, parts: &[&RawValue]) -> Result<Box<Event>, MessageError> {
     if parts.len() != 2 {
-        return Err(MessageError::Notice(
-            "invalid: EVENT takes exactly one event".into(),
-        ));
+        return Err(MessageError::Notice(format!(
+            "invalid: {verb} takes exactly one event"
+        )));
     }
     let raw = parts[1].get();
     Event::parse(raw)
-        .map(|e| ClientMessage::Event(Box::new(e)))
+        .map(Box::new)
         .map_err(|err| match readable_id(raw) {
             Some(id) => MessageError::Event {
                 id,
@@ -186,6 +191,8 @@ fn parse_filters(verb: &str, sub_id: &str, raw: &[&RawValue]) -> Result<Vec<Filt
 pub enum Prefix {
     /// Already have it (with `OK true`) or a newer version of it.
     Duplicate,
+    /// Needs NIP-42 authentication first.
+    AuthRequired,
     /// Not enough proof of work (NIP-13).
     Pow,
     /// Refused by policy (for example: the author deleted it).
@@ -209,6 +216,7 @@ impl Prefix {
     pub fn as_str(self) -> &'static str {
         match self {
             Prefix::Duplicate => "duplicate",
+            Prefix::AuthRequired => "auth-required",
             Prefix::Pow => "pow",
             Prefix::Blocked => "blocked",
             Prefix::RateLimited => "rate-limited",
@@ -286,6 +294,11 @@ pub mod relay {
     /// `["OK", id, accepted, message]`.
     pub fn ok(id_hex: &str, accepted: bool, message: &str) -> String {
         format!("[\"OK\",{},{accepted},{}]", quote(id_hex), quote(message))
+    }
+
+    /// `["AUTH", challenge]` (NIP-42).
+    pub fn auth(challenge: &str) -> String {
+        format!("[\"AUTH\",{}]", quote(challenge))
     }
 
     /// `["EOSE", sub_id]`.

@@ -8,12 +8,14 @@ pub mod filter;
 pub mod hex;
 pub mod kind;
 pub mod message;
+pub mod relay_url;
 pub mod search;
 
 pub use event::{DeletionTargets, Event, EventError, Keys, VerifiedEvent};
 pub use filter::{Filter, TagFilter};
 pub use kind::KindClass;
 pub use message::{ClientMessage, MessageError, Prefix, Reason};
+pub use relay_url::{InvalidRelayUrl, RelayUrl};
 
 /// A serde_json error without its "at line 1 column 42" suffix, for messages to clients.
 fn describe_json_error(err: &serde_json::Error) -> String {

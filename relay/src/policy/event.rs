@@ -10,6 +10,12 @@ use crate::{
 /// Checks an event of `bytes` bytes (as the client sent it) against the configured limits
 /// at time `now` (unix seconds).
 pub fn check_event(config: &Config, event: &Event, bytes: usize, now: u64) -> Result<(), Reason> {
+    if event.kind == super::auth::AUTH_KIND {
+        // NIP-42: authentication events are never stored or broadcast.
+        return Err(Reason::invalid(
+            "kind 22242 events authenticate with AUTH; they are not published",
+        ));
+    }
     if bytes > config.max_event_bytes {
         return Err(Reason::invalid(format!(
             "event is larger than {} bytes",

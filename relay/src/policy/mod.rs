@@ -4,6 +4,7 @@
 //! configuration and, for limits shared by the cluster, the [`Limiter`]; none of them sends
 //! anything or counts metrics. Callers act on the answer (and count refusals).
 //!
+//! - [`auth`]: NIP-42 authentication and NIP-70 protected events;
 //! - [`event`]: limits, expiration and proof of work for an event;
 //! - [`filters`]: how many filters a `REQ` may hold, and each filter's `limit`;
 //! - [`requests`]: `REQ`s and `COUNT`s per minute per connection;
@@ -15,6 +16,7 @@
 //!
 //! [`Limiter`]: starling_cluster::Limiter
 
+pub mod auth;
 pub mod budget;
 pub mod connections;
 pub mod event;

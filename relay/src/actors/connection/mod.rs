@@ -41,7 +41,7 @@ use super::{
 use crate::{
     ingest,
     node::{Admission, Asker, Node, Shutdown},
-    nostr::{ClientMessage, Event, KindClass, MessageError, Prefix, message::relay},
+    nostr::{ClientMessage, Event, KindClass, MessageError, Prefix, RelayUrl, message::relay},
     policy::{self, AddressLease, EventRates, RequestAllowance, Strike, WorkBudget},
     store::Cancel,
 };
@@ -58,6 +58,8 @@ pub struct Peer {
     /// The connection's place among its address's (when connections per address are
     /// limited).
     pub lease: Option<AddressLease>,
+    /// The `Host` the client asked for, naming the relay when no `--public-url` does.
+    pub host: Option<String>,
 }
 
 /// One client's WebSocket connection.
@@ -80,6 +82,10 @@ pub struct Connection {
     opened: Instant,
     received: u64,
     close_reason: &'static str,
+    /// The NIP-42 challenge sent when the connection opened.
+    challenge: String,
+    /// The pubkeys the client has authenticated as (NIP-42).
+    authed: Vec<[u8; 32]>,
 }
 
 impl Connection {
@@ -110,6 +116,8 @@ impl Connection {
         });
         let requests = RequestAllowance::new(config.max_reqs_per_minute_per_connection, now);
         let conduct = Conduct::new(Arc::clone(&peer.admission.address), now);
+        let challenge = crate::nostr::hex::encode(&crate::tls::random_bytes::<16>());
+        let _ = outbox.push(relay::auth(&challenge));
         Connection::create(move |ctx| {
             ctx.add_stream(frames);
             Connection {
@@ -128,6 +136,8 @@ impl Connection {
                 opened: now,
                 received: 0,
                 close_reason: "client went away",
+                challenge,
+                authed: Vec::new(),
             }
         });
     }
@@ -212,6 +222,10 @@ impl Connection {
                 self.count_received("CLOSE");
                 self.subscriptions.stop(&sub_id);
             }
+            Ok(ClientMessage::Auth(event)) => {
+                self.count_received("AUTH");
+                self.on_auth(*event, ctx)
+            }
             Err(MessageError::Notice(message)) => {
                 self.count_received("invalid");
                 self.send(relay::notice(&message));
@@ -264,6 +278,11 @@ impl Connection {
             self.send(relay::ok(&id, false, &reason.to_string()));
             return self.strike(Strike::Refused, ctx);
         }
+        if let Err(reason) = policy::auth::may_publish(&event, &self.authed) {
+            self.count_event(Some(kind), Some(reason.prefix));
+            self.send(relay::ok(&id, false, &reason.to_string()));
+            return;
+        }
         let permit = self.gate.enter();
         let rates = EventRates::of(&self.peer.admission.source.address, &event.pubkey);
         let source = self.peer.admission.source;
@@ -277,6 +296,70 @@ impl Connection {
                 conn.strike(strike, ctx);
             }
         }));
+    }
+
+    /// NIP-42: checks an `AUTH` event against this connection's challenge and the relay's
+    /// URLs, then its signature in the verifier's turn; the pubkey counts as authenticated
+    /// once `OK true` is sent.
+    fn on_auth(&mut self, event: Event, ctx: &mut Context<Self>) {
+        let id = event.id_hex();
+        let config = self.node.config();
+        let urls: Vec<RelayUrl> = if config.public_url.is_empty() {
+            self.peer
+                .host
+                .as_deref()
+                .map(RelayUrl::from_host)
+                .unwrap_or_default()
+        } else {
+            config
+                .public_url
+                .iter()
+                .filter_map(|url| RelayUrl::parse(url).ok())
+                .collect()
+        };
+        let checked = policy::auth::check_auth(&event, &self.challenge, &urls, policy::now());
+        if let Err(reason) = checked {
+            self.count_auth("invalid");
+            self.send(relay::ok(&id, false, &reason.to_string()));
+            return self.strike(Strike::Invalid, ctx);
+        }
+        let known = self.authed.contains(&event.pubkey);
+        if !known && self.authed.len() >= policy::auth::MAX_AUTHED_PUBKEYS {
+            self.count_auth("restricted");
+            let why = format!(
+                "restricted: at most {} pubkeys per connection",
+                policy::auth::MAX_AUTHED_PUBKEYS
+            );
+            return self.send(relay::ok(&id, false, &why));
+        }
+        let permit = self.gate.enter();
+        let node = Arc::clone(&self.node);
+        let source = self.peer.admission.source;
+        let verified = async move { node.verify(source, event).await };
+        ctx.spawn(verified.into_actor(self).map(move |verified, conn, ctx| {
+            drop(permit);
+            match verified {
+                Ok(verified) => {
+                    let pubkey = verified.event.pubkey;
+                    if !conn.authed.contains(&pubkey) {
+                        conn.authed.push(pubkey);
+                    }
+                    conn.count_auth("accepted");
+                    conn.send(relay::ok(&id, true, ""));
+                }
+                Err(error) => {
+                    conn.count_auth("forged");
+                    let reason = crate::nostr::Reason::from(error);
+                    conn.send(relay::ok(&id, false, &reason.to_string()));
+                    conn.strike(Strike::Forged, ctx);
+                }
+            }
+        }));
+    }
+
+    fn count_auth(&self, outcome: &'static str) {
+        let label = KeyValue::new("outcome", outcome);
+        self.node.metrics().auth.add(1, &[label]);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
