@@ -109,3 +109,107 @@ async fn auth_events_name_one_of_the_public_urls() {
     let refused = Relay::refused_at_start(&["--public-url", "https://relay.example.com"]);
     assert!(refused.contains("public_url"), "{refused}");
 }
+
+/// Connects to `relay_url` and authenticates as each of `who`.
+async fn connect_as(relay_url: &str, who: &[u8]) -> Client {
+    let mut client = Client::connect(relay_url).await;
+    let challenge = client.challenge().await;
+    for n in who {
+        let event = auth_event(&keys(*n), &challenge, relay_url, now());
+        assert_eq!(
+            authenticate(&mut client, &event).await,
+            (true, String::new())
+        );
+    }
+    client
+}
+
+fn p_tag(n: u8) -> Vec<String> {
+    vec![
+        "p".to_string(),
+        starling::nostr::hex::encode(&keys(n).pubkey()),
+    ]
+}
+
+/// A gift wrap (kind 1059) for `recipient`, from a throwaway key as NIP-59 has it.
+fn gift_wrap(recipient: u8, content: &str) -> Event {
+    keys(90).sign(now(), 1059, vec![p_tag(recipient)], content)
+}
+
+fn ids(events: &[Value]) -> Vec<String> {
+    let mut ids = Client::ids(events);
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+on_every_store! {
+    async fn stored_private_events_are_served_to_their_author_and_recipients_only() {
+        let relay = Relay::start(&[]);
+        let url = relay.url();
+        let (alice, bob, carol) = (1, 2, 3);
+        let wrap = gift_wrap(alice, "for alice");
+        let dm = keys(bob).sign(now(), 4, vec![p_tag(alice)], "bob to alice");
+        let public = keys(bob).sign(now(), 1, vec![p_tag(alice)], "hello alice, in public");
+        let mut publisher = Client::connect(&url).await;
+        for event in [&wrap, &dm, &public] {
+            publisher.publish_ok(event).await;
+        }
+        let private = json!({"kinds": [4, 1059]});
+        let about_alice = json!({"#p": [starling::nostr::hex::encode(&keys(alice).pubkey())]});
+
+        let mut anonymous = Client::connect(&url).await;
+        anonymous.send_req("dms", std::slice::from_ref(&private)).await;
+        anonymous.expect_closed("dms", "auth-required: ").await;
+        let seen = anonymous.req("about", std::slice::from_ref(&about_alice)).await;
+        assert_eq!(ids(&seen), vec![public.id_hex()], "private events left out");
+
+        let mut as_carol = connect_as(&url, &[carol]).await;
+        assert!(as_carol.req("dms", std::slice::from_ref(&private)).await.is_empty());
+        let seen = as_carol.req("about", std::slice::from_ref(&about_alice)).await;
+        assert_eq!(ids(&seen), vec![public.id_hex()]);
+
+        let mut as_alice = connect_as(&url, &[alice]).await;
+        let seen = as_alice.req("dms", std::slice::from_ref(&private)).await;
+        assert_eq!(ids(&seen), sorted(vec![wrap.id_hex(), dm.id_hex()]));
+
+        let mut as_bob = connect_as(&url, &[bob]).await;
+        let seen = as_bob.req("dms", std::slice::from_ref(&private)).await;
+        assert_eq!(ids(&seen), vec![dm.id_hex()], "bob wrote the DM, not the wrap");
+    }
+}
+
+#[tokio::test]
+async fn live_gift_wraps_reach_only_their_recipient_on_every_node() {
+    let cluster = crate::cluster::Cluster::start(2, crate::support::redis::shared().url()).await;
+    let (alice, carol) = (1, 3);
+    let on_b = cluster.nodes[1].url();
+    let about_alice = json!({"#p": [starling::nostr::hex::encode(&keys(alice).pubkey())]});
+    let mut alice_on_b = connect_as(&on_b, &[alice]).await;
+    alice_on_b.req("wraps", &[json!({"kinds": [1059]})]).await;
+    let mut carol_on_b = connect_as(&on_b, &[carol]).await;
+    carol_on_b
+        .req("about", std::slice::from_ref(&about_alice))
+        .await;
+    let mut anonymous_on_b = Client::connect(&on_b).await;
+    anonymous_on_b.req("about", &[about_alice]).await;
+
+    let mut publisher = cluster.client(0).await;
+    let wrap = gift_wrap(alice, "for alice, live");
+    publisher.publish_ok(&wrap).await;
+    let witness = keys(2).sign(now(), 1, vec![p_tag(alice)], "after the wrap");
+    publisher.publish_ok(&witness).await;
+
+    assert_eq!(alice_on_b.live_event("wraps").await["id"], wrap.id_hex());
+    for other in [&mut carol_on_b, &mut anonymous_on_b] {
+        assert_eq!(
+            other.live_event("about").await["id"],
+            witness.id_hex(),
+            "the gift wrap went to someone it was not for"
+        );
+    }
+}

@@ -145,6 +145,16 @@ pub struct Config {
     #[serde(default)]
     pub public_url: Vec<String>,
 
+    /// Kinds served only to a connection authenticated (NIP-42) as their author or as a
+    /// pubkey their `p` tags name (comma-separated): direct messages and gift wraps.
+    #[arg(
+        long,
+        env = "STARLING_PRIVATE_KINDS",
+        value_delimiter = ',',
+        default_values_t = [4u16, 1059]
+    )]
+    pub private_kinds: Vec<u16>,
+
     /// Administrator's public key (64 lowercase hex) in the NIP-11 document.
     #[arg(long, env = "STARLING_PUBKEY")]
     pub pubkey: Option<String>,

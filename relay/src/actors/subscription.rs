@@ -27,8 +27,8 @@ use crate::{
         thread::{register_here, unregister_here},
     },
     node::{Asker, Node, Refusal, SubscriptionPlace},
-    nostr::{Filter, Prefix, Reason, VerifiedEvent, message::relay},
-    policy,
+    nostr::{Event, Filter, Prefix, Reason, VerifiedEvent, message::relay},
+    policy::{self, privacy::Readers},
     store::{Cancel, StoreError, StoredEvents},
 };
 
@@ -143,6 +143,8 @@ pub struct Subscription {
     /// Counts the stored query against the connection's requests in progress.
     permit: Option<Permit>,
     span: tracing::Span,
+    /// Who may read the private events its filters could match (none: they cannot).
+    readers: Option<Readers>,
 }
 
 /// What a subscription needs from its connection.
@@ -165,6 +167,8 @@ pub struct SubscriptionParts {
     pub permit: Permit,
     /// The `req` span, child of the connection's.
     pub span: tracing::Span,
+    /// Who may read the private events the filters could match, if they could match any.
+    pub readers: Option<Readers>,
 }
 
 impl Subscription {
@@ -182,11 +186,18 @@ impl Subscription {
             phase: Phase::Stored(Vec::new()),
             permit: Some(parts.permit),
             span: parts.span,
+            readers: parts.readers,
         }
     }
 
     fn node(&self) -> &Arc<Node> {
         self.place.node()
+    }
+
+    fn may_read(&self, event: &Event) -> bool {
+        self.readers
+            .as_ref()
+            .is_none_or(|readers| readers.may_read(event))
     }
 
     fn end_with(&mut self, reason: Reason, ctx: &mut Context<Self>) {
@@ -202,7 +213,7 @@ impl Subscription {
             return;
         };
         for event in held {
-            if stored.sent(&event.event.id) {
+            if stored.sent(&event.event.id) || !self.may_read(&event.event) {
                 continue;
             }
             self.node().metrics().deliveries.add(1, &[]);
@@ -224,12 +235,18 @@ async fn send_stored(
     cancel: Cancel,
     outbox: Outbox,
     sub_id: Arc<str>,
-    mut plan: StoredEvents,
+    (mut plan, readers): (StoredEvents, Option<Readers>),
     req: tracing::Span,
 ) -> Result<StoredEvents, End> {
     let now = policy::now();
     loop {
         while let Some(row) = plan.next_row() {
+            if readers
+                .as_ref()
+                .is_some_and(|r| !r.may_read_json(&row.json))
+            {
+                continue;
+            }
             outbox.drained_below(STORED_HIGH_WATER).await;
             outbox
                 .push(relay::event(&sub_id, &row.json))
@@ -286,7 +303,7 @@ impl Actor for Subscription {
             cancel,
             self.outbox.clone(),
             Arc::clone(&self.sub_id),
-            plan,
+            (plan, self.readers.clone()),
             self.span.clone(),
         )
         .instrument(tracing::debug_span!(parent: &self.span, "stream"));
@@ -315,6 +332,9 @@ impl Handler<LiveEvent> for Subscription {
     type Result = ();
 
     fn handle(&mut self, msg: LiveEvent, ctx: &mut Context<Self>) {
+        if !self.may_read(&msg.0.event) {
+            return;
+        }
         match &mut self.phase {
             Phase::Stored(held) if held.len() < MAX_HELD_BACK => held.push(msg.0),
             Phase::Stored(_) => self.end_with(

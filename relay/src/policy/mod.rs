@@ -12,6 +12,7 @@
 //! - [`connections`]: connections per client address, across the cluster;
 //! - [`strikes`]: what a client does wrong, counted against its connection and address;
 //! - [`budget`]: the store time a connection or an address may spend a minute;
+//! - [`privacy`]: who may read direct messages and gift wraps;
 //! - [`pace`]: a token bucket for what a client may do often but not without end.
 //!
 //! [`Limiter`]: starling_cluster::Limiter
@@ -22,6 +23,7 @@ pub mod connections;
 pub mod event;
 pub mod filters;
 pub mod pace;
+pub mod privacy;
 pub mod rates;
 pub mod requests;
 pub mod strikes;

@@ -15,7 +15,7 @@ use crate::{
     actors::subscription::{Subscription, SubscriptionParts, TOO_LONG},
     node::Refusal,
     nostr::{Filter, Prefix, Reason, message::relay},
-    policy::{self, Strike},
+    policy::{self, Strike, privacy::Readers},
     store::StoreError,
 };
 
@@ -41,28 +41,37 @@ impl Connection {
         self.send(relay::closed(sub_id, &reason));
     }
 
-    /// The filters of a REQ or COUNT as the policy allows them, or `CLOSED` sent.
+    /// The filters of a REQ or COUNT as the policy allows them, with who may read the
+    /// private events they could match; or `CLOSED` sent.
     fn prepare(
         &mut self,
         sub_id: &str,
         filters: Vec<Filter>,
         ctx: &mut Context<Self>,
-    ) -> Option<Arc<[Filter]>> {
-        match policy::prepare_filters(self.node.config(), filters) {
-            Ok(filters) => Some(filters),
+    ) -> Option<(Arc<[Filter]>, Option<Readers>)> {
+        let config = self.node.config();
+        let filters = match policy::prepare_filters(config, filters) {
+            Ok(filters) => filters,
             Err(reason) => {
                 self.send(relay::closed(sub_id, &reason));
                 self.strike(Strike::Invalid, ctx);
-                None
+                return None;
             }
+        };
+        let readers = Readers::new(&config.private_kinds, &self.authed);
+        if let Err(reason) = readers.check_filters(&filters) {
+            self.send(relay::closed(sub_id, &reason));
+            return None;
         }
+        let readers = readers.apply_to(&filters).then_some(readers);
+        Some((filters, readers))
     }
 
     pub(super) fn on_req(&mut self, sub_id: String, filters: Vec<Filter>, ctx: &mut Context<Self>) {
         if !self.allow_request(&sub_id, ctx) {
             return;
         }
-        let Some(filters) = self.prepare(&sub_id, filters, ctx) else {
+        let Some((filters, readers)) = self.prepare(&sub_id, filters, ctx) else {
             return;
         };
         let config = self.node.config();
@@ -98,6 +107,7 @@ impl Connection {
             asker: Rc::clone(&self.asker),
             permit: self.gate.enter(),
             span: tracing::debug_span!(parent: &self.span, "req", sub = %sub_id),
+            readers,
         })
         .start();
         self.subscriptions.insert(sub_id, key, subscription, bytes);
@@ -112,7 +122,7 @@ impl Connection {
         if !self.allow_request(&sub_id, ctx) {
             return;
         }
-        let Some(filters) = self.prepare(&sub_id, filters, ctx) else {
+        let Some((filters, _)) = self.prepare(&sub_id, filters, ctx) else {
             return;
         };
         let permit = self.gate.enter();
