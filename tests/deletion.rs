@@ -1,4 +1,4 @@
-//! NIP-09 deletion requests end to end.
+//! NIP-09 deletion requests and NIP-62 requests to vanish, end to end.
 
 use serde_json::json;
 
@@ -104,4 +104,49 @@ on_every_store! {
                 .is_empty()
         );
     }
+}
+
+/// NIP-62: a request to vanish naming this relay removes its author's events on every node
+/// of the cluster (they share the store), and they are refused afterwards; one naming
+/// another relay is refused.
+#[tokio::test]
+async fn a_request_to_vanish_is_applied_on_every_node() {
+    let cluster = crate::cluster::Cluster::start(2, crate::support::redis::shared().url()).await;
+    let mut on_a = cluster.client(0).await;
+    let mut on_b = cluster.client(1).await;
+    let old = keys(7).sign(now() - 60, 1, vec![], "before");
+    on_a.publish_ok(&old).await;
+    let author = starling::nostr::hex::encode(&keys(7).pubkey());
+    assert_eq!(
+        on_b.req("mine", &[json!({"authors": [author]})])
+            .await
+            .len(),
+        1
+    );
+
+    let elsewhere = keys(7).sign(
+        now(),
+        62,
+        vec![vec!["relay".into(), "wss://elsewhere.example.com".into()]],
+        "",
+    );
+    let (ok, message) = on_a.publish(&elsewhere).await;
+    assert!(!ok && message.starts_with("invalid: "), "{message}");
+
+    let here = cluster.nodes[0].url();
+    let request = keys(7).sign(
+        now(),
+        62,
+        vec![vec!["relay".into(), here]],
+        "please forget me",
+    );
+    on_a.publish_ok(&request).await;
+    let left = on_b.req("after", &[json!({"authors": [author]})]).await;
+    assert_eq!(
+        Client::ids(&left),
+        vec![request.id_hex()],
+        "only the request is kept"
+    );
+    let (ok, message) = on_b.publish(&old).await;
+    assert!(!ok && message.starts_with("blocked: "), "{message}");
 }

@@ -75,6 +75,8 @@ macro_rules! suite {
             case!(tag_values_an_index_cannot_hold_are_stored_and_found);
             case!(a_large_limit_is_read_in_pages_in_order);
             case!(a_cancelled_read_stops);
+            case!(a_request_to_vanish_removes_its_author_and_their_gift_wraps);
+            case!(a_request_to_vanish_in_a_batch_refuses_what_follows_it);
         }
     };
 }
@@ -770,5 +772,78 @@ async fn the_statement_cache_is_bounded_on_postgres() {
     assert!(
         cached <= starling::store::postgres::MAX_CACHED_STATEMENTS + 2,
         "{cached} statements cached"
+    );
+}
+
+/// A gift wrap (kind 1059) from author `from` that p-tags `to`.
+fn gift_wrap(from: u8, to: u8, created_at: u64) -> Event {
+    let p = starling::nostr::hex::encode(&keys(to).pubkey());
+    keys(from).sign(created_at, 1059, tags(&[&["p", &p]]), "sealed")
+}
+
+/// NIP-62: a request to vanish removes every event of its author up to its time, and the
+/// gift wraps to them; keeps the request; refuses those events if they come back; and
+/// leaves what is newer and what belongs to others.
+async fn a_request_to_vanish_removes_its_author_and_their_gift_wraps(store: Store) {
+    let (leaving, other) = (1, 2);
+    let old_note = note(leaving, T - 10, "old");
+    let profile = keys(leaving).sign(T - 5, 0, vec![], "{}");
+    let wrap_to_them = gift_wrap(other, leaving, T - 3);
+    let wrap_to_other = gift_wrap(leaving + 10, other, T - 3);
+    let others_note = note(other, T - 10, "stays");
+    write(
+        &store,
+        &[
+            &old_note,
+            &profile,
+            &wrap_to_them,
+            &wrap_to_other,
+            &others_note,
+        ],
+    )
+    .await;
+    let request = keys(leaving).sign(T, 62, tags(&[&["relay", "ALL_RELAYS"]]), "bye");
+    assert_eq!(write_one(&store, &request).await, WriteOutcome::Stored);
+    let mut left = ids(&store, &["{}"]).await;
+    left.sort();
+    let mut expected = vec![
+        request.id_hex(),
+        wrap_to_other.id_hex(),
+        others_note.id_hex(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    for gone in [&old_note, &profile, &wrap_to_them] {
+        assert_eq!(write_one(&store, gone).await, WriteOutcome::Vanished);
+    }
+    let older = note(leaving, T - 1, "written before the request, sent after");
+    assert_eq!(write_one(&store, &older).await, WriteOutcome::Vanished);
+    assert_eq!(
+        write_one(&store, &gift_wrap(other, leaving, T)).await,
+        WriteOutcome::Vanished
+    );
+    let newer = note(leaving, T + 1, "back");
+    assert_eq!(write_one(&store, &newer).await, WriteOutcome::Stored);
+    assert_eq!(
+        write_one(&store, &gift_wrap(other, leaving, T + 1)).await,
+        WriteOutcome::Stored
+    );
+}
+
+/// Within one batch, the events after a request to vanish see it.
+async fn a_request_to_vanish_in_a_batch_refuses_what_follows_it(store: Store) {
+    let request = keys(1).sign(T, 62, tags(&[&["relay", "ALL_RELAYS"]]), "");
+    let before = note(1, T - 1, "made before");
+    let wrap = gift_wrap(2, 1, T - 1);
+    let unrelated = note(2, T - 1, "someone else");
+    let outcomes = write(&store, &[&request, &before, &wrap, &unrelated]).await;
+    assert_eq!(
+        outcomes,
+        vec![
+            WriteOutcome::Stored,
+            WriteOutcome::Vanished,
+            WriteOutcome::Vanished,
+            WriteOutcome::Stored
+        ]
     );
 }

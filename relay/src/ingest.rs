@@ -99,6 +99,11 @@ fn verdict(result: WriteResult) -> Verdict {
             "blocked: this event was deleted by its author".into(),
             Some(Prefix::Blocked),
         ),
+        Ok(WriteOutcome::Vanished) => (
+            false,
+            "blocked: this author asked this relay to vanish".into(),
+            Some(Prefix::Blocked),
+        ),
         Err(_) => (
             false,
             Reason::error("could not store the event").to_string(),

@@ -104,6 +104,7 @@ fn check(config: &Config, text: &str) -> Result<VerifiedEvent, Reason> {
         return Err(Reason::invalid("ephemeral events are not stored"));
     }
     policy::check_event(config, &event, text.len(), policy::now())?;
+    policy::auth::check_vanish(&event, &policy::auth::public_urls(config))?;
     Ok(VerifiedEvent::verify(event)?)
 }
 
@@ -146,6 +147,10 @@ async fn store_batch(
             }
             WriteOutcome::Deleted => {
                 let reason = Reason::new(crate::nostr::Prefix::Blocked, "deleted by its author");
+                refuse(totals, report, line, &reason)?
+            }
+            WriteOutcome::Vanished => {
+                let reason = Reason::new(crate::nostr::Prefix::Blocked, "its author vanished");
                 refuse(totals, report, line, &reason)?
             }
         }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use crate::{config::Config, node::Node};
 
 /// The NIPs this relay implements on either store, each covered by the end-to-end tests.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 42, 45, 50, 70];
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 42, 45, 50, 62, 70];
 
 /// The NIP-11 document, with the limits actually configured, and under `starling` this
 /// node's name and the number of nodes in its cluster.

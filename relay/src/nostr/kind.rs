@@ -37,6 +37,10 @@ impl KindClass {
 
 /// The kind of a NIP-09 deletion request.
 pub const DELETION: u16 = 5;
+/// NIP-62 requests to vanish.
+pub const VANISH: u16 = 62;
+/// NIP-59 gift wraps.
+pub const GIFT_WRAP: u16 = 1059;
 
 #[cfg(test)]
 mod tests {

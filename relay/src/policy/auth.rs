@@ -1,5 +1,6 @@
-//! NIP-42 authentication: whether an `AUTH` event proves its author holds this connection,
-//! and NIP-70 protected events, which only their authenticated author may publish.
+//! NIP-42 authentication: whether an `AUTH` event proves its author holds this connection;
+//! NIP-70 protected events, which only their authenticated author may publish; and which
+//! NIP-62 requests to vanish are addressed to this relay (the same relay URLs decide).
 //!
 //! An `AUTH` event counts when it is of kind 22242, was made within ten minutes of now,
 //! carries the challenge this connection was sent, and names this relay in its `relay` tag.
@@ -7,7 +8,10 @@
 //! (the upgrade request's `Host`, over `ws` or `wss`), compared as [`RelayUrl`] says. The
 //! signature is checked by the verifier, like any event's.
 
-use crate::nostr::{Event, Prefix, Reason, RelayUrl};
+use crate::{
+    config::Config,
+    nostr::{Event, Prefix, Reason, RelayUrl, kind::VANISH},
+};
 
 /// The kind of NIP-42 authentication events.
 pub const AUTH_KIND: u16 = 22242;
@@ -41,6 +45,47 @@ pub fn check_auth(
         return invalid("the AUTH event's relay tag does not name this relay");
     }
     Ok(())
+}
+
+/// The relay's URLs from `--public-url` (none when it is not set).
+pub fn public_urls(config: &Config) -> Vec<RelayUrl> {
+    config
+        .public_url
+        .iter()
+        .filter_map(|url| RelayUrl::parse(url).ok())
+        .collect()
+}
+
+/// The URLs a client that reached the relay at `host` may name: `--public-url`, or without
+/// it the URL it reached.
+pub fn relay_urls(config: &Config, host: Option<&str>) -> Vec<RelayUrl> {
+    if config.public_url.is_empty() {
+        host.map(RelayUrl::from_host).unwrap_or_default()
+    } else {
+        public_urls(config)
+    }
+}
+
+/// Refuses a NIP-62 request to vanish that names neither this relay (one of `urls`) nor
+/// `ALL_RELAYS` in its `relay` tags: the store applies every request it keeps.
+pub fn check_vanish(event: &Event, urls: &[RelayUrl]) -> Result<(), Reason> {
+    if event.kind != VANISH {
+        return Ok(());
+    }
+    let named = event
+        .tags
+        .iter()
+        .filter(|tag| tag.len() >= 2 && tag[0] == "relay")
+        .any(|tag| {
+            tag[1] == "ALL_RELAYS" || RelayUrl::parse(&tag[1]).is_ok_and(|url| urls.contains(&url))
+        });
+    if named {
+        Ok(())
+    } else {
+        Err(Reason::invalid(
+            "this request to vanish names neither this relay nor ALL_RELAYS",
+        ))
+    }
 }
 
 /// Whether `event` is NIP-70 protected (it carries the tag `["-"]`).

@@ -37,6 +37,9 @@ pub enum WriteOutcome {
     Superseded,
     /// The author deleted this event with a NIP-09 request.
     Deleted,
+    /// The event's author (or, for a gift wrap, its recipient) asked to vanish (NIP-62)
+    /// after it was made.
+    Vanished,
 }
 
 /// What a store's cache of event JSON has done and holds.

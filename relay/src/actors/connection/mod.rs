@@ -41,7 +41,7 @@ use super::{
 use crate::{
     ingest,
     node::{Admission, Asker, Node, Shutdown},
-    nostr::{ClientMessage, Event, KindClass, MessageError, Prefix, RelayUrl, message::relay},
+    nostr::{ClientMessage, Event, KindClass, MessageError, Prefix, message::relay},
     policy::{self, AddressLease, EventRates, RequestAllowance, Strike, WorkBudget},
     store::Cancel,
 };
@@ -278,6 +278,12 @@ impl Connection {
             self.send(relay::ok(&id, false, &reason.to_string()));
             return self.strike(Strike::Refused, ctx);
         }
+        let urls = policy::auth::relay_urls(self.node.config(), self.peer.host.as_deref());
+        if let Err(reason) = policy::auth::check_vanish(&event, &urls) {
+            self.count_event(Some(kind), Some(reason.prefix));
+            self.send(relay::ok(&id, false, &reason.to_string()));
+            return;
+        }
         if let Err(reason) = policy::auth::may_publish(&event, &self.authed) {
             self.count_event(Some(kind), Some(reason.prefix));
             self.send(relay::ok(&id, false, &reason.to_string()));
@@ -303,20 +309,7 @@ impl Connection {
     /// once `OK true` is sent.
     fn on_auth(&mut self, event: Event, ctx: &mut Context<Self>) {
         let id = event.id_hex();
-        let config = self.node.config();
-        let urls: Vec<RelayUrl> = if config.public_url.is_empty() {
-            self.peer
-                .host
-                .as_deref()
-                .map(RelayUrl::from_host)
-                .unwrap_or_default()
-        } else {
-            config
-                .public_url
-                .iter()
-                .filter_map(|url| RelayUrl::parse(url).ok())
-                .collect()
-        };
+        let urls = policy::auth::relay_urls(self.node.config(), self.peer.host.as_deref());
         let checked = policy::auth::check_auth(&event, &self.challenge, &urls, policy::now());
         if let Err(reason) = checked {
             self.count_auth("invalid");

@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_probe_indexes.sql",
         include_str!("../../../../migrations/0002_probe_indexes.sql"),
     ),
+    (
+        3,
+        "0003_vanish.sql",
+        include_str!("../../../../migrations/0003_vanish.sql"),
+    ),
 ];
 
 /// Applies pending migrations; returns the names of those applied now.

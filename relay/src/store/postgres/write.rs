@@ -22,7 +22,10 @@ use tokio_postgres::error::SqlState;
 
 use super::sql;
 use crate::{
-    nostr::{Event, KindClass, VerifiedEvent, kind::DELETION},
+    nostr::{
+        Event, KindClass, VerifiedEvent,
+        kind::{DELETION, GIFT_WRAP, VANISH},
+    },
     store::{WriteOutcome, to_sql_int},
 };
 
@@ -123,8 +126,8 @@ const WRITE_BY_RULE: &str = "SELECT starling_write_event($1, $2, $3, $4, $5, $6,
     NULLIF($7::TEXT, '')::TSVECTOR, $8, $9, $10, $11, $12, $13)";
 
 /// Writes a run of plain events (regular kinds, no deletion requests, distinct ids) in one
-/// set-based statement: an event is stored unless its id is stored already (1) or its author
-/// deleted it (3). Answers (position in the run from 1, outcome) for every event.
+/// set-based statement: an event is stored unless its id is stored already (1), its author
+/// deleted it (3) or its author vanished after it was made (4). Answers (position in the run from 1, outcome) for every event.
 const WRITE_PLAIN: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BIGINT[], $4::INTEGER[], $5::BIGINT[],
@@ -136,6 +139,7 @@ WITH input AS (
            NULLIF(lexemes, '')::TSVECTOR, json
     FROM input
     WHERE NOT EXISTS (SELECT 1 FROM deleted_ids d WHERE d.event_id = input.id AND d.pubkey = input.pubkey)
+      AND NOT EXISTS (SELECT 1 FROM vanished v WHERE v.pubkey = input.pubkey AND v.until >= input.created_at)
     ORDER BY n
     ON CONFLICT (id) DO NOTHING
     RETURNING seq, id
@@ -149,6 +153,7 @@ WITH input AS (
 SELECT i.n,
        CASE WHEN s.seq IS NOT NULL THEN 0
             WHEN EXISTS (SELECT 1 FROM deleted_ids d WHERE d.event_id = i.id AND d.pubkey = i.pubkey) THEN 3
+            WHEN EXISTS (SELECT 1 FROM vanished v WHERE v.pubkey = i.pubkey AND v.until >= i.created_at) THEN 4
             ELSE 1 END::SMALLINT
 FROM input i LEFT JOIN stored s ON s.id = i.id";
 
@@ -158,6 +163,7 @@ fn outcome(code: i16) -> WriteOutcome {
         1 => WriteOutcome::Duplicate,
         2 => WriteOutcome::Superseded,
         3 => WriteOutcome::Deleted,
+        4 => WriteOutcome::Vanished,
         _ => WriteOutcome::Stored,
     }
 }
@@ -166,8 +172,8 @@ fn outcome(code: i16) -> WriteOutcome {
 enum Step {
     /// Positions of consecutive plain events, written by [`WRITE_PLAIN`].
     Plain(Vec<usize>),
-    /// The position of an event written by [`WRITE_BY_RULE`] (replaceable, addressable or
-    /// a deletion request).
+    /// The position of an event written by [`WRITE_BY_RULE`] (replaceable, addressable, a
+    /// deletion request, a request to vanish or a gift wrap).
     ByRule(usize),
 }
 
@@ -309,7 +315,10 @@ impl<'a> WriteParams<'a> {
 impl WriteParams<'_> {
     /// Whether the event is stored as it is: a regular kind, not a deletion request.
     fn is_plain(&self) -> bool {
-        self.d_tag.is_none() && self.kind != i32::from(DELETION)
+        self.d_tag.is_none()
+            && ![DELETION, VANISH, GIFT_WRAP]
+                .iter()
+                .any(|k| self.kind == i32::from(*k))
     }
 
     /// The arguments in the function's order.

@@ -50,6 +50,14 @@ CREATE TABLE deleted_addresses (
     r#"
 CREATE VIRTUAL TABLE events_fts USING fts5 (content, content = '', contentless_delete = 1);
 "#,
+    // NIP-62: authors who asked to vanish, and until when their events (and gift wraps to
+    // them) are refused.
+    r#"
+CREATE TABLE vanished (
+    pubkey BLOB PRIMARY KEY,
+    until  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the schema of the database behind `conn` up to date.

@@ -1,11 +1,14 @@
-//! The embedded store's write rules: NIP-01 replacement and NIP-09 deletion, applied to
-//! one event at a time inside the batch's transaction (the one writer thread decides them
-//! in order, without races).
+//! The embedded store's write rules: NIP-01 replacement, NIP-09 deletion and NIP-62
+//! requests to vanish, applied to one event at a time inside the batch's transaction (the
+//! one writer thread decides them in order, without races).
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::{
-    nostr::{Event, KindClass, VerifiedEvent, kind::DELETION},
+    nostr::{
+        Event, KindClass, VerifiedEvent, hex,
+        kind::{DELETION, GIFT_WRAP, VANISH},
+    },
     store::{WriteOutcome, to_sql_int},
 };
 
@@ -24,6 +27,9 @@ pub fn write_one(tx: &Transaction<'_>, verified: &VerifiedEvent) -> rusqlite::Re
             .exists(params![&e.id[..], &e.pubkey[..]])?
     {
         return Ok(WriteOutcome::Deleted);
+    }
+    if vanished(tx, e)? {
+        return Ok(WriteOutcome::Vanished);
     }
     let d_tag = match e.class() {
         KindClass::Ephemeral => return Ok(WriteOutcome::Stored),
@@ -90,7 +96,66 @@ pub fn write_one(tx: &Transaction<'_>, verified: &VerifiedEvent) -> rusqlite::Re
     if e.kind == DELETION {
         apply_deletion(tx, e)?;
     }
+    if e.kind == VANISH {
+        apply_vanish(tx, e)?;
+    }
     Ok(WriteOutcome::Stored)
+}
+
+/// Whether the author of `e`, or for a gift wrap one of the pubkeys it p-tags, asked to
+/// vanish after `e` was made.
+fn vanished(tx: &Transaction<'_>, e: &Event) -> rusqlite::Result<bool> {
+    let created_at = to_sql_int(e.created_at);
+    let mut after =
+        tx.prepare_cached("SELECT 1 FROM vanished WHERE pubkey = ?1 AND until >= ?2")?;
+    if after.exists(params![&e.pubkey[..], created_at])? {
+        return Ok(true);
+    }
+    if e.kind != GIFT_WRAP {
+        return Ok(false);
+    }
+    for tag in &e.tags {
+        if tag.len() >= 2
+            && tag[0] == "p"
+            && let Some(recipient) = hex::decode::<32>(&tag[1])
+            && after.exists(params![&recipient[..], created_at])?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// NIP-62: removes every event of the requester up to the request's time (the request
+/// itself excepted) and every gift wrap that p-tags the requester up to then, and remembers
+/// the time so that they are refused if they come back.
+fn apply_vanish(tx: &Transaction<'_>, request: &Event) -> rusqlite::Result<()> {
+    let until = to_sql_int(request.created_at);
+    delete_events(
+        tx,
+        "pubkey = ?1 AND created_at <= ?2 AND id != ?3",
+        params![&request.pubkey[..], until, &request.id[..]],
+    )?;
+    // Found first: deleting an event deletes the tag rows that find it.
+    let wraps: Vec<i64> = tx
+        .prepare_cached(
+            "SELECT DISTINCT e.seq FROM events e JOIN tags t ON t.event_seq = e.seq
+             WHERE e.kind = ?1 AND e.created_at <= ?2 AND t.name = 'p' AND t.value = ?3",
+        )?
+        .query_map(
+            params![GIFT_WRAP, until, hex::encode(&request.pubkey)],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    for seq in wraps {
+        delete_events(tx, "seq = ?1", [seq])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO vanished (pubkey, until) VALUES (?1, ?2)
+         ON CONFLICT (pubkey) DO UPDATE SET until = max(until, excluded.until)",
+    )?
+    .execute(params![&request.pubkey[..], until])?;
+    Ok(())
 }
 
 /// NIP-09: removes what a deletion request names, when the requester is the author, and
