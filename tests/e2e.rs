@@ -19,6 +19,7 @@ mod information;
 mod kinds;
 mod limits;
 mod observability;
+mod plugins;
 mod protocol;
 mod proxies;
 mod sentinel;

@@ -334,9 +334,33 @@ pub struct Config {
     #[arg(long, env = "STARLING_IDLE_TIMEOUT_SECONDS", default_value_t = 90)]
     pub idle_timeout_seconds: u64,
 
+    /// A write-policy plugin (strfry's protocol: one JSON line in, one out, per new event),
+    /// run with `sh -c`; it judges every event that passed the relay's own checks.
+    #[arg(long, env = "STARLING_WRITE_POLICY_PLUGIN")]
+    pub write_policy_plugin: Option<String>,
+
+    /// Milliseconds the write-policy plugin may take to answer.
+    #[arg(long, env = "STARLING_WRITE_POLICY_TIMEOUT_MS", default_value_t = 5000)]
+    pub write_policy_timeout_ms: u64,
+
+    /// What happens to an event the plugin did not judge (it is slow, down or answered
+    /// something else): `accept`, or `reject` with `error:`.
+    #[arg(long, env = "STARLING_WRITE_POLICY_ON_ERROR", default_value = "reject")]
+    pub write_policy_on_error: OnError,
+
     /// Seconds between sweeps that delete expired (NIP-40) events.
     #[arg(long, env = "STARLING_EXPIRATION_SWEEP_SECONDS", default_value_t = 60)]
     pub expiration_sweep_seconds: u64,
+}
+
+/// What happens to an event the write-policy plugin could not judge.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Accept it.
+    Accept,
+    /// Refuse it with `error:`.
+    Reject,
 }
 
 /// How log lines are written.

@@ -1,6 +1,7 @@
 //! The path of an `EVENT` once its shape and the relay's rules are checked: signature,
-//! rate limits, then the store (or, for ephemeral kinds, live subscribers only), and the
-//! `OK` answer that tells the client what happened.
+//! rate limits, the write-policy plugin (when there is one), then the store (or, for
+//! ephemeral kinds, live subscribers only), and the `OK` answer that tells the client what
+//! happened.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::{
     fair::Source,
     node::{Node, WriteResult},
     nostr::{Event, EventError, Prefix, Reason},
+    plugin::{Decision, SourceType},
     policy::{EventRates, Strike},
     store::WriteOutcome,
 };
@@ -46,6 +48,7 @@ pub async fn accept(
     source: Source,
     event: Event,
     rates: EventRates,
+    authed: Option<[u8; 32]>,
     ingest: tracing::Span,
 ) -> Verdict {
     let validate = tracing::debug_span!(parent: &ingest, "validate");
@@ -67,6 +70,31 @@ pub async fn accept(
             Reason::new(Prefix::RateLimited, "too many events; slow down"),
             Some(Strike::RateLimited),
         );
+    }
+    if let Some(policy) = node.write_policy() {
+        let ip = source.address.ip();
+        let kind = if ip.is_ipv4() {
+            SourceType::IP4
+        } else {
+            SourceType::IP6
+        };
+        let asked = tracing::debug_span!(parent: &ingest, "write_policy");
+        let decision = policy
+            .judge(&verified, kind, &ip.to_string(), authed)
+            .instrument(asked)
+            .await;
+        match decision {
+            Decision::Accept => {}
+            Decision::Reject(reason) => return Verdict::refused(reason, None),
+            Decision::ShadowReject => {
+                return Verdict {
+                    accepted: true,
+                    message: String::new(),
+                    refused: None,
+                    strike: None,
+                };
+            }
+        }
     }
     let id = verified.event.id_hex();
     let store = tracing::debug_span!(parent: &ingest, "store");

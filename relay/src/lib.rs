@@ -12,6 +12,7 @@ pub mod live;
 pub mod metrics;
 pub mod node;
 pub mod nostr;
+pub mod plugin;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -101,8 +101,15 @@ impl Task {
                         let size = file.metadata().ok().map(|m| m.len());
                         (Box::new(BufReader::new(file)), size)
                     };
-                let report =
-                    transfer::import(store, &config, &mut reader, size, &mut io::stderr()).await?;
+                let source = input.display().to_string();
+                let report = transfer::import(
+                    store,
+                    &config,
+                    (&mut reader, &source),
+                    size,
+                    &mut io::stderr(),
+                )
+                .await?;
                 eprintln!(
                     "imported {} events; {} already stored; {} refused",
                     report.stored, report.duplicates, report.refused

@@ -10,6 +10,7 @@ use std::{
 use crate::{
     config::Config,
     nostr::{Event, KindClass, Reason, VerifiedEvent},
+    plugin::{Decision, SourceType, WritePolicy},
     policy,
     store::{EventStore, WriteOutcome},
 };
@@ -54,16 +55,35 @@ pub struct ImportReport {
     pub refused: u64,
 }
 
-/// Reads events from `input` (of `size` bytes, if known), checks each as the relay checks
-/// events from clients, and stores the accepted ones in batches. Each refused line is
-/// reported on `report` with its line number and reason.
+/// Reads events from `input` (of `size` bytes, if known, named `source` for the
+/// write-policy plugin), checks each as the relay checks events from clients (the plugin
+/// included, told the source type `Import`), and stores the accepted ones in batches. Each
+/// refused line is reported on `report` with its line number and reason.
 pub async fn import(
     store: Arc<dyn EventStore>,
     config: &Config,
-    input: &mut dyn BufRead,
+    (input, source): (&mut dyn BufRead, &str),
     size: Option<u64>,
     report: &mut dyn Write,
 ) -> anyhow::Result<ImportReport> {
+    let policy = match &config.write_policy_plugin {
+        Some(command) => {
+            let (_, view) = tokio::sync::watch::channel(starling_cluster::ClusterView {
+                connected: false,
+                nodes: 1,
+                reconnects: 0,
+            });
+            let metrics = Arc::new(crate::metrics::Metrics::new("import", view)?);
+            let timeout = Duration::from_millis(config.write_policy_timeout_ms.max(1));
+            Some(WritePolicy::start(
+                command.clone(),
+                timeout,
+                config.write_policy_on_error,
+                metrics,
+            ))
+        }
+        None => None,
+    };
     let mut progress = Progress::new("imported", size);
     let mut totals = ImportReport::default();
     let mut batch: Vec<(u64, Arc<VerifiedEvent>)> = Vec::with_capacity(BATCH);
@@ -81,7 +101,20 @@ pub async fn import(
         if text.is_empty() {
             continue;
         }
-        match check(config, text) {
+        let checked = match (check(config, text), &policy) {
+            (Ok(event), Some(policy)) => {
+                match policy.judge(&event, SourceType::Import, source, None).await {
+                    Decision::Accept => Ok(event),
+                    Decision::Reject(reason) => Err(reason),
+                    Decision::ShadowReject => Err(Reason::new(
+                        crate::nostr::Prefix::Blocked,
+                        "shadow-rejected by the write policy",
+                    )),
+                }
+            }
+            (checked, _) => checked,
+        };
+        match checked {
             Ok(event) => batch.push((number, Arc::new(event))),
             Err(reason) => refuse(&mut totals, report, number, &reason)?,
         }

@@ -30,6 +30,11 @@ impl ClientAddress {
     pub fn local() -> Self {
         Self(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
     }
+
+    /// The address as counted (an IPv6 address as its /64 network).
+    pub fn ip(&self) -> IpAddr {
+        self.0
+    }
 }
 
 impl fmt::Display for ClientAddress {

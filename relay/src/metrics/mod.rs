@@ -90,6 +90,10 @@ pub struct Metrics {
     pub proxy_refused: Counter<u64>,
     /// NIP-42 `AUTH` messages, by `outcome`.
     pub auth: Counter<u64>,
+    /// Write-policy plugin decisions, by `action` (or why there was none).
+    pub write_policy_decisions: Counter<u64>,
+    /// Time from asking the write-policy plugin to its answer (or giving up).
+    pub write_policy_duration: Histogram<f64>,
 }
 
 impl Metrics {
@@ -209,6 +213,21 @@ impl Metrics {
                 "starling.proxy.refused",
                 "Connections from trusted balancers closed for a missing, malformed or late PROXY header, by reason",
             ),
+            write_policy_decisions: counter(
+                "starling.write_policy.decisions",
+                "Write-policy plugin decisions: accept, reject, shadowReject, or timeout and unavailable when it gave none",
+            ),
+            write_policy_duration: meter
+                .f64_histogram("starling.write_policy.duration")
+                .with_unit("s")
+                .with_description(
+                    "Time the write-policy plugin took to answer, or until the relay gave up",
+                )
+                .with_boundaries(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+                .build(),
             auth: counter(
                 "starling.auth",
                 "NIP-42 AUTH messages, by outcome (accepted, invalid, forged, restricted)",

@@ -33,6 +33,7 @@ use crate::{
     live::{Fanout, Subscriber, catch_up},
     metrics::{Metered, Metrics},
     nostr::{Event, EventError, Filter, KindClass, VerifiedEvent},
+    plugin::WritePolicy,
     policy,
     store::{Cancel, EventStore, PageRequest, Row, StoreError, WriteOutcome},
     verifier::Verifier,
@@ -61,6 +62,8 @@ pub struct Node {
     queries: Arc<Scheduler>,
     /// Set once the node is stopping: `/readyz` says so and new connections are refused.
     draining: AtomicBool,
+    /// The write-policy plugin, when one is configured.
+    write_policy: Option<Arc<WritePolicy>>,
 }
 
 impl Node {
@@ -97,7 +100,17 @@ impl Node {
         let queries = Scheduler::new(config.concurrent_queries());
         let scheduler = Arc::clone(&queries);
         metrics.observe_queries(move || (scheduler.running() as u64, scheduler.waiting() as u64));
+        let write_policy = config.write_policy_plugin.clone().map(|command| {
+            let timeout = Duration::from_millis(config.write_policy_timeout_ms.max(1));
+            WritePolicy::start(
+                command,
+                timeout,
+                config.write_policy_on_error,
+                Arc::clone(&metrics),
+            )
+        });
         Arc::new(Self {
+            write_policy,
             queries,
             subscriptions: Subscriptions::default(),
             addresses: addresses::Addresses::default(),
@@ -154,6 +167,11 @@ impl Node {
     /// already. A connection calls it when it starts, so its subscriptions find the index.
     pub fn start_live_index<A: Subscriber>(&self) {
         self.fanout.start_local_index::<A>();
+    }
+
+    /// The write-policy plugin, when one is configured.
+    pub fn write_policy(&self) -> Option<&WritePolicy> {
+        self.write_policy.as_deref()
     }
 
     /// Checks an event's id and signature on the verifier pool, in `source`'s turn.

@@ -293,7 +293,14 @@ impl Connection {
         let rates = EventRates::of(&self.peer.admission.source.address, &event.pubkey);
         let source = self.peer.admission.source;
         let node = Arc::clone(&self.node);
-        let verdict = ingest::accept(node, source, event, rates, span.clone()).instrument(span);
+        let authed = self
+            .authed
+            .iter()
+            .find(|p| **p == event.pubkey)
+            .or(self.authed.first())
+            .copied();
+        let verdict =
+            ingest::accept(node, source, event, rates, authed, span.clone()).instrument(span);
         ctx.spawn(verdict.into_actor(self).map(move |verdict, conn, ctx| {
             drop(permit);
             conn.count_event(Some(kind), verdict.refused);
