@@ -40,6 +40,10 @@ pub const LIMITS: [&str; 8] = [
     "store-time",
 ];
 
+/// The `action` labels of `starling_write_policy_decisions_total`.
+pub const WRITE_POLICY_ACTIONS: [&str; 5] =
+    ["accept", "reject", "shadowReject", "timeout", "unavailable"];
+
 /// The `outcome` labels of `starling_auth_total`.
 pub const AUTH_OUTCOMES: [&str; 4] = ["accepted", "invalid", "forged", "restricted"];
 
@@ -258,6 +262,10 @@ impl Metrics {
         self.subscriptions_open.add(0, &[]);
         for limit in LIMITS {
             self.rate_limited.add(0, &[KeyValue::new("limit", limit)]);
+        }
+        for action in WRITE_POLICY_ACTIONS {
+            self.write_policy_decisions
+                .add(0, &[KeyValue::new("action", action)]);
         }
         for outcome in AUTH_OUTCOMES {
             self.auth.add(0, &[KeyValue::new("outcome", outcome)]);

@@ -52,9 +52,6 @@ const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// Longest pause before starting a plugin that exited again.
 const MAX_RESTART_PAUSE: Duration = Duration::from_secs(5);
 
-/// The `action` labels of `starling_write_policy_decisions_total`.
-pub const OUTCOMES: [&str; 5] = ["accept", "reject", "shadowReject", "timeout", "unavailable"];
-
 /// A running write-policy plugin.
 pub struct WritePolicy {
     requests: mpsc::Sender<Pending>,
