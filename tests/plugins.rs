@@ -132,9 +132,8 @@ async fn unanswered_events_follow_on_error_and_others_are_still_answered() {
                 verdicts.insert(id, verdict);
             }
         }
-        assert_eq!(
+        assert!(
             verdicts[&answered.id_hex()].0,
-            true,
             "the answered event: {verdicts:?}"
         );
         let (ok, message) = verdicts[&ignored.id_hex()].clone();
