@@ -30,7 +30,7 @@ pub fn document(node: &Node) -> Value {
             "created_at_upper_limit": config.created_at_upper_limit,
             "auth_required": false,
             "payment_required": false,
-            "restricted_writes": config.min_pow_difficulty > 0,
+            "restricted_writes": config.min_pow_difficulty > 0 || config.write_policy_plugin.is_some(),
         },
     });
     // Limits NIP-11 has no field for.

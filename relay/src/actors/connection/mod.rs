@@ -82,8 +82,8 @@ pub struct Connection {
     opened: Instant,
     received: u64,
     close_reason: &'static str,
-    /// The NIP-42 challenge sent when the connection opened.
-    challenge: String,
+    /// The NIP-42 challenge sent when the connection opened (sent as hex).
+    challenge: [u8; 16],
     /// The pubkeys the client has authenticated as (NIP-42).
     authed: Vec<[u8; 32]>,
 }
@@ -116,8 +116,8 @@ impl Connection {
         });
         let requests = RequestAllowance::new(config.max_reqs_per_minute_per_connection, now);
         let conduct = Conduct::new(Arc::clone(&peer.admission.address), now);
-        let challenge = crate::nostr::hex::encode(&crate::tls::random_bytes::<16>());
-        let _ = outbox.push(relay::auth(&challenge));
+        let challenge = crate::tls::random_bytes::<16>();
+        let _ = outbox.push(relay::auth(&crate::nostr::hex::encode(&challenge)));
         Connection::create(move |ctx| {
             ctx.add_stream(frames);
             Connection {
@@ -317,7 +317,8 @@ impl Connection {
     fn on_auth(&mut self, event: Event, ctx: &mut Context<Self>) {
         let id = event.id_hex();
         let urls = policy::auth::relay_urls(self.node.config(), self.peer.host.as_deref());
-        let checked = policy::auth::check_auth(&event, &self.challenge, &urls, policy::now());
+        let challenge = crate::nostr::hex::encode(&self.challenge);
+        let checked = policy::auth::check_auth(&event, &challenge, &urls, policy::now());
         if let Err(reason) = checked {
             self.count_auth("invalid");
             self.send(relay::ok(&id, false, &reason.to_string()));
