@@ -213,3 +213,60 @@ async fn live_gift_wraps_reach_only_their_recipient_on_every_node() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_private_community_relay_serves_its_members_only() {
+    let member = starling::nostr::hex::encode(&keys(1).pubkey());
+    let relay = Relay::start(&["--members-only", "both", "--allowed-pubkeys", &member]);
+    let url = relay.url();
+    let mut anonymous = Client::connect(&url).await;
+    anonymous.send_req("feed", &[json!({"kinds": [1]})]).await;
+    anonymous.expect_closed("feed", "auth-required: ").await;
+    let (ok, message) = anonymous.publish(&crate::support::note(1, "not yet")).await;
+    assert!(!ok && message.starts_with("auth-required: "), "{message}");
+
+    let mut outsider = connect_as(&url, &[2]).await;
+    outsider.send_req("feed", &[json!({"kinds": [1]})]).await;
+    outsider.expect_closed("feed", "restricted: ").await;
+
+    let mut insider = connect_as(&url, &[1]).await;
+    let post = crate::support::note(1, "for members");
+    insider.publish_ok(&post).await;
+    let feed = insider.req("feed", &[json!({"kinds": [1]})]).await;
+    assert_eq!(Client::ids(&feed), vec![post.id_hex()]);
+
+    let doc = crate::support::http::nip11_document(&relay.addr).await;
+    assert_eq!(doc["limitation"]["auth_required"], true);
+    assert_eq!(doc["limitation"]["restricted_writes"], true);
+}
+
+#[tokio::test]
+async fn a_paid_relay_takes_events_from_its_allowed_pubkeys_only() {
+    let paid = starling::nostr::hex::encode(&keys(1).pubkey());
+    let banned = starling::nostr::hex::encode(&keys(3).pubkey());
+    let relay = Relay::start(&[
+        "--allowed-pubkeys",
+        &paid,
+        "--banned-pubkeys",
+        &banned,
+        "--payment-required",
+    ]);
+    let mut client = Client::connect(&relay.url()).await;
+    client
+        .publish_ok(&crate::support::note(1, "a paying user"))
+        .await;
+    let (ok, message) = client.publish(&crate::support::note(2, "not paid")).await;
+    assert!(!ok && message.starts_with("restricted: "), "{message}");
+    let (ok, message) = client.publish(&crate::support::note(3, "banned")).await;
+    assert!(!ok && message.starts_with("blocked: "), "{message}");
+    assert!(
+        client.req("all", &[json!({"kinds": [1]})]).await.len() == 1,
+        "anyone may read"
+    );
+    let doc = crate::support::http::nip11_document(&relay.addr).await;
+    assert_eq!(doc["limitation"]["payment_required"], true);
+    assert_eq!(doc["limitation"]["restricted_writes"], true);
+    assert_eq!(doc["limitation"]["auth_required"], false);
+    let refused = Relay::refused_at_start(&["--banned-pubkeys", "not-hex"]);
+    assert!(refused.contains("banned_pubkeys"), "{refused}");
+}

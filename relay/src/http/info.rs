@@ -28,9 +28,11 @@ pub fn document(node: &Node) -> Value {
             "max_content_length": config.max_content_length,
             "min_pow_difficulty": config.min_pow_difficulty,
             "created_at_upper_limit": config.created_at_upper_limit,
-            "auth_required": false,
-            "payment_required": false,
-            "restricted_writes": config.min_pow_difficulty > 0 || config.write_policy_plugin.is_some(),
+            "auth_required": node.rules().requires_auth(),
+            "payment_required": config.payment_required,
+            "restricted_writes": config.min_pow_difficulty > 0
+                || config.write_policy_plugin.is_some()
+                || node.rules().restricts_writes(),
         },
     });
     // Limits NIP-11 has no field for.

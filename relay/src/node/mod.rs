@@ -34,7 +34,7 @@ use crate::{
     metrics::{Metered, Metrics},
     nostr::{Event, EventError, Filter, KindClass, VerifiedEvent},
     plugin::WritePolicy,
-    policy,
+    policy::{self, rules::Rules},
     store::{Cancel, EventStore, PageRequest, Row, StoreError, WriteOutcome},
     verifier::Verifier,
 };
@@ -64,6 +64,8 @@ pub struct Node {
     draining: AtomicBool,
     /// The write-policy plugin, when one is configured.
     write_policy: Option<Arc<WritePolicy>>,
+    /// The operator's allow and deny lists and members-only mode.
+    rules: Rules,
 }
 
 impl Node {
@@ -111,6 +113,7 @@ impl Node {
         });
         Arc::new(Self {
             write_policy,
+            rules: Rules::from_config(&config),
             queries,
             subscriptions: Subscriptions::default(),
             addresses: addresses::Addresses::default(),
@@ -167,6 +170,11 @@ impl Node {
     /// already. A connection calls it when it starts, so its subscriptions find the index.
     pub fn start_live_index<A: Subscriber>(&self) {
         self.fanout.start_local_index::<A>();
+    }
+
+    /// The operator's rules on who may write and read.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// The write-policy plugin, when one is configured.

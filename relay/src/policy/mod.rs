@@ -13,6 +13,7 @@
 //! - [`strikes`]: what a client does wrong, counted against its connection and address;
 //! - [`budget`]: the store time a connection or an address may spend a minute;
 //! - [`privacy`]: who may read direct messages and gift wraps;
+//! - [`rules`]: the operator's allow and deny lists and members-only modes;
 //! - [`pace`]: a token bucket for what a client may do often but not without end.
 //!
 //! [`Limiter`]: starling_cluster::Limiter
@@ -26,6 +27,7 @@ pub mod pace;
 pub mod privacy;
 pub mod rates;
 pub mod requests;
+pub mod rules;
 pub mod strikes;
 
 pub use budget::WorkBudget;

@@ -284,7 +284,10 @@ impl Connection {
             self.send(relay::ok(&id, false, &reason.to_string()));
             return;
         }
-        if let Err(reason) = policy::auth::may_publish(&event, &self.authed) {
+        let ip = self.peer.admission.source.address.ip();
+        let allowed = policy::auth::may_publish(&event, &self.authed)
+            .and_then(|()| self.node.rules().check_write(&event, ip, &self.authed));
+        if let Err(reason) = allowed {
             self.count_event(Some(kind), Some(reason.prefix));
             self.send(relay::ok(&id, false, &reason.to_string()));
             return;

@@ -58,6 +58,10 @@ impl Connection {
                 return None;
             }
         };
+        if let Err(reason) = self.node.rules().check_read(&self.authed) {
+            self.send(relay::closed(sub_id, &reason));
+            return None;
+        }
         let readers = Readers::new(&config.private_kinds, &self.authed);
         if let Err(reason) = readers.check_filters(&filters) {
             self.send(relay::closed(sub_id, &reason));

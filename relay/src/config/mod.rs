@@ -9,14 +9,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{ArgMatches, parser::ValueSource};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    nostr::hex,
-    proxy::{Cidr, ProxyHeader},
-};
+mod choices;
+mod validate;
+
+pub use choices::{LogFormat, MembersOnly, OnError};
+
+use crate::proxy::{Cidr, ProxyHeader};
 
 /// Every setting of a relay node.
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone)]
@@ -154,6 +156,42 @@ pub struct Config {
         default_values_t = [4u16, 1059]
     )]
     pub private_kinds: Vec<u16>,
+
+    /// Pubkeys (hex, comma-separated) allowed to publish; when any are listed, only they may
+    /// (a paid or invite-only relay), and they are its members.
+    #[arg(long, env = "STARLING_ALLOWED_PUBKEYS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allowed_pubkeys: Vec<String>,
+
+    /// Pubkeys (hex, comma-separated) that may not publish.
+    #[arg(long, env = "STARLING_BANNED_PUBKEYS", value_delimiter = ',')]
+    #[serde(default)]
+    pub banned_pubkeys: Vec<String>,
+
+    /// Kinds (comma-separated) accepted; when any are listed, only they are.
+    #[arg(long, env = "STARLING_ALLOWED_KINDS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allowed_kinds: Vec<u16>,
+
+    /// Kinds (comma-separated) refused.
+    #[arg(long, env = "STARLING_BANNED_KINDS", value_delimiter = ',')]
+    #[serde(default)]
+    pub banned_kinds: Vec<u16>,
+
+    /// Client address ranges (CIDRs, comma-separated) that may not publish.
+    #[arg(long, env = "STARLING_BLOCKED_IPS", value_delimiter = ',')]
+    #[serde(default)]
+    pub blocked_ips: Vec<Cidr>,
+
+    /// A private relay: `write`, `read` or `both` need a connection authenticated (NIP-42)
+    /// as a member (an allowed pubkey; without an allow list, anyone authenticated).
+    #[arg(long, env = "STARLING_MEMBERS_ONLY", default_value = "off")]
+    pub members_only: MembersOnly,
+
+    /// Say in NIP-11 that writing here is paid for (`payment_required`).
+    #[arg(long, env = "STARLING_PAYMENT_REQUIRED")]
+    #[serde(default)]
+    pub payment_required: bool,
 
     /// Administrator's public key (64 lowercase hex) in the NIP-11 document.
     #[arg(long, env = "STARLING_PUBKEY")]
@@ -353,26 +391,6 @@ pub struct Config {
     pub expiration_sweep_seconds: u64,
 }
 
-/// What happens to an event the write-policy plugin could not judge.
-#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    /// Accept it.
-    Accept,
-    /// Refuse it with `error:`.
-    Reject,
-}
-
-/// How log lines are written.
-#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object a line, for log collectors.
-    Json,
-}
-
 impl Config {
     /// The configuration from defaults, environment and flags (`matches`), with any key of
     /// the TOML file at `file` filling in what neither flag nor environment set.
@@ -412,47 +430,6 @@ impl Config {
         }
         config.default_limit = config.default_limit.min(config.max_limit);
         Ok(config)
-    }
-
-    fn validate(&self) -> anyhow::Result<()> {
-        if let Some(pubkey) = &self.pubkey
-            && hex::decode::<32>(pubkey).is_none()
-        {
-            bail!("pubkey must be 64 lowercase hex characters");
-        }
-        for url in &self.public_url {
-            crate::nostr::RelayUrl::parse(url).context("public_url")?;
-        }
-        if self.proxy_protocol && self.trusted_proxies.is_empty() {
-            bail!(
-                "proxy_protocol needs trusted_proxies: the address ranges of the balancers that send the PROXY header"
-            );
-        }
-        if self.redis_cert_file.is_some() != self.redis_key_file.is_some() {
-            bail!("redis_cert_file and redis_key_file go together");
-        }
-        if self.max_message_bytes < 1024 {
-            bail!("max_message_bytes must be at least 1024");
-        }
-        for (name, value) in [
-            ("max_subscriptions", self.max_subscriptions),
-            ("max_filters", self.max_filters),
-            (
-                "max_pending_per_connection",
-                self.max_pending_per_connection,
-            ),
-            ("write_batch_size", self.write_batch_size),
-            ("max_connections", self.max_connections),
-            (
-                "max_queries_per_connection",
-                self.max_queries_per_connection,
-            ),
-        ] {
-            if value == 0 {
-                bail!("{name} must be at least 1");
-            }
-        }
-        Ok(())
     }
 
     /// Store queries the node runs at once.
