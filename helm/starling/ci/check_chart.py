@@ -78,6 +78,12 @@ def main():
         pass
     else:
         sys.exit("values.schema.json did not refuse replicaCount: many")
+    try:
+        chart.render({"clientAddresses": {"proxyProtocol": True}}, name="relay", namespace="nostr")
+    except Exception as refused:
+        assert "trustedProxies" in str(refused), refused
+    else:
+        sys.exit("the chart did not refuse proxyProtocol without trustedProxies")
     print(json.dumps(containers))
 
 
