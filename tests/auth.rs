@@ -270,3 +270,24 @@ async fn a_paid_relay_takes_events_from_its_allowed_pubkeys_only() {
     let refused = Relay::refused_at_start(&["--banned-pubkeys", "not-hex"]);
     assert!(refused.contains("banned_pubkeys"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_connection_authenticates_as_at_most_the_configured_pubkeys() {
+    let relay = Relay::start(&["--max-auth-pubkeys-per-connection", "1"]);
+    let mut client = Client::connect(&relay.url()).await;
+    let challenge = client.challenge().await;
+    let first = auth_event(&keys(1), &challenge, &relay.url(), now());
+    assert_eq!(
+        authenticate(&mut client, &first).await,
+        (true, String::new())
+    );
+    let second = auth_event(&keys(2), &challenge, &relay.url(), now());
+    let (ok, message) = authenticate(&mut client, &second).await;
+    assert!(!ok && message.starts_with("restricted: "), "{message}");
+    let doc = crate::support::http::nip11_document(&relay.addr).await;
+    assert_eq!(
+        doc["starling"]["limits"]["max_auth_pubkeys_per_connection"],
+        1
+    );
+    assert_eq!(doc["starling"]["limits"]["private_kinds"], json!([4, 1059]));
+}

@@ -147,6 +147,14 @@ pub struct Config {
     #[serde(default)]
     pub public_url: Vec<String>,
 
+    /// Pubkeys one connection may authenticate as (NIP-42).
+    #[arg(
+        long,
+        env = "STARLING_MAX_AUTH_PUBKEYS_PER_CONNECTION",
+        default_value_t = 16
+    )]
+    pub max_auth_pubkeys_per_connection: usize,
+
     /// Kinds served only to a connection authenticated (NIP-42) as their author or as a
     /// pubkey their `p` tags name (comma-separated): direct messages and gift wraps.
     #[arg(

@@ -48,6 +48,9 @@ pub fn document(node: &Node) -> Value {
         "query_ms_per_minute_per_connection": config.query_ms_per_minute_per_connection,
         "query_ms_per_minute_per_ip": config.query_ms_per_minute_per_ip,
         "max_strikes_per_connection": config.max_strikes_per_connection,
+        "max_auth_pubkeys_per_connection": config.max_auth_pubkeys_per_connection,
+        "private_kinds": config.private_kinds,
+        "write_policy_timeout_ms": config.write_policy_plugin.as_ref().map(|_| config.write_policy_timeout_ms),
     });
     doc["starling"] = json!({
         "node": &**node.id(),

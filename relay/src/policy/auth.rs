@@ -17,8 +17,6 @@ use crate::{
 pub const AUTH_KIND: u16 = 22242;
 /// How far an `AUTH` event's `created_at` may be from now, in seconds.
 pub const AUTH_WINDOW_SECONDS: u64 = 600;
-/// Pubkeys one connection may authenticate as.
-pub const MAX_AUTHED_PUBKEYS: usize = 16;
 
 /// Checks `event` as an answer to `challenge` for a relay at `urls`, at `now`; the
 /// signature is checked apart. Refusals are `invalid:`.

@@ -328,12 +328,10 @@ impl Connection {
             return self.strike(Strike::Invalid, ctx);
         }
         let known = self.authed.contains(&event.pubkey);
-        if !known && self.authed.len() >= policy::auth::MAX_AUTHED_PUBKEYS {
+        let most = self.node.config().max_auth_pubkeys_per_connection;
+        if !known && self.authed.len() >= most {
             self.count_auth("restricted");
-            let why = format!(
-                "restricted: at most {} pubkeys per connection",
-                policy::auth::MAX_AUTHED_PUBKEYS
-            );
+            let why = format!("restricted: at most {most} pubkeys per connection");
             return self.send(relay::ok(&id, false, &why));
         }
         let permit = self.gate.enter();
