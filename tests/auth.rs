@@ -180,6 +180,14 @@ on_every_store! {
         let mut as_bob = connect_as(&url, &[bob]).await;
         let seen = as_bob.req("dms", std::slice::from_ref(&private)).await;
         assert_eq!(ids(&seen), vec![dm.id_hex()], "bob wrote the DM, not the wrap");
+
+        // Counts leave private kinds out, for everyone, and refuse to count them by name.
+        assert_eq!(anonymous.count("n", std::slice::from_ref(&about_alice)).await, 1);
+        assert_eq!(as_alice.count("n", std::slice::from_ref(&about_alice)).await, 1);
+        let mut msg = vec![json!("COUNT"), json!("dms")];
+        msg.push(private.clone());
+        as_alice.send(Value::Array(msg)).await;
+        as_alice.expect_closed("dms", "restricted: ").await;
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Filter {
     pub limit: Option<u64>,
     /// NIP-50 full-text query, without `key:value` extensions.
     pub search: Option<String>,
+    /// Kinds never matched, whatever the rest says; set by the relay, never by a client (a
+    /// count leaves out the private kinds this way).
+    pub excluded_kinds: Vec<u16>,
 }
 
 /// A `#x` condition: the event has an `x` tag whose first value is one of `values`.
@@ -143,9 +146,11 @@ impl Filter {
                 return false;
             }
         }
-        self.ids
-            .as_ref()
-            .is_none_or(|ids| ids.binary_search(&event.id).is_ok())
+        !self.excluded_kinds.contains(&event.kind)
+            && self
+                .ids
+                .as_ref()
+                .is_none_or(|ids| ids.binary_search(&event.id).is_ok())
             && self
                 .authors
                 .as_ref()

@@ -126,6 +126,27 @@ impl Connection {
         if !self.allow_request(&sub_id, ctx) {
             return;
         }
+        // Counts never include private kinds: a number of gift wraps is not anyone's to
+        // know, not even that of an authenticated party.
+        let private = &self.node.config().private_kinds;
+        if filters.iter().any(|f| {
+            f.kinds
+                .as_ref()
+                .is_some_and(|k| k.iter().any(|k| private.contains(k)))
+        }) {
+            let reason = Reason::new(
+                Prefix::Restricted,
+                "direct messages and gift wraps are not counted",
+            );
+            return self.send(relay::closed(&sub_id, &reason));
+        }
+        let filters = filters
+            .into_iter()
+            .map(|mut filter| {
+                filter.excluded_kinds = private.clone();
+                filter
+            })
+            .collect();
         let Some((filters, _)) = self.prepare(&sub_id, filters, ctx) else {
             return;
         };

@@ -52,6 +52,10 @@ pub fn condition(filter: &Filter, now: u64, q: &mut Query) -> String {
     if let Some(kinds) = &filter.kinds {
         parts.push(format!("e.kind = ANY({})", q.bind(sql_kinds(kinds))));
     }
+    if !filter.excluded_kinds.is_empty() {
+        let excluded = sql_kinds(&filter.excluded_kinds);
+        parts.push(format!("e.kind <> ALL({})", q.bind(excluded)));
+    }
     if let Some(since) = filter.since {
         parts.push(format!("e.created_at >= {}", q.bind(to_sql_int(since))));
     }

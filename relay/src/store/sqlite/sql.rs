@@ -139,6 +139,11 @@ fn condition(filter: &Filter, now: u64, values: &mut Vec<Value>) -> String {
         parts.push(format!("e.kind IN ({})", placeholders(kinds.len())));
         values.extend(kinds.iter().map(|k| Value::Integer(i64::from(*k))));
     }
+    if !filter.excluded_kinds.is_empty() {
+        let excluded = &filter.excluded_kinds;
+        parts.push(format!("e.kind NOT IN ({})", placeholders(excluded.len())));
+        values.extend(excluded.iter().map(|k| Value::Integer(i64::from(*k))));
+    }
     if let Some(since) = filter.since {
         parts.push("e.created_at >= ?".into());
         values.push(Value::Integer(to_sql_int(since)));
