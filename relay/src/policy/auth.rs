@@ -64,12 +64,14 @@ pub fn relay_urls(config: &Config, host: Option<&str>) -> Vec<RelayUrl> {
     }
 }
 
-/// Refuses a NIP-62 request to vanish that names neither this relay (one of `urls`) nor
-/// `ALL_RELAYS` in its `relay` tags: the store applies every request it keeps.
-pub fn check_vanish(event: &Event, urls: &[RelayUrl]) -> Result<(), Reason> {
+/// Refuses a NIP-62 request to vanish that names neither this relay (one of `urls`, made
+/// only for a request to vanish) nor `ALL_RELAYS` in its `relay` tags: the store applies
+/// every request it keeps.
+pub fn check_vanish(event: &Event, urls: impl FnOnce() -> Vec<RelayUrl>) -> Result<(), Reason> {
     if event.kind != VANISH {
         return Ok(());
     }
+    let urls = urls();
     let named = event
         .tags
         .iter()

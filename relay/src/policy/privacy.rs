@@ -17,6 +17,8 @@ use crate::nostr::{Event, Filter, Prefix, Reason, hex};
 #[derive(Debug, Clone)]
 pub struct Readers {
     private_kinds: Arc<[u16]>,
+    /// `,"kind":K,"tags":` for each private kind: how a stored event's JSON shows its kind.
+    kind_markers: Arc<[String]>,
     authed: Arc<[[u8; 32]]>,
 }
 
@@ -25,6 +27,10 @@ impl Readers {
     pub fn new(private_kinds: &[u16], authed: &[[u8; 32]]) -> Self {
         Self {
             private_kinds: private_kinds.into(),
+            kind_markers: private_kinds
+                .iter()
+                .map(|kind| format!(",\"kind\":{kind},\"tags\":"))
+                .collect(),
             authed: authed.into(),
         }
     }
@@ -75,9 +81,9 @@ impl Readers {
     /// parsed only when its kind is a private one.
     pub fn may_read_json(&self, json: &str) -> bool {
         let private = self
-            .private_kinds
+            .kind_markers
             .iter()
-            .any(|kind| json.contains(&format!(",\"kind\":{kind},\"tags\":")));
+            .any(|marker| json.contains(marker.as_str()));
         !private || Event::parse(json).is_ok_and(|event| self.may_read(&event))
     }
 }

@@ -278,8 +278,9 @@ impl Connection {
             self.send(relay::ok(&id, false, &reason.to_string()));
             return self.strike(Strike::Refused, ctx);
         }
-        let urls = policy::auth::relay_urls(self.node.config(), self.peer.host.as_deref());
-        if let Err(reason) = policy::auth::check_vanish(&event, &urls) {
+        let (config, host) = (self.node.config(), self.peer.host.as_deref());
+        let urls = || policy::auth::relay_urls(config, host);
+        if let Err(reason) = policy::auth::check_vanish(&event, urls) {
             self.count_event(Some(kind), Some(reason.prefix));
             self.send(relay::ok(&id, false, &reason.to_string()));
             return;
