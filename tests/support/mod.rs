@@ -93,6 +93,26 @@ pub fn install_debian_package(package: &str) -> bool {
     true
 }
 
+/// The program `name` from Debian's package `package`, installing the package when it is
+/// missing (as root); otherwise the test fails naming the package.
+pub fn debian_binary(name: &str, package: &str) -> std::path::PathBuf {
+    let find = || {
+        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|dir| std::path::Path::new(dir).join(name))
+            .find(|p| p.exists())
+    };
+    if let Some(path) = find() {
+        return path;
+    }
+    install_debian_package(package);
+    find().unwrap_or_else(|| {
+        panic!(
+            "{name} not found: install the Debian package `{package}` (apt-get install {package})"
+        )
+    })
+}
+
 /// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -3,7 +3,6 @@
 //! test fails naming the package.
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -49,7 +48,7 @@ impl PgBouncer {
             ),
         )
         .expect("write pgbouncer.ini");
-        let mut command = Command::new(binary());
+        let mut command = Command::new(super::debian_binary("pgbouncer", "pgbouncer"));
         if unsafe { libc::getuid() } == 0 {
             // PgBouncer does not run as root.
             command.args(["-u", "nobody"]);
@@ -86,16 +85,4 @@ impl Drop for PgBouncer {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-fn binary() -> PathBuf {
-    let path = PathBuf::from("/usr/sbin/pgbouncer");
-    if !path.exists() {
-        super::install_debian_package("pgbouncer");
-    }
-    assert!(
-        path.exists(),
-        "pgbouncer not found: install the Debian package `pgbouncer`"
-    );
-    path
 }

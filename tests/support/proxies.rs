@@ -4,13 +4,12 @@
 //! installed with apt-get when running as root; otherwise the test fails naming the package.
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use super::{
-    DEADLINE, TempDir,
+    DEADLINE, TempDir, debian_binary,
     postgres::{free_port, spawn_tied_to_this_process},
     repository_file,
 };
@@ -48,7 +47,7 @@ impl Proxy {
         assert!(config.contains(&format!("server {upstream};")), "{config}");
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, config).expect("write nginx.conf");
-        let mut command = Command::new(binary("nginx", "nginx"));
+        let mut command = Command::new(debian_binary("nginx", "nginx"));
         command
             .arg("-p")
             .arg(dir.path())
@@ -79,7 +78,7 @@ impl Proxy {
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).expect("write haproxy.cfg");
-        let mut command = Command::new(binary("haproxy", "haproxy"));
+        let mut command = Command::new(debian_binary("haproxy", "haproxy"));
         command.arg("-db").arg("-f").arg(&path);
         let addrs = vec![format!("127.0.0.1:{v1}"), format!("127.0.0.1:{v2}")];
         Self::start(command, dir, addrs)
@@ -118,23 +117,4 @@ impl Drop for Proxy {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-/// `/usr/sbin/{name}`, installing Debian's `package` if needed.
-fn binary(name: &str, package: &str) -> PathBuf {
-    let find = || {
-        ["/usr/sbin", "/usr/bin", "/usr/local/sbin"]
-            .iter()
-            .map(|dir| PathBuf::from(dir).join(name))
-            .find(|p| p.exists())
-    };
-    if let Some(path) = find() {
-        return path;
-    }
-    super::install_debian_package(package);
-    find().unwrap_or_else(|| {
-        panic!(
-            "{name} not found: install the Debian package `{package}` (apt-get install {package})"
-        )
-    })
 }

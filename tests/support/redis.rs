@@ -242,7 +242,7 @@ impl SentinelGroup {
         )
         .expect("write sentinel.conf");
         let log = dir.path().join("sentinel.log");
-        let mut command = Command::new(sentinel_binary());
+        let mut command = Command::new(super::debian_binary("redis-sentinel", "redis-sentinel"));
         command
             .arg(&config)
             .current_dir(dir.path())
@@ -316,17 +316,4 @@ impl Drop for SentinelGroup {
         let _ = self.sentinel.kill();
         let _ = self.sentinel.wait();
     }
-}
-
-/// The `redis-sentinel` binary, installing the Debian package if needed.
-fn sentinel_binary() -> PathBuf {
-    let path = PathBuf::from("/usr/bin/redis-sentinel");
-    if !path.exists() {
-        super::install_debian_package("redis-sentinel");
-    }
-    assert!(
-        path.exists(),
-        "redis-sentinel not found: install the Debian package `redis-sentinel`"
-    );
-    path
 }

@@ -11,7 +11,7 @@ use std::{collections::HashSet, net::IpAddr};
 use crate::{
     config::{Config, MembersOnly},
     nostr::{Event, Prefix, Reason, hex, kind::VANISH},
-    proxy::TrustedProxies,
+    proxy::CidrSet,
 };
 
 /// The rules, ready to check.
@@ -21,7 +21,7 @@ pub struct Rules {
     banned_pubkeys: HashSet<[u8; 32]>,
     allowed_kinds: HashSet<u16>,
     banned_kinds: HashSet<u16>,
-    blocked_addresses: TrustedProxies,
+    blocked_addresses: CidrSet,
     members_only: MembersOnly,
 }
 
@@ -34,7 +34,7 @@ impl Rules {
             banned_pubkeys: keys(&config.banned_pubkeys),
             allowed_kinds: config.allowed_kinds.iter().copied().collect(),
             banned_kinds: config.banned_kinds.iter().copied().collect(),
-            blocked_addresses: TrustedProxies::new(config.blocked_ips.clone()),
+            blocked_addresses: CidrSet::new(config.blocked_ips.clone()),
             members_only: config.members_only,
         }
     }
@@ -87,7 +87,7 @@ impl Rules {
         if event.kind == VANISH {
             return Ok(());
         }
-        if self.blocked_addresses.trusts(ip) {
+        if self.blocked_addresses.contains(ip) {
             return Err(Reason::new(
                 Prefix::Blocked,
                 "this address may not publish here",

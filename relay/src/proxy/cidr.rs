@@ -37,6 +37,22 @@ impl Cidr {
     }
 }
 
+/// A set of address ranges: the trusted proxies, the blocked client addresses.
+#[derive(Clone, Debug, Default)]
+pub struct CidrSet(std::sync::Arc<[Cidr]>);
+
+impl CidrSet {
+    /// The set of `ranges`.
+    pub fn new(ranges: Vec<Cidr>) -> Self {
+        Self(ranges.into())
+    }
+
+    /// Whether `ip` is in one of the ranges.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|range| range.contains(ip))
+    }
+}
+
 /// `ip`, with an IPv4-mapped IPv6 address written as the IPv4 address it carries.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

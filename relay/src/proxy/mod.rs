@@ -14,24 +14,24 @@ pub mod headers;
 pub mod protocol;
 pub mod stream;
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
-pub use cidr::Cidr;
+pub use cidr::{Cidr, CidrSet};
 pub use headers::{ProxyHeader, client_ip};
 pub use stream::{AcceptError, ClientStream, accept};
 
 /// The address ranges of the proxies whose word on a client's address is taken.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Arc<[Cidr]>);
+pub struct TrustedProxies(CidrSet);
 
 impl TrustedProxies {
     /// Trusts the peers in `ranges`.
     pub fn new(ranges: Vec<Cidr>) -> Self {
-        Self(ranges.into())
+        Self(CidrSet::new(ranges))
     }
 
     /// Whether `ip` is a trusted proxy.
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|range| range.contains(ip))
+        self.0.contains(ip)
     }
 }
