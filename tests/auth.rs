@@ -243,6 +243,13 @@ async fn a_private_community_relay_serves_its_members_only() {
     let feed = insider.req("feed", &[json!({"kinds": [1]})]).await;
     assert_eq!(Client::ids(&feed), vec![post.id_hex()]);
 
+    let counted = crate::support::http::metric(
+        &relay.addr,
+        "starling_requests_refused_total",
+        &[("reason", "auth-required")],
+    )
+    .await;
+    assert_eq!(counted, 1.0, "the anonymous REQ is counted");
     let doc = crate::support::http::nip11_document(&relay.addr).await;
     assert_eq!(doc["limitation"]["auth_required"], true);
     assert_eq!(doc["limitation"]["restricted_writes"], true);

@@ -11,6 +11,13 @@ use crate::support::{Client, DEADLINE, Relay, TempDir, keys, now};
 /// Writes an executable Python plugin whose `decide(request)` returns the answer's
 /// `(action, msg)`, or `None` to answer nothing.
 fn plugin(dir: &TempDir, name: &str, decide: &str) -> String {
+    let has_python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_python {
+        crate::support::install_debian_package("python3");
+    }
     let path = dir.path().join(name);
     let script = format!(
         "#!/usr/bin/env python3\nimport json, sys\n{decide}\n\

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub proxy_refused: Counter<u64>,
     /// NIP-42 `AUTH` messages, by `outcome`.
     pub auth: Counter<u64>,
+    /// `REQ`s and `COUNT`s refused by the access rules, by `reason` (the NIP-01 prefix).
+    pub requests_refused: Counter<u64>,
     /// Write-policy plugin decisions, by `action` (or why there was none).
     pub write_policy_decisions: Counter<u64>,
     /// Time from asking the write-policy plugin to its answer (or giving up).
@@ -232,6 +234,10 @@ impl Metrics {
                     10.0,
                 ])
                 .build(),
+            requests_refused: counter(
+                "starling.requests.refused",
+                "REQs and COUNTs refused by the access rules (private kinds, members only), by reason",
+            ),
             auth: counter(
                 "starling.auth",
                 "NIP-42 AUTH messages, by outcome (accepted, invalid, forged, restricted)",
@@ -266,6 +272,10 @@ impl Metrics {
         for action in WRITE_POLICY_ACTIONS {
             self.write_policy_decisions
                 .add(0, &[KeyValue::new("action", action)]);
+        }
+        for reason in ["auth-required", "restricted"] {
+            self.requests_refused
+                .add(0, &[KeyValue::new("reason", reason)]);
         }
         for outcome in AUTH_OUTCOMES {
             self.auth.add(0, &[KeyValue::new("outcome", outcome)]);

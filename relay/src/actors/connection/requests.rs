@@ -41,6 +41,13 @@ impl Connection {
         self.send(relay::closed(sub_id, &reason));
     }
 
+    /// Answers `CLOSED` for an access rule (`auth-required:`, `restricted:`), and counts it.
+    fn refuse_access(&mut self, sub_id: &str, reason: &Reason) {
+        let label = KeyValue::new("reason", reason.prefix.as_str());
+        self.node.metrics().requests_refused.add(1, &[label]);
+        self.send(relay::closed(sub_id, reason));
+    }
+
     /// The filters of a REQ or COUNT as the policy allows them, with who may read the
     /// private events they could match; or `CLOSED` sent.
     fn prepare(
@@ -58,13 +65,14 @@ impl Connection {
                 return None;
             }
         };
-        if let Err(reason) = self.node.rules().check_read(&self.authed) {
-            self.send(relay::closed(sub_id, &reason));
-            return None;
-        }
         let readers = Readers::new(&config.private_kinds, &self.authed);
-        if let Err(reason) = readers.check_filters(&filters) {
-            self.send(relay::closed(sub_id, &reason));
+        let allowed = self
+            .node
+            .rules()
+            .check_read(&self.authed)
+            .and_then(|()| readers.check_filters(&filters));
+        if let Err(reason) = allowed {
+            self.refuse_access(sub_id, &reason);
             return None;
         }
         let readers = readers.apply_to(&filters).then_some(readers);
@@ -138,7 +146,7 @@ impl Connection {
                 Prefix::Restricted,
                 "direct messages and gift wraps are not counted",
             );
-            return self.send(relay::closed(&sub_id, &reason));
+            return self.refuse_access(&sub_id, &reason);
         }
         let filters = filters
             .into_iter()
