@@ -169,7 +169,7 @@ async fn a_plugin_that_crashes_is_started_again_and_garbage_is_ignored() {
         "1000",
     ]);
     let mut client = Client::connect(&relay.url()).await;
-    client.publish_ok(&note(1, "before")).await;
+    accepted_eventually(&mut client, "before", "the plugin to start").await;
     let (ok, message) = client.publish(&note(1, "crash")).await;
     assert!(!ok && message.starts_with("error: "), "{message}");
     let (ok, message) = client.publish(&note(1, "noise")).await;
