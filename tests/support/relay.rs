@@ -123,7 +123,7 @@ impl Relay {
             .args(["--bind", "127.0.0.1:0", "--data-dir"])
             .arg(storage.dir.path().join("store"))
             .env_remove("STARLING_CONFIG")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -165,7 +165,7 @@ impl Relay {
             .arg(dir.path())
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -240,4 +240,10 @@ impl Drop for Relay {
             eprintln!("--- starling log ({}) ---\n{log}", self.addr);
         }
     }
+}
+
+/// The relays' log level: `warn`, or what `STARLING_TEST_LOG` says (to see more of a failing
+/// test's relays, e.g. `STARLING_TEST_LOG=debug`).
+fn log_level() -> String {
+    std::env::var("STARLING_TEST_LOG").unwrap_or_else(|_| "warn".to_string())
 }
