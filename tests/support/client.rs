@@ -202,6 +202,28 @@ impl Client {
         }
     }
 
+    /// Waits for the `OK`s about every event in `ids`, in whatever order they come (a
+    /// connection's events are answered as they commit, not in the order sent), skipping
+    /// other messages. Returns (accepted, message) per id, in the order of `ids`.
+    pub async fn oks_for(&mut self, ids: &[String]) -> Vec<(bool, String)> {
+        let mut answers = std::collections::HashMap::new();
+        while answers.len() < ids.len() {
+            let msg = self.recv().await;
+            if let (Some("OK"), Some(id)) = (msg[0].as_str(), msg[1].as_str())
+                && ids.iter().any(|wanted| wanted == id)
+            {
+                let answer = (
+                    msg[2].as_bool().expect("OK flag"),
+                    msg[3].as_str().expect("OK message").to_string(),
+                );
+                answers.insert(id.to_string(), answer);
+            }
+        }
+        ids.iter()
+            .map(|id| answers.remove(id).expect("an answer per id"))
+            .collect()
+    }
+
     /// Sends a REQ and collects the stored events until `EOSE`; fails on `CLOSED`.
     pub async fn req(&mut self, sub: &str, filters: &[Value]) -> Vec<Value> {
         self.send_req(sub, filters).await;
