@@ -18,6 +18,7 @@ mod expiration;
 mod information;
 mod kinds;
 mod limits;
+mod management;
 mod observability;
 mod plugins;
 mod protocol;

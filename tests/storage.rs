@@ -37,7 +37,7 @@ fn migrate_applies_each_migration_once() {
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(
         text(&first.stdout).contains(
-            "applied 3 migration(s): 0001_events.sql, 0002_probe_indexes.sql, 0003_vanish.sql"
+            "applied 4 migration(s): 0001_events.sql, 0002_probe_indexes.sql, 0003_vanish.sql, 0004_policy.sql"
         ),
         "{}",
         text(&first.stdout)
@@ -72,8 +72,9 @@ fn a_database_of_the_first_schema_upgrades_with_its_events() {
     let upgrade = starling(&["migrate"], &[("DATABASE_URL", database.url.as_str())]);
     assert!(upgrade.status.success(), "{}", text(&upgrade.stderr));
     assert!(
-        text(&upgrade.stdout)
-            .contains("applied 2 migration(s): 0002_probe_indexes.sql, 0003_vanish.sql"),
+        text(&upgrade.stdout).contains(
+            "applied 3 migration(s): 0002_probe_indexes.sql, 0003_vanish.sql, 0004_policy.sql"
+        ),
         "{}",
         text(&upgrade.stdout)
     );

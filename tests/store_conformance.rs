@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use starling::{
     nostr::{Event, Filter, VerifiedEvent},
-    store::{Cancel, EventStore, PgSettings, PgStore, SqliteStore, WriteOutcome},
+    store::{
+        Cancel, EventStore, PgSettings, PgStore, SqliteStore, WriteOutcome,
+        policy::{AuditRecord, PolicyEdit, PolicyEntry, PolicyList, Removal},
+    },
 };
 
 use crate::support::{
@@ -77,6 +80,8 @@ macro_rules! suite {
             case!(a_cancelled_read_stops);
             case!(a_request_to_vanish_removes_its_author_and_their_gift_wraps);
             case!(a_request_to_vanish_in_a_batch_refuses_what_follows_it);
+            case!(rule_changes_are_versioned_with_their_audit_record);
+            case!(moderators_remove_an_author_or_an_event);
         }
     };
 }
@@ -846,4 +851,89 @@ async fn a_request_to_vanish_in_a_batch_refuses_what_follows_it(store: Store) {
             WriteOutcome::Stored
         ]
     );
+}
+
+fn audit(method: &str) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        at: T,
+        actor: "admin".into(),
+        method: method.into(),
+        params: "[]".into(),
+    }
+}
+
+fn entry(list: PolicyList, value: &str, note: &str) -> PolicyEdit {
+    PolicyEdit::Put(PolicyEntry {
+        list,
+        value: value.into(),
+        note: note.into(),
+    })
+}
+
+async fn rule_changes_are_versioned_with_their_audit_record(store: Store) {
+    assert_eq!(store.policy_version().await.unwrap(), 0);
+    assert!(store.load_policy().await.unwrap().entries.is_empty());
+    let first = store
+        .change_policy(
+            vec![
+                entry(PolicyList::BannedPubkey, "aa", "spam"),
+                entry(PolicyList::BannedKind, "7", ""),
+                PolicyEdit::Set("name".into(), "Renamed".into()),
+            ],
+            audit("banpubkey"),
+        )
+        .await
+        .unwrap();
+    let second = store
+        .change_policy(
+            vec![
+                entry(PolicyList::BannedPubkey, "aa", "spam, again"),
+                PolicyEdit::Remove(PolicyList::BannedKind, "7".into()),
+                PolicyEdit::Remove(PolicyList::BlockedIp, "not there".into()),
+            ],
+            audit("unbanpubkey"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        second > first && first > 0,
+        "versions grow: {first}, {second}"
+    );
+    assert_eq!(store.policy_version().await.unwrap(), second);
+    let stored = store.load_policy().await.unwrap();
+    assert_eq!(stored.version, second);
+    assert_eq!(
+        stored.entries,
+        vec![PolicyEntry {
+            list: PolicyList::BannedPubkey,
+            value: "aa".into(),
+            note: "spam, again".into(),
+        }]
+    );
+    assert_eq!(stored.settings, vec![("name".into(), "Renamed".into())]);
+    let log = store.audit_log(10).await.unwrap();
+    let methods: Vec<_> = log.iter().map(|r| (r.seq, r.method.as_str())).collect();
+    assert_eq!(methods, [(second, "unbanpubkey"), (first, "banpubkey")]);
+    assert_eq!((log[1].at, log[1].actor.as_str()), (T, "admin"));
+    assert_eq!(store.audit_log(1).await.unwrap().len(), 1);
+}
+
+async fn moderators_remove_an_author_or_an_event(store: Store) {
+    let (a1, a2, b) = (
+        keys(1).sign(T, 1, vec![], "a1"),
+        keys(1).sign(T + 1, 1, tags(&[&["t", "x"]]), "a2"),
+        keys(2).sign(T, 1, vec![], "b"),
+    );
+    write(&store, &[&a1, &a2, &b]).await;
+    let removed = store
+        .remove_events(Removal::Author(keys(1).pubkey()))
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(ids(&store, &["{}"]).await, vec![b.id_hex()]);
+    assert!(ids(&store, &[r##"{"#t":["x"]}"##]).await.is_empty());
+    assert_eq!(store.remove_events(Removal::Event(b.id)).await.unwrap(), 1);
+    assert_eq!(store.remove_events(Removal::Event(b.id)).await.unwrap(), 0);
+    assert!(ids(&store, &["{}"]).await.is_empty());
 }

@@ -33,6 +33,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Store events read as JSON lines, checking each as the relay checks what clients send.
     Import(ImportArgs),
+    /// Call a relay's NIP-86 management API (`starling admin --relay URL banpubkey <hex>`).
+    Admin(AdminArgs),
 }
 
 /// The settings every command reads.
@@ -65,4 +67,19 @@ pub struct ImportArgs {
     /// Which store to write.
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// Options of `starling admin`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The relay's URL (ws://, wss://, http:// or https://).
+    #[arg(long, env = "STARLING_RELAY_URL")]
+    pub relay: String,
+    /// File holding the admin's secret key (64 hex); without it, `STARLING_ADMIN_KEY`.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The method (`supportedmethods` lists them).
+    pub method: String,
+    /// Its parameters; numbers are sent as numbers.
+    pub params: Vec<String>,
 }

@@ -96,6 +96,12 @@ pub async fn accept(
             }
         }
     }
+    // Checked again with the rules in force right before the writer takes the event (no
+    // await in between): a ban applied while the event was being verified holds, and the
+    // node's removal after a ban, which first waits for the writer, finds the rest.
+    if let Err(reason) = node.rules().check_event(&verified.event) {
+        return Verdict::refused(reason, None);
+    }
     let id = verified.event.id_hex();
     let store = tracing::debug_span!(parent: &ingest, "store");
     let outcome = async { node.ingest(source, verified).await }

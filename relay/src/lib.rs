@@ -9,6 +9,7 @@ pub mod fair;
 pub mod http;
 pub mod ingest;
 pub mod live;
+pub mod manage;
 pub mod metrics;
 pub mod node;
 pub mod nostr;

@@ -9,9 +9,9 @@ use std::{
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use starling::{
-    cli::{Cli, Command, NodeArgs},
+    cli::{AdminArgs, Cli, Command, NodeArgs},
     config::Config,
-    server, store,
+    manage, server, store,
     telemetry::Telemetry,
     transfer,
 };
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some(Command::Migrate(args)) => (args, Task::Migrate),
         Some(Command::Export(args)) => (args.node, Task::Export(args.output)),
         Some(Command::Import(args)) => (args.node, Task::Import(args.input)),
+        Some(Command::Admin(args)) => return admin(args),
     };
     let result = config(args, sub).and_then(|config| {
         actix_web::rt::System::new().block_on(async move {
@@ -42,6 +43,29 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("starling: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `starling admin`: one management call, its answer on standard output.
+fn admin(args: AdminArgs) -> ExitCode {
+    let called = actix_web::rt::System::new().block_on(async {
+        let keys = manage::client::admin_keys(args.key_file.as_deref())?;
+        let params = manage::client::params(&args.params);
+        manage::client::call(&args.relay, &keys, &args.method, params).await
+    });
+    match called.map(|(status, answer)| manage::client::describe(status, &answer)) {
+        Ok(Ok(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(refused)) => {
+            eprintln!("starling admin: {refused}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("starling admin: {e:#}");
             ExitCode::FAILURE
         }
     }

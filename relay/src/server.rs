@@ -60,6 +60,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         node_id,
         metrics,
     ));
+    // The stored rules apply before the first client connects (later changes arrive as
+    // they are made).
+    if let Err(error) = node.refresh_rules().await {
+        tracing::warn!(%error, "could not read the stored rules yet; starting with the configuration's");
+    }
     let metrics_listener = match config.metrics_bind {
         Some(bind) => Some(
             std::net::TcpListener::bind(bind)
@@ -142,6 +147,7 @@ fn relay_server(
     let addr = listener.local_addr()?;
     let routes = http::routes(config.metrics_bind.is_none());
     let trusted = TrustedProxies::new(config.trusted_proxies.clone());
+    let replays = web::Data::new(crate::manage::Replays::default());
     let proxy_protocol = config.proxy_protocol;
     let builder = actix_server::Server::build();
     let shutdown = builder.graceful_shutdown_signal();
@@ -153,6 +159,7 @@ fn relay_server(
             let app = App::new()
                 .app_data(node.clone())
                 .app_data(web::Data::new(trusted.clone()))
+                .app_data(replays.clone())
                 .configure(routes.clone())
                 .into_factory()
                 .map_err(|e| e.error_response());

@@ -1,6 +1,7 @@
 //! `starling export` and `starling import`: events as JSON lines, one event a line, read and
 //! written as a stream so that any number of events fits in constant memory.
 
+use anyhow::Context;
 use std::{
     io::{self, BufRead, IsTerminal, Write},
     sync::Arc,
@@ -11,7 +12,7 @@ use crate::{
     config::Config,
     nostr::{Event, KindClass, Reason, VerifiedEvent},
     plugin::{Decision, SourceType, WritePolicy},
-    policy,
+    policy::{self, rules::Rules},
     store::{EventStore, WriteOutcome},
 };
 
@@ -84,6 +85,11 @@ pub async fn import(
         }
         None => None,
     };
+    let stored_rules = store
+        .load_policy()
+        .await
+        .context("reading the stored rules")?;
+    let rules = Rules::new(config, &stored_rules);
     let mut progress = Progress::new("imported", size);
     let mut totals = ImportReport::default();
     let mut batch: Vec<(u64, Arc<VerifiedEvent>)> = Vec::with_capacity(BATCH);
@@ -101,7 +107,9 @@ pub async fn import(
         if text.is_empty() {
             continue;
         }
-        let checked = match (check(config, text), &policy) {
+        let allowed =
+            check(config, text).and_then(|event| rules.check_event(&event.event).map(|()| event));
+        let checked = match (allowed, &policy) {
             (Ok(event), Some(policy)) => {
                 match policy.judge(&event, SourceType::Import, source, None).await {
                     Decision::Accept => Ok(event),

@@ -27,12 +27,27 @@ impl Response {
 
 /// Sends `method path` to `addr` with extra headers and reads the whole response.
 pub async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    request_with_body(addr, method, path, headers, "").await
+}
+
+/// Like [`request`], with a body (and its `Content-Length`).
+pub async fn request_with_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         text.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     text.push_str("\r\n");
+    text.push_str(body);
     stream
         .write_all(text.as_bytes())
         .await

@@ -201,6 +201,15 @@ pub struct Config {
     #[serde(default)]
     pub payment_required: bool,
 
+    /// Pubkeys (hex, comma-separated) that may call the NIP-86 management API.
+    #[arg(long, env = "STARLING_ADMIN_PUBKEYS", value_delimiter = ',')]
+    #[serde(default)]
+    pub admin_pubkeys: Vec<String>,
+
+    /// Seconds between checks of the stored rules' version (changes also arrive over the bus).
+    #[arg(long, env = "STARLING_POLICY_RELOAD_SECONDS", default_value_t = 5)]
+    pub policy_reload_seconds: u64,
+
     /// Administrator's public key (64 lowercase hex) in the NIP-11 document.
     #[arg(long, env = "STARLING_PUBKEY")]
     pub pubkey: Option<String>,

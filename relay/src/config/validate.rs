@@ -16,6 +16,7 @@ impl Config {
         for (name, keys) in [
             ("allowed_pubkeys", &self.allowed_pubkeys),
             ("banned_pubkeys", &self.banned_pubkeys),
+            ("admin_pubkeys", &self.admin_pubkeys),
         ] {
             if let Some(bad) = keys.iter().find(|k| hex::decode::<32>(k).is_none()) {
                 bail!("{name}: `{bad}` is not a pubkey (64 lowercase hex)");

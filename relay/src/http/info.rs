@@ -2,18 +2,19 @@
 
 use serde_json::{Value, json};
 
-use crate::{config::Config, node::Node};
+use crate::node::Node;
 
 /// The NIPs this relay implements on either store, each covered by the end-to-end tests.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 42, 45, 50, 62, 70];
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 42, 45, 50, 62, 70, 86];
 
 /// The NIP-11 document, with the limits actually configured, and under `starling` this
 /// node's name and the number of nodes in its cluster.
 pub fn document(node: &Node) -> Value {
     let config = node.config();
+    let rules = node.rules();
     let mut doc = json!({
-        "name": config.name,
-        "description": config.description,
+        "name": rules.setting("name").unwrap_or(&config.name),
+        "description": rules.setting("description").unwrap_or(&config.description),
         "software": env!("CARGO_PKG_REPOSITORY"),
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": SUPPORTED_NIPS,
@@ -28,11 +29,11 @@ pub fn document(node: &Node) -> Value {
             "max_content_length": config.max_content_length,
             "min_pow_difficulty": config.min_pow_difficulty,
             "created_at_upper_limit": config.created_at_upper_limit,
-            "auth_required": node.rules().requires_auth(),
+            "auth_required": rules.requires_auth(),
             "payment_required": config.payment_required,
             "restricted_writes": config.min_pow_difficulty > 0
                 || config.write_policy_plugin.is_some()
-                || node.rules().restricts_writes(),
+                || rules.restricts_writes(),
         },
     });
     // Limits NIP-11 has no field for.
@@ -57,6 +58,9 @@ pub fn document(node: &Node) -> Value {
         "nodes": node.cluster().nodes,
         "limits": limits,
     });
+    if let Some(icon) = rules.setting("icon") {
+        doc["icon"] = json!(icon);
+    }
     if let Some(pubkey) = &config.pubkey {
         doc["pubkey"] = json!(pubkey);
     }
@@ -67,7 +71,8 @@ pub fn document(node: &Node) -> Value {
 }
 
 /// A short HTML page for a browser that asked for the relay's address.
-pub fn page(config: &Config) -> String {
+pub fn page(node: &Node) -> String {
+    let (config, rules) = (node.config(), node.rules());
     let nips = SUPPORTED_NIPS
         .iter()
         .map(|n| format!("{n:02}"))
@@ -79,8 +84,8 @@ pub fn page(config: &Config) -> String {
          <p>This is a Nostr relay. Connect a Nostr client to this address with <code>ws://</code> or \
          <code>wss://</code>.</p><p>Supported NIPs: {nips}.</p>\
          <p>Powered by Starling {version}.</p></body></html>\n",
-        name = escape(&config.name),
-        description = escape(&config.description),
+        name = escape(rules.setting("name").unwrap_or(&config.name)),
+        description = escape(rules.setting("description").unwrap_or(&config.description)),
         version = env!("CARGO_PKG_VERSION"),
     )
 }

@@ -1,4 +1,5 @@
-//! HTTP: the WebSocket endpoint, NIP-11 on the same URL, and health checks.
+//! HTTP: the WebSocket endpoint, NIP-11 and the NIP-86 management API on the same URL, and
+//! health checks.
 
 pub mod info;
 
@@ -11,6 +12,7 @@ use actix_web::{
 use crate::{
     actors::connection::{Connection, Peer},
     fair::ClientAddress,
+    manage,
     node::Node,
     policy::AddressLease,
     proxy::{self, TrustedProxies},
@@ -21,7 +23,9 @@ pub fn routes(with_metrics: bool) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
         cfg.service(
             web::resource("/")
+                .app_data(web::PayloadConfig::new(manage::endpoint::MAX_BODY_BYTES))
                 .route(web::get().to(root))
+                .route(web::post().to(manage::endpoint::handle))
                 .route(web::method(Method::OPTIONS).to(preflight)),
         )
         .route("/healthz", web::get().to(healthz))
@@ -92,7 +96,7 @@ async fn root(
     }
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(info::page(node.config())))
+        .body(info::page(&node)))
 }
 
 /// The answer to an upgrade when the node holds all the connections it may.

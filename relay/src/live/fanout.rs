@@ -3,6 +3,10 @@
 //!
 //! Every path into the live indexes passes through [`Fanout::deliver`], which delivers each
 //! event once ([`RecentIds`]).
+//!
+//! The bus also carries announcements of new versions of the operator's rules: a payload
+//! that is a JSON array `["policy", <version>]` (events are JSON objects), which
+//! [`Fanout::policy_versions`] reports.
 
 use std::{
     future::Future,
@@ -12,6 +16,7 @@ use std::{
 use actix::Recipient;
 use futures_util::StreamExt;
 use starling_cluster::{Bus, Envelope};
+use tokio::sync::watch;
 
 use super::{
     recent::RecentIds,
@@ -29,6 +34,8 @@ pub struct Fanout {
     bus: Arc<dyn Bus>,
     node_id: Arc<str>,
     metrics: Arc<Metrics>,
+    /// The last rules version announced on the bus.
+    policy_versions: watch::Sender<u64>,
 }
 
 impl Fanout {
@@ -40,7 +47,22 @@ impl Fanout {
             bus,
             node_id,
             metrics,
+            policy_versions: watch::Sender::new(0),
         })
+    }
+
+    /// Tells the other nodes that the stored rules are now at `version`.
+    pub fn announce_policy(&self, version: u64) {
+        self.bus.publish(Envelope {
+            origin: Arc::clone(&self.node_id),
+            payload: serde_json::json!(["policy", version]).to_string().into(),
+            sent_at_micros: starling_cluster::now_micros(),
+        });
+    }
+
+    /// The rules versions other nodes announce, as they arrive.
+    pub fn policy_versions(&self) -> watch::Receiver<u64> {
+        self.policy_versions.subscribe()
     }
 
     /// Starts the calling worker thread's index of `A` subscribers, unless it runs already,
@@ -93,6 +115,7 @@ impl Fanout {
                     starling_cluster::now_micros().saturating_sub(envelope.sent_at_micros);
                 self.metrics.bus_latency.record(latency as f64 / 1e6, &[]);
                 match std::str::from_utf8(&envelope.payload) {
+                    Ok(json) if json.starts_with('[') => self.on_announcement(json),
                     Ok(json) => self.deliver_json(json),
                     Err(_) => {
                         tracing::warn!(origin = %envelope.origin, "dropping a non-UTF-8 payload from the bus")
@@ -107,6 +130,15 @@ impl Fanout {
         match Event::parse(json) {
             Ok(event) => self.deliver(Arc::new(VerifiedEvent::trusted(event))),
             Err(error) => tracing::warn!(%error, "dropping a malformed event from the cluster"),
+        }
+    }
+
+    fn on_announcement(&self, json: &str) {
+        match serde_json::from_str::<(String, u64)>(json) {
+            Ok((topic, version)) if topic == "policy" => {
+                self.policy_versions.send_replace(version);
+            }
+            _ => tracing::warn!("dropping an unknown announcement from the cluster"),
         }
     }
 

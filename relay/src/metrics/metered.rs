@@ -7,7 +7,11 @@ use opentelemetry::KeyValue;
 use super::Metrics;
 use crate::{
     nostr::{Filter, VerifiedEvent},
-    store::{BoxFuture, CacheStatus, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome},
+    store::{
+        BoxFuture, CacheStatus, Cancel, Cursor, EventStore, PolicyStore, Row, StoreError,
+        WriteOutcome,
+        policy::{AuditRecord, PolicyEdit, Removal, StoredPolicy},
+    },
 };
 
 /// Times each operation (`starling.store.operation.duration`, by operation) and records
@@ -102,5 +106,31 @@ impl EventStore for Metered {
 
     fn cache_status(&self) -> Option<CacheStatus> {
         self.inner.cache_status()
+    }
+}
+
+impl PolicyStore for Metered {
+    fn load_policy(&self) -> BoxFuture<'_, Result<StoredPolicy, StoreError>> {
+        self.timed("load_policy", self.inner.load_policy())
+    }
+
+    fn policy_version(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.timed("policy_version", self.inner.policy_version())
+    }
+
+    fn change_policy(
+        &self,
+        edits: Vec<PolicyEdit>,
+        audit: AuditRecord,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.timed("change_policy", self.inner.change_policy(edits, audit))
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>> {
+        self.timed("audit_log", self.inner.audit_log(limit))
+    }
+
+    fn remove_events(&self, removal: Removal) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.timed("remove_events", self.inner.remove_events(removal))
     }
 }

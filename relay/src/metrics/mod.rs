@@ -100,6 +100,8 @@ pub struct Metrics {
     pub write_policy_decisions: Counter<u64>,
     /// Time from asking the write-policy plugin to its answer (or giving up).
     pub write_policy_duration: Histogram<f64>,
+    /// NIP-86 management API calls, by `method` and `outcome`.
+    pub management_calls: Counter<u64>,
 }
 
 impl Metrics {
@@ -238,6 +240,10 @@ impl Metrics {
                 "starling.requests.refused",
                 "REQs and COUNTs refused by the access rules (private kinds, members only), by reason",
             ),
+            management_calls: counter(
+                "starling.management.calls",
+                "NIP-86 management API calls, by method and outcome (ok, invalid, unauthorized, forbidden, error)",
+            ),
             auth: counter(
                 "starling.auth",
                 "NIP-42 AUTH messages, by outcome (accepted, invalid, forged, restricted)",
@@ -276,6 +282,14 @@ impl Metrics {
         for reason in ["auth-required", "restricted"] {
             self.requests_refused
                 .add(0, &[KeyValue::new("reason", reason)]);
+        }
+        // Calls refused before their method is read count under `unknown`.
+        for outcome in ["ok", "invalid", "unauthorized", "error"] {
+            let labels = [
+                KeyValue::new("method", "unknown"),
+                KeyValue::new("outcome", outcome),
+            ];
+            self.management_calls.add(0, &labels);
         }
         for outcome in AUTH_OUTCOMES {
             self.auth.add(0, &[KeyValue::new("outcome", outcome)]);

@@ -7,11 +7,13 @@
 //! - [`writer`]: the Writer actor, which batches store writes and publishes after commit;
 //! - [`admission`]: the open connections and subscriptions, within the node's caps;
 //! - [`addresses`]: what the node knows of each client address (strikes, penalty, budget);
-//! - [`queries`]: store queries admitted in fair shares, within budgets, cancellable.
+//! - [`queries`]: store queries admitted in fair shares, within budgets, cancellable;
+//! - [`rulebook`]: the operator's rules in force, kept current with the store.
 
 pub mod addresses;
 pub mod admission;
 pub mod queries;
+pub mod rulebook;
 pub mod writer;
 
 use std::{
@@ -35,7 +37,10 @@ use crate::{
     nostr::{Event, EventError, Filter, KindClass, VerifiedEvent},
     plugin::WritePolicy,
     policy::{self, rules::Rules},
-    store::{Cancel, EventStore, PageRequest, Row, StoreError, WriteOutcome},
+    store::{
+        Cancel, EventStore, PageRequest, Row, StoreError, WriteOutcome,
+        policy::{AuditRecord, PolicyEdit},
+    },
     verifier::Verifier,
 };
 
@@ -64,8 +69,8 @@ pub struct Node {
     draining: AtomicBool,
     /// The write-policy plugin, when one is configured.
     write_policy: Option<Arc<WritePolicy>>,
-    /// The operator's allow and deny lists and members-only mode.
-    rules: Rules,
+    /// The operator's rules in force.
+    rulebook: Arc<rulebook::Rulebook>,
 }
 
 impl Node {
@@ -111,9 +116,19 @@ impl Node {
                 Arc::clone(&metrics),
             )
         });
+        let rulebook = Arc::new(rulebook::Rulebook::new(Rules::from_config(&config)));
+        actix_web::rt::spawn(rulebook::keep_current(
+            Arc::clone(&rulebook),
+            config.clone(),
+            Arc::clone(&store),
+            writer.clone(),
+            fanout.policy_versions(),
+            cluster.clone(),
+            Duration::from_secs(config.policy_reload_seconds.max(1)),
+        ));
         Arc::new(Self {
             write_policy,
-            rules: Rules::from_config(&config),
+            rulebook,
             queries,
             subscriptions: Subscriptions::default(),
             addresses: addresses::Addresses::default(),
@@ -172,9 +187,29 @@ impl Node {
         self.fanout.start_local_index::<A>();
     }
 
-    /// The operator's rules on who may write and read.
-    pub fn rules(&self) -> &Rules {
-        &self.rules
+    /// The operator's rules on who may write and read, as they are now.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rulebook.current()
+    }
+
+    /// Reads the stored rules again now if they changed (see [`rulebook`]).
+    pub async fn refresh_rules(&self) -> Result<bool, StoreError> {
+        self.rulebook
+            .refresh(&self.config, &*self.store, &self.writer)
+            .await
+    }
+
+    /// Applies a change to the stored rules: writes it with its audit record, applies it
+    /// on this node, and announces the new version to the others. Returns the version.
+    pub async fn change_rules(
+        &self,
+        edits: Vec<PolicyEdit>,
+        audit: AuditRecord,
+    ) -> Result<u64, StoreError> {
+        let version = self.store.change_policy(edits, audit).await?;
+        self.refresh_rules().await?;
+        self.fanout.announce_policy(version);
+        Ok(version)
     }
 
     /// The write-policy plugin, when one is configured.

@@ -8,6 +8,7 @@
 
 mod backend;
 mod cancel;
+pub mod policy;
 pub mod postgres;
 pub mod sqlite;
 pub mod stream;
@@ -18,6 +19,7 @@ use crate::nostr::{Filter, VerifiedEvent};
 
 pub use backend::open;
 pub use cancel::Cancel;
+pub use policy::PolicyStore;
 pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
 pub use stream::{Cursor, PageRequest, StoredEvents};
@@ -75,9 +77,10 @@ pub enum StoreError {
     Closed,
 }
 
-/// Where events live. Implementations are cheap to share (`Arc<dyn EventStore>`) and
-/// never block the calling thread: blocking work runs on the backend's own threads or pool.
-pub trait EventStore: Send + Sync + 'static {
+/// Where events live (and, through [`PolicyStore`], the operator's rules). Implementations
+/// are cheap to share (`Arc<dyn EventStore>`) and never block the calling thread: blocking
+/// work runs on the backend's own threads or pool.
+pub trait EventStore: PolicyStore {
     /// Writes a batch in one transaction, applying NIP-01 replacement and NIP-09 deletion
     /// rules in order, and returns one outcome per event, in order. `Ok` means committed.
     /// Ephemeral events must not be passed here.

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_vanish.sql",
         include_str!("../../../../migrations/0003_vanish.sql"),
     ),
+    (
+        4,
+        "0004_policy.sql",
+        include_str!("../../../../migrations/0004_policy.sql"),
+    ),
 ];
 
 /// Applies pending migrations; returns the names of those applied now.

@@ -9,6 +9,7 @@
 mod error;
 pub mod json_cache;
 pub mod migrate;
+mod policy;
 mod read;
 pub mod session;
 pub mod sql;

@@ -6,6 +6,7 @@
 //! requester cancels it or when it runs past the statement time limit, through a progress
 //! handler that SQLite calls as it works.
 
+mod policy;
 mod schema;
 mod sql;
 mod workers;

@@ -58,6 +58,27 @@ CREATE TABLE vanished (
     until  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // The operator's rules, changed through the management API, and their audit log (as in
+    // migrations/0004_policy.sql; the single writer serialises changes).
+    r#"
+CREATE TABLE policy_entries (
+    list  TEXT NOT NULL,
+    value TEXT NOT NULL,
+    note  TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (list, value)
+) WITHOUT ROWID;
+CREATE TABLE relay_settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE policy_audit (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    actor  TEXT    NOT NULL,
+    method TEXT    NOT NULL,
+    params TEXT    NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema of the database behind `conn` up to date.
