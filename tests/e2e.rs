@@ -20,6 +20,7 @@ mod kinds;
 mod limits;
 mod management;
 mod observability;
+mod partitions;
 mod plugins;
 mod protocol;
 mod proxies;

@@ -22,6 +22,8 @@ impl Default for InProcessBus {
             connected: true,
             nodes: 1,
             reconnects: 0,
+            gaps: 0,
+            link_timeouts: 0,
         };
         Self {
             sender: broadcast::channel(CAPACITY).0,
@@ -44,7 +46,7 @@ impl Bus for InProcessBus {
     }
 
     fn subscribe(&self) -> BoxStream<'static, Envelope> {
-        crate::broadcast_stream(self.sender.subscribe())
+        crate::broadcast_stream(self.sender.subscribe(), self.state.clone())
     }
 
     fn view(&self) -> watch::Receiver<ClusterView> {
@@ -71,6 +73,8 @@ mod tests {
                 origin: Arc::from("node-1"),
                 payload: Bytes::from(format!("{n}")),
                 sent_at_micros: 0,
+                epoch: 0,
+                seq: 0,
             });
         }
         for sub in [&mut a, &mut b] {

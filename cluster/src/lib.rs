@@ -11,6 +11,8 @@ mod endpoint;
 mod in_process;
 mod limits;
 mod redis_bus;
+mod sequence;
+mod wire;
 
 use std::sync::Arc;
 
@@ -21,7 +23,8 @@ use tokio::sync::{broadcast, watch};
 pub use endpoint::{RedisEndpoint, RedisSettings, Unusable};
 pub use in_process::InProcessBus;
 pub use limits::{Limiter, LocalLimiter, RedisLimiter};
-pub use redis_bus::RedisBus;
+pub use redis_bus::{BusSettings, RedisBus};
+pub use sequence::{Seen, Sequences};
 
 /// A Redis URL that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,10 @@ pub struct Envelope {
     pub payload: Bytes,
     /// When the origin published it, in microseconds since the Unix epoch.
     pub sent_at_micros: u64,
+    /// The origin's run (its bus's start time in microseconds); set by the bus, 0 unset.
+    pub epoch: u64,
+    /// The envelope's number in the origin's run, from 1; set by the bus, 0 unset.
+    pub seq: u64,
 }
 
 /// Microseconds since the Unix epoch, for [`Envelope::sent_at_micros`].
@@ -60,7 +67,7 @@ pub trait Bus: Send + Sync + 'static {
 }
 
 /// What a node knows of the cluster through its bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClusterView {
     /// Whether envelopes from other nodes are arriving. After a time without, the node must
     /// catch up on what it missed from the shared store.
@@ -69,16 +76,28 @@ pub struct ClusterView {
     pub nodes: usize,
     /// How many times the connection was lost since start.
     pub reconnects: u64,
+    /// How many times envelopes from other nodes were found missing (a gap in a node's
+    /// numbers, a node restarted, or this node's receiver falling behind): each asks the
+    /// node to catch up from the store.
+    pub gaps: u64,
+    /// How many times a link to Redis was silent past the bus timeout and was dropped.
+    pub link_timeouts: u64,
 }
 
 /// Envelopes from a broadcast channel as a stream; a subscriber that falls behind skips
-/// what it missed rather than ending.
-fn broadcast_stream(receiver: broadcast::Receiver<Envelope>) -> BoxStream<'static, Envelope> {
-    stream::unfold(receiver, |mut receiver| async move {
+/// what it missed rather than ending, and counts it as a gap in `view` (so that its node
+/// catches up on it from the store).
+fn broadcast_stream(
+    receiver: broadcast::Receiver<Envelope>,
+    view: watch::Sender<ClusterView>,
+) -> BoxStream<'static, Envelope> {
+    stream::unfold((receiver, view), |(mut receiver, view)| async move {
         loop {
             match receiver.recv().await {
-                Ok(envelope) => return Some((envelope, receiver)),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Ok(envelope) => return Some((envelope, (receiver, view))),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    view.send_modify(|v| v.gaps += 1);
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }

@@ -7,8 +7,8 @@ use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_confi
 use actix_web::{App, HttpServer, dev::AppConfig, rt::net::TcpStream, web};
 use anyhow::Context;
 use starling_cluster::{
-    Bus, InProcessBus, Limiter, LocalLimiter, RedisBus, RedisEndpoint, RedisLimiter, RedisSettings,
-    Unusable,
+    Bus, BusSettings, InProcessBus, Limiter, LocalLimiter, RedisBus, RedisEndpoint, RedisLimiter,
+    RedisSettings, Unusable,
 };
 
 use crate::{
@@ -41,6 +41,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     endpoint.clone(),
                     &config.cluster,
                     Arc::clone(&node_id),
+                    BusSettings {
+                        timeout: Duration::from_secs(config.bus_timeout_seconds.max(1)),
+                    },
                 )),
                 Arc::new(RedisLimiter::new(endpoint, &config.cluster)),
             )

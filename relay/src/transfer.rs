@@ -70,9 +70,8 @@ pub async fn import(
     let policy = match &config.write_policy_plugin {
         Some(command) => {
             let (_, view) = tokio::sync::watch::channel(starling_cluster::ClusterView {
-                connected: false,
                 nodes: 1,
-                reconnects: 0,
+                ..Default::default()
             });
             let metrics = Arc::new(crate::metrics::Metrics::new("import", view)?);
             let timeout = Duration::from_millis(config.write_policy_timeout_ms.max(1));

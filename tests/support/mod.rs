@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod http;
+pub mod netns;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod proxies;

@@ -115,12 +115,45 @@ impl Relay {
     /// Starts a relay on `data` with arguments (a subcommand may come first) and environment
     /// variables; `--bind` and `--data-dir` are added after them.
     pub fn start_on(storage: Storage, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(storage, args, env, None)
+    }
+
+    /// Starts a relay like [`Relay::start_on`], inside network namespace `namespace`,
+    /// listening on its address `ip` there.
+    pub fn start_in_namespace(
+        storage: Storage,
+        args: &[&str],
+        env: &[(&str, &str)],
+        namespace: &str,
+        ip: std::net::Ipv4Addr,
+    ) -> Self {
+        Self::launch(storage, args, env, Some((namespace, ip)))
+    }
+
+    fn launch(
+        storage: Storage,
+        args: &[&str],
+        env: &[(&str, &str)],
+        namespace: Option<(&str, std::net::Ipv4Addr)>,
+    ) -> Self {
         let log = storage.dir.path().join("relay.log");
         let stderr = std::fs::File::create(&log).expect("create log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_starling"));
+        let (mut command, bind) = match namespace {
+            None => (
+                Command::new(env!("CARGO_BIN_EXE_starling")),
+                "127.0.0.1:0".to_string(),
+            ),
+            Some((name, ip)) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", name])
+                    .arg(env!("CARGO_BIN_EXE_starling"));
+                (command, format!("{ip}:0"))
+            }
+        };
         command
             .args(args)
-            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .args(["--bind", &bind, "--data-dir"])
             .arg(storage.dir.path().join("store"))
             .env_remove("STARLING_CONFIG")
             .env("RUST_LOG", log_level())

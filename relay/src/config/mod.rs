@@ -206,6 +206,10 @@ pub struct Config {
     #[serde(default)]
     pub admin_pubkeys: Vec<String>,
 
+    /// Seconds the bus may hear nothing (not even heartbeats) before its link counts as dead.
+    #[arg(long, env = "STARLING_BUS_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub bus_timeout_seconds: u64,
+
     /// Seconds between checks of the stored rules' version (changes also arrive over the bus).
     #[arg(long, env = "STARLING_POLICY_RELOAD_SECONDS", default_value_t = 5)]
     pub policy_reload_seconds: u64,

@@ -132,12 +132,14 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// `/readyz`: this node, the nodes it sees and its bus. `degraded` (still HTTP 200, the node
-/// serves) while the bus is down: live events from other nodes are delayed until it is back.
+/// `/readyz`: this node, the nodes it sees, its bus and its store. `degraded` (still HTTP
+/// 200, the node serves what it can) while the bus is down (live events from other nodes are
+/// delayed until it is back) or the store unreachable (events are refused with `error:`).
 /// `draining` (HTTP 503) once the node is stopping.
 async fn readyz(node: web::Data<Node>) -> HttpResponse {
     let view = node.cluster();
-    let status = match (node.is_draining(), view.connected) {
+    let store_up = node.metrics().store_up();
+    let status = match (node.is_draining(), view.connected && store_up) {
         (true, _) => "draining",
         (false, true) => "ready",
         (false, false) => "degraded",
@@ -153,6 +155,7 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
             "node": &**node.id(),
             "nodes": view.nodes,
             "bus": if view.connected { "connected" } else { "disconnected" },
+            "store": if store_up { "ok" } else { "unreachable" },
         })
         .to_string(),
     )

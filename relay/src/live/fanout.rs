@@ -57,6 +57,8 @@ impl Fanout {
             origin: Arc::clone(&self.node_id),
             payload: serde_json::json!(["policy", version]).to_string().into(),
             sent_at_micros: starling_cluster::now_micros(),
+            epoch: 0,
+            seq: 0,
         });
     }
 
@@ -77,29 +79,33 @@ impl Fanout {
     /// other nodes.
     pub fn publish(&self, event: Arc<VerifiedEvent>) {
         let payload = bytes::Bytes::copy_from_slice(event.json.as_bytes());
-        self.deliver(event);
+        let _ = self.deliver(event);
         self.bus.publish(Envelope {
             origin: Arc::clone(&self.node_id),
             payload,
             sent_at_micros: starling_cluster::now_micros(),
+            epoch: 0,
+            seq: 0,
         });
         self.metrics.bus_published.add(1, &[]);
     }
 
     /// Delivers an event to this node's live subscribers only, unless it was delivered
     /// recently already.
-    pub fn deliver(&self, event: Arc<VerifiedEvent>) {
+    /// Whether it was new.
+    pub fn deliver(&self, event: Arc<VerifiedEvent>) -> bool {
         let fresh = self
             .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(event.event.id);
+            .insert(event.event.id, std::time::Instant::now());
         if !fresh {
-            return;
+            return false;
         }
         for index in self.lock_indexes().iter() {
             index.do_send(Deliver(Arc::clone(&event)));
         }
+        true
     }
 
     /// Delivers what other nodes publish on the bus from now on, until the bus ends.
@@ -125,10 +131,25 @@ impl Fanout {
         }
     }
 
+    /// Stops (`true`) or resumes forgetting delivered ids by age (see [`RecentIds::hold`]).
+    pub fn hold_recent(&self, held: bool) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hold(held);
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Delivers an event given as JSON by another node or read back from the store.
     pub fn deliver_json(&self, json: &str) {
         match Event::parse(json) {
-            Ok(event) => self.deliver(Arc::new(VerifiedEvent::trusted(event))),
+            Ok(event) => {
+                let _ = self.deliver(Arc::new(VerifiedEvent::trusted(event)));
+            }
             Err(error) => tracing::warn!(%error, "dropping a malformed event from the cluster"),
         }
     }
@@ -199,18 +220,24 @@ mod tests {
             origin: "b".into(),
             payload: from_b.to_json().into(),
             sent_at_micros: 0,
+            epoch: 0,
+            seq: 0,
         });
         let own = signed("own, seen on the bus only");
         bus.publish(Envelope {
             origin: "a".into(),
             payload: own.to_json().into(),
             sent_at_micros: 0,
+            epoch: 0,
+            seq: 0,
         });
         let witness = signed("witness");
         bus.publish(Envelope {
             origin: "c".into(),
             payload: witness.to_json().into(),
             sent_at_micros: 0,
+            epoch: 0,
+            seq: 0,
         });
         assert_eq!(received(&probe, 3).await, ["first", "from b", "witness"]);
     }

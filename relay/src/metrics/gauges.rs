@@ -23,10 +23,26 @@ pub fn observe(meter: &Meter, cluster: watch::Receiver<ClusterView>) {
         .with_description("1 while the cluster bus is connected")
         .with_callback(move |o| o.observe(u64::from(view.borrow().connected), &[]))
         .build();
+    let view = cluster.clone();
     meter
         .u64_observable_counter("starling.bus.reconnects")
         .with_description("Times the cluster bus lost its connection")
-        .with_callback(move |o| o.observe(cluster.borrow().reconnects, &[]))
+        .with_callback(move |o| o.observe(view.borrow().reconnects, &[]))
+        .build();
+    let view = cluster.clone();
+    meter
+        .u64_observable_counter("starling.bus.gaps")
+        .with_description(
+            "Times envelopes from other nodes were found missing (a gap in a node's numbers, a node restarted, this node's receiver behind)",
+        )
+        .with_callback(move |o| o.observe(view.borrow().gaps, &[]))
+        .build();
+    meter
+        .u64_observable_counter("starling.bus.link.timeouts")
+        .with_description(
+            "Times the bus link was silent past --bus-timeout-seconds and was dropped",
+        )
+        .with_callback(move |o| o.observe(cluster.borrow().link_timeouts, &[]))
         .build();
     meter
         .f64_observable_counter("starling.process.cpu.time")

@@ -35,6 +35,13 @@ impl Metered {
         Box::pin(async move {
             let started = Instant::now();
             let result = work.await;
+            match &result {
+                Ok(_) => self.metrics.set_store_up(true),
+                Err(StoreError::Database(_) | StoreError::Closed) => {
+                    self.metrics.set_store_up(false)
+                }
+                Err(_) => {}
+            }
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(StoreError::Cancelled) => "cancelled",

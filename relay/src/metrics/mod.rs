@@ -102,6 +102,12 @@ pub struct Metrics {
     pub write_policy_duration: Histogram<f64>,
     /// NIP-86 management API calls, by `method` and `outcome`.
     pub management_calls: Counter<u64>,
+    /// Catch-ups from the store, by `reason` (`reconnect`, `gap`).
+    pub catch_ups: Counter<u64>,
+    /// Events delivered by catch-ups (new to this node; those it had are not counted).
+    pub catch_up_events: Counter<u64>,
+    /// Whether the store's last operation reached the database (see [`Metrics::store_up`]).
+    store_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Metrics {
@@ -130,6 +136,18 @@ impl Metrics {
         let provider = provider.build();
         let meter = provider.meter("starling");
         gauges::observe(&meter, cluster);
+        let store_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let up = Arc::clone(&store_up);
+        meter
+            .u64_observable_gauge("starling.store.up")
+            .with_description("1 while the store's last operation reached the database")
+            .with_callback(move |o| {
+                o.observe(
+                    u64::from(up.load(std::sync::atomic::Ordering::Relaxed)),
+                    &[],
+                )
+            })
+            .build();
         let counter = |name: &'static str, description: &'static str| {
             meter
                 .u64_counter(name)
@@ -240,6 +258,14 @@ impl Metrics {
                 "starling.requests.refused",
                 "REQs and COUNTs refused by the access rules (private kinds, members only), by reason",
             ),
+            catch_ups: counter(
+                "starling.catch_up",
+                "Catch-ups from the store after a bus outage or a gap, by reason (reconnect, gap)",
+            ),
+            catch_up_events: counter(
+                "starling.catch_up.events",
+                "Events a catch-up delivered that had not reached this node over the bus",
+            ),
             management_calls: counter(
                 "starling.management.calls",
                 "NIP-86 management API calls, by method and outcome (ok, invalid, unauthorized, forbidden, error)",
@@ -248,6 +274,7 @@ impl Metrics {
                 "starling.auth",
                 "NIP-42 AUTH messages, by outcome (accepted, invalid, forged, restricted)",
             ),
+            store_up,
             registry,
             provider,
             meter,
@@ -283,6 +310,10 @@ impl Metrics {
             self.requests_refused
                 .add(0, &[KeyValue::new("reason", reason)]);
         }
+        for reason in ["reconnect", "gap"] {
+            self.catch_ups.add(0, &[KeyValue::new("reason", reason)]);
+        }
+        self.catch_up_events.add(0, &[]);
         // Calls refused before their method is read count under `unknown`.
         for outcome in ["ok", "invalid", "unauthorized", "error"] {
             let labels = [
@@ -302,6 +333,18 @@ impl Metrics {
             self.strikes
                 .add(0, &[KeyValue::new("reason", strike.as_str())]);
         }
+    }
+
+    /// Whether the store's last operation reached the database (false after it failed as
+    /// unreachable, until one succeeds).
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records whether a store operation reached the database.
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up
+            .store(up, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds the gauges of `store` (its pool and JSON cache, when it has them).

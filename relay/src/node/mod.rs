@@ -99,6 +99,7 @@ impl Node {
             Arc::clone(&fanout),
             Arc::clone(&store),
             cluster.clone(),
+            Duration::from_secs(config.bus_timeout_seconds.max(1)),
         ));
         actix_web::rt::spawn(sweep_expired(
             Arc::clone(&store),

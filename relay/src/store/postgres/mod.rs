@@ -93,9 +93,17 @@ impl PgStore {
         let (url, tls) = tls::split_url(&settings.url)?;
         let mut config: tokio_postgres::Config = url.parse().context("parsing DATABASE_URL")?;
         let connector = tls.connector()?;
+        // A link that goes silent (a cut network, a dropped NAT flow) must fail, not hang:
+        // data unacknowledged for the connect timeout fails the connection, and keepalives
+        // find an idle one dead within about as long again.
         config
             .ssl_mode(tls.tokio_mode())
             .connect_timeout(settings.connect_timeout)
+            .tcp_user_timeout(settings.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(settings.connect_timeout)
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
             .application_name("starling");
         let manager = Manager::from_config(
             config.clone(),
