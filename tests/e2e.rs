@@ -24,6 +24,7 @@ mod partitions;
 mod plugins;
 mod protocol;
 mod proxies;
+mod rolling;
 mod sentinel;
 mod shutdown;
 mod storage;

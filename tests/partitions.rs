@@ -23,6 +23,10 @@ use crate::{
     },
 };
 
+fn hex_pubkey(n: u8) -> String {
+    starling::nostr::hex::encode(&crate::support::keys(n).pubkey())
+}
+
 /// Links of node B's namespace.
 const CLIENTS: usize = 0;
 const REDIS: usize = 1;
@@ -188,6 +192,17 @@ async fn a_node_cut_off_from_redis_says_so_and_catches_up_on_every_event_once() 
         from_b.push(event.id_hex());
     }
 
+    // A subscription opened on B now reads A's events from the store; when the bus brings
+    // them after all (the catch-up), it must not send them again.
+    let mut late = Client::connect(&cluster.b.url()).await;
+    let stored = late
+        .req(
+            "late",
+            &[json!({"kinds": [1], "authors": [hex_pubkey(1), hex_pubkey(3)]})],
+        )
+        .await;
+    assert_eq!(stored.len(), from_a.len(), "B's store has A's events");
+
     cluster.namespace.heal(REDIS);
     until_ready(&cluster.b).await;
     let (marker_a, marker_b) = (note(3, "marker on A"), note(4, "marker on B"));
@@ -195,6 +210,12 @@ async fn a_node_cut_off_from_redis_says_so_and_catches_up_on_every_event_once() 
     to_b.publish_ok(&marker_b).await;
     receives_each_once(&mut on_b, "live", &from_a, &marker_a.id_hex()).await;
     receives_each_once(&mut on_a, "live", &from_b, &marker_b.id_hex()).await;
+    let again = late.live_event("late").await;
+    assert_eq!(
+        again["id"],
+        marker_a.id_hex(),
+        "a stored event came again: {again}"
+    );
     assert!(metric(&cluster.b.addr, "starling_catch_up_total", &[]).await >= 1.0);
 }
 

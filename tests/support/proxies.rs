@@ -84,6 +84,30 @@ impl Proxy {
         Self::start(command, dir, addrs)
     }
 
+    /// HAProxy in TCP mode balancing round-robin over `backends`, each checked every 200 ms
+    /// with `GET /readyz` (a draining or stopped relay gets no new connections).
+    pub fn haproxy_balancing(backends: &[String]) -> Self {
+        let dir = TempDir::new("haproxy");
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(n, addr)| format!("  server node{n} {addr} check inter 200ms fall 1 rise 2\n"))
+            .collect();
+        let config = format!(
+            "global\n  maxconn 1000\n\
+             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n\
+             frontend relays\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
+             backend relays\n  balance roundrobin\n  option httpchk GET /readyz\n\
+             http-check expect status 200\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write haproxy.cfg");
+        let mut command = Command::new(debian_binary("haproxy", "haproxy"));
+        command.arg("-db").arg("-f").arg(&path);
+        Self::start(command, dir, vec![format!("127.0.0.1:{port}")])
+    }
+
     fn start(mut command: Command, dir: TempDir, addrs: Vec<String>) -> Self {
         let log = std::fs::File::create(dir.path().join("proxy.log")).expect("proxy log");
         command

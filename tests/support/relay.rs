@@ -115,7 +115,13 @@ impl Relay {
     /// Starts a relay on `data` with arguments (a subcommand may come first) and environment
     /// variables; `--bind` and `--data-dir` are added after them.
     pub fn start_on(storage: Storage, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::launch(storage, args, env, None)
+        Self::launch(storage, args, env, None, "127.0.0.1:0".into())
+    }
+
+    /// Starts a relay like [`Relay::start_on`], listening on loopback port `port` (to start
+    /// it again where a balancer expects it).
+    pub fn start_on_port(storage: Storage, args: &[&str], env: &[(&str, &str)], port: u16) -> Self {
+        Self::launch(storage, args, env, None, format!("127.0.0.1:{port}"))
     }
 
     /// Starts a relay like [`Relay::start_on`], inside network namespace `namespace`,
@@ -127,28 +133,26 @@ impl Relay {
         namespace: &str,
         ip: std::net::Ipv4Addr,
     ) -> Self {
-        Self::launch(storage, args, env, Some((namespace, ip)))
+        Self::launch(storage, args, env, Some(namespace), format!("{ip}:0"))
     }
 
     fn launch(
         storage: Storage,
         args: &[&str],
         env: &[(&str, &str)],
-        namespace: Option<(&str, std::net::Ipv4Addr)>,
+        namespace: Option<&str>,
+        bind: String,
     ) -> Self {
         let log = storage.dir.path().join("relay.log");
         let stderr = std::fs::File::create(&log).expect("create log file");
-        let (mut command, bind) = match namespace {
-            None => (
-                Command::new(env!("CARGO_BIN_EXE_starling")),
-                "127.0.0.1:0".to_string(),
-            ),
-            Some((name, ip)) => {
+        let mut command = match namespace {
+            None => Command::new(env!("CARGO_BIN_EXE_starling")),
+            Some(name) => {
                 let mut command = Command::new("ip");
                 command
                     .args(["netns", "exec", name])
                     .arg(env!("CARGO_BIN_EXE_starling"));
-                (command, format!("{ip}:0"))
+                command
             }
         };
         command

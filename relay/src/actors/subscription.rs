@@ -12,7 +12,13 @@
 //! that one which ends by itself (an error, a client that does not read) leaves the table
 //! and no longer counts against the connection's limits.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
+use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
@@ -122,9 +128,16 @@ impl SubscriptionTable {
 enum Phase {
     /// Sending stored events; live ones wait here.
     Stored(Vec<Arc<VerifiedEvent>>),
-    /// `EOSE` sent; live events go straight out.
-    Live,
+    /// `EOSE` sent; live events go straight out, but for the recent stored events already
+    /// sent: one stored on another node can be read from the store before the bus brings it
+    /// here, and must not go out twice. They are forgotten after [`LATE_ARRIVALS`].
+    Live(HashSet<[u8; 32]>),
 }
+
+/// How recent (by `created_at`) a stored event must be for the subscription to watch for it
+/// arriving live after `EOSE`, and how long it watches: well past the bus's delay, and the
+/// catch-up after a lost envelope.
+const LATE_ARRIVALS: Duration = Duration::from_secs(60);
 
 /// One open subscription of a connection.
 pub struct Subscription {
@@ -209,7 +222,16 @@ impl Subscription {
     fn go_live(&mut self, stored: &StoredEvents, ctx: &mut Context<Self>) {
         self.permit = None;
         self.cancel = None;
-        let Phase::Stored(held) = std::mem::replace(&mut self.phase, Phase::Live) else {
+        let since = crate::policy::now().saturating_sub(LATE_ARRIVALS.as_secs());
+        let recent = stored.sent_since(crate::store::to_sql_int(since));
+        if !recent.is_empty() {
+            ctx.run_later(LATE_ARRIVALS, |subscription, _| {
+                if let Phase::Live(recent) = &mut subscription.phase {
+                    *recent = HashSet::new();
+                }
+            });
+        }
+        let Phase::Stored(held) = std::mem::replace(&mut self.phase, Phase::Live(recent)) else {
             return;
         };
         for event in held {
@@ -341,7 +363,10 @@ impl Handler<LiveEvent> for Subscription {
                 Reason::error("too many new events while sending stored ones; subscribe again"),
                 ctx,
             ),
-            Phase::Live => {
+            Phase::Live(recent) => {
+                if recent.remove(&msg.0.event.id) {
+                    return;
+                }
                 self.node().metrics().deliveries.add(1, &[]);
                 if self
                     .outbox

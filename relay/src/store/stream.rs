@@ -12,7 +12,7 @@
 //! and follow one another in filter order; a search's answer is one page.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -72,7 +72,8 @@ pub struct StoredEvents {
     /// With a search: filters are read one after the other, this one now.
     ranked: Option<usize>,
     page: usize,
-    sent: HashSet<[u8; 32]>,
+    /// Ids handed out, with their `created_at`.
+    sent: HashMap<[u8; 32], i64>,
 }
 
 impl StoredEvents {
@@ -101,7 +102,7 @@ impl StoredEvents {
             readings,
             ranked,
             page: (PAGE_ROWS / active).max(MIN_PAGE_ROWS),
-            sent: HashSet::new(),
+            sent: HashMap::new(),
         }
     }
 
@@ -153,7 +154,9 @@ impl StoredEvents {
         while let Some(current) = self.ranked.filter(|c| *c < self.readings.len()) {
             let reading = &mut self.readings[current];
             match reading.buffer.pop_front() {
-                Some(row) if self.sent.insert(row.id) => return Some(row),
+                Some(row) if self.sent.insert(row.id, row.created_at).is_none() => {
+                    return Some(row);
+                }
                 Some(_) => continue,
                 None if reading.done => self.ranked = Some(current + 1),
                 None => return None,
@@ -184,7 +187,7 @@ impl StoredEvents {
             }
         }
         let row = row?;
-        self.sent.insert(row.id);
+        self.sent.insert(row.id, row.created_at);
         Some(row)
     }
 
@@ -195,7 +198,16 @@ impl StoredEvents {
 
     /// Whether the event with this id was handed out.
     pub fn sent(&self, id: &[u8; 32]) -> bool {
-        self.sent.contains(id)
+        self.sent.contains_key(id)
+    }
+
+    /// The ids handed out of events made at or after `since` (seconds).
+    pub fn sent_since(&self, since: i64) -> HashSet<[u8; 32]> {
+        self.sent
+            .iter()
+            .filter(|(_, created_at)| **created_at >= since)
+            .map(|(id, _)| *id)
+            .collect()
     }
 }
 
