@@ -182,7 +182,7 @@ async fn the_dashboard_and_alerts_query_real_series() {
         .iter()
         .flat_map(|g| g["rules"].as_array().into_iter().flatten())
         .collect();
-    assert_eq!(evaluated.len(), 5, "{rules}");
+    assert_eq!(evaluated.len(), 7, "{rules}");
     for rule in evaluated {
         assert_eq!(
             rule["health"], "ok",
