@@ -7,11 +7,13 @@
 //! - `ingest`, `query`: events/s and REQ→EOSE/s with latency percentiles.
 //! - `connections`: the relay's resident memory per idle connection and per subscription.
 //! - `abuse`: well-behaved clients alone and while hostile clients attack the relay.
+//! - `bus`: the cluster bus's ceiling, events/s through one Redis from one or more nodes.
 //!
 //! Every mode prints Markdown on stdout; `--json FILE` also writes its results as JSON. On a
 //! terminal, a progress line on stderr shows how far a run has got.
 
 mod abuse;
+mod bus;
 mod connections;
 mod explain;
 mod fanout;
@@ -51,6 +53,8 @@ enum Command {
     Connections(connections::Args),
     /// Measure well-behaved clients alone and while hostile clients attack the relay.
     Abuse(abuse::Args),
+    /// Measure the cluster bus alone: events/s through one Redis from one or more nodes.
+    Bus(bus::Args),
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -78,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => runtime()?.block_on(load::query(&args)),
         Command::Connections(args) => runtime()?.block_on(connections::run(&args)),
         Command::Abuse(args) => runtime()?.block_on(abuse::run(&args)),
+        Command::Bus(args) => runtime()?.block_on(bus::run(&args)),
     }?;
     if let Some(path) = cli.json {
         let text = serde_json::to_string_pretty(&report)? + "\n";
