@@ -54,7 +54,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     endpoint.probe().await?;
     let cluster = format!("bench-bus-{}", starling::policy::now());
     let bus = |name: String| {
-        RedisBus::start(endpoint.clone(), &cluster, name.into(), BusSettings::default())
+        RedisBus::start(
+            endpoint.clone(),
+            &cluster,
+            name.into(),
+            BusSettings::default(),
+        )
     };
     let receiver = bus("receiver".into());
     let mut incoming = receiver.subscribe();
@@ -131,7 +136,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         0 => "as fast as possible".to_string(),
         r => format!("{} ({r} per node)", r * args.nodes as u64),
     };
-    println!("| nodes | payload B | offered events/s | published | received | lost | events/s received |");
+    println!(
+        "| nodes | payload B | offered events/s | published | received | lost | events/s received |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     println!(
         "| {} | {} | {offered} | {total} | {received} | {lost} | {rate:.0} |",
