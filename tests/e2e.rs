@@ -19,6 +19,7 @@ mod information;
 mod kinds;
 mod limits;
 mod management;
+mod negentropy;
 mod observability;
 mod partitions;
 mod plugins;

@@ -55,7 +55,7 @@ async fn serves_the_nip11_document_with_real_limits_and_cors() {
     assert!(doc["version"].is_string());
     assert_eq!(
         doc["supported_nips"],
-        serde_json::json!([1, 9, 11, 13, 40, 42, 45, 50, 62, 70, 86])
+        serde_json::json!([1, 9, 11, 13, 40, 42, 45, 50, 62, 70, 77, 86])
     );
     let limits = &doc["limitation"];
     assert_eq!(limits["max_limit"], 321);

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod http;
 pub mod netns;
+pub mod nostr_tools;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod proxies;

@@ -277,7 +277,9 @@ impl Outbox {
 
 /// The verb of a relay message: the first string of the array.
 fn message_type(frame: &str) -> &'static str {
-    const TYPES: [&str; 6] = ["EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "COUNT"];
+    const TYPES: [&str; 9] = [
+        "EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "COUNT", "AUTH", "NEG-MSG", "NEG-ERR",
+    ];
     let verb = frame
         .get(2..)
         .and_then(|rest| rest.split('"').next())

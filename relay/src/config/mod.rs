@@ -155,6 +155,18 @@ pub struct Config {
     )]
     pub max_auth_pubkeys_per_connection: usize,
 
+    /// Most events a NIP-77 reconciliation may cover (more: `NEG-ERR "blocked: …"`).
+    #[arg(
+        long,
+        env = "STARLING_MAX_NEGENTROPY_RECORDS",
+        default_value_t = 100_000
+    )]
+    pub max_negentropy_records: usize,
+
+    /// NIP-77 reconciliations one connection may hold open at once.
+    #[arg(long, env = "STARLING_MAX_NEGENTROPY_SESSIONS", default_value_t = 2)]
+    pub max_negentropy_sessions: usize,
+
     /// Kinds served only to a connection authenticated (NIP-42) as their author or as a
     /// pubkey their `p` tags name (comma-separated): direct messages and gift wraps.
     #[arg(

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use crate::node::Node;
 
 /// The NIPs this relay implements on either store, each covered by the end-to-end tests.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 42, 45, 50, 62, 70, 86];
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 13, 40, 42, 45, 50, 62, 70, 77, 86];
 
 /// The NIP-11 document, with the limits actually configured, and under `starling` this
 /// node's name and the number of nodes in its cluster.
@@ -50,6 +50,8 @@ pub fn document(node: &Node) -> Value {
         "query_ms_per_minute_per_ip": config.query_ms_per_minute_per_ip,
         "max_strikes_per_connection": config.max_strikes_per_connection,
         "max_auth_pubkeys_per_connection": config.max_auth_pubkeys_per_connection,
+        "max_negentropy_records": config.max_negentropy_records,
+        "max_negentropy_sessions": config.max_negentropy_sessions,
         "private_kinds": config.private_kinds,
         "write_policy_timeout_ms": config.write_policy_plugin.as_ref().map(|_| config.write_policy_timeout_ms),
     });

@@ -29,6 +29,21 @@ pub fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Decodes any number of bytes from hex digits of either case (for binary payloads, such as
+/// NIP-77 messages, where no two spellings can pass for two things).
+pub fn decode_vec(text: &str) -> Option<Vec<u8>> {
+    let text = text.as_bytes();
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.chunks_exact(2)
+        .map(|pair| {
+            let digit = |c: u8| nibble(c.to_ascii_lowercase());
+            Some((digit(pair[0])? << 4) | digit(pair[1])?)
+        })
+        .collect()
+}
+
 fn nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

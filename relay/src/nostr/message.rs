@@ -42,6 +42,28 @@ pub enum ClientMessage {
     /// `["AUTH", event]` (NIP-42): authenticate as the event's author (shape checked,
     /// signature not yet).
     Auth(Box<Event>),
+    /// `["NEG-OPEN", id, filter, message]` (NIP-77): start reconciling the events `filter`
+    /// matches.
+    NegOpen {
+        /// The client's name for the reconciliation.
+        sub_id: String,
+        /// Which events.
+        filter: Box<Filter>,
+        /// The first negentropy message, decoded from hex.
+        message: Vec<u8>,
+    },
+    /// `["NEG-MSG", id, message]` (NIP-77): the next negentropy message.
+    NegMsg {
+        /// The reconciliation.
+        sub_id: String,
+        /// The message, decoded from hex.
+        message: Vec<u8>,
+    },
+    /// `["NEG-CLOSE", id]` (NIP-77): end a reconciliation.
+    NegClose {
+        /// The reconciliation.
+        sub_id: String,
+    },
 }
 
 /// A message the relay cannot act on, with the answer NIP-01 prescribes for it.
@@ -58,6 +80,13 @@ pub enum MessageError {
     },
     /// A `REQ` or `COUNT` whose subscription id could be read: reply `CLOSED`.
     Closed {
+        /// The subscription id as the client sent it.
+        sub_id: String,
+        /// Why it was refused.
+        reason: Reason,
+    },
+    /// A `NEG-OPEN` or `NEG-MSG` whose subscription id could be read: reply `NEG-ERR`.
+    NegErr {
         /// The subscription id as the client sent it.
         sub_id: String,
         /// Why it was refused.
@@ -102,11 +131,59 @@ impl ClientMessage {
                     sub_id: sub_id(&verb, &parts)?,
                 })
             }
+            "NEG-OPEN" | "NEG-MSG" | "NEG-CLOSE" => parse_negentropy(&verb, &parts),
             other => Err(MessageError::Notice(format!(
                 "unsupported: unknown message type {:?}",
                 other.chars().take(32).collect::<String>()
             ))),
         }
+    }
+}
+
+/// A NIP-77 message: `NEG-OPEN`, `NEG-MSG` or `NEG-CLOSE`.
+fn parse_negentropy(verb: &str, parts: &[&RawValue]) -> Result<ClientMessage, MessageError> {
+    let arity = match verb {
+        "NEG-OPEN" => 4,
+        "NEG-MSG" => 3,
+        _ => 2,
+    };
+    let sub_id = sub_id(verb, parts).map_err(|e| match e {
+        MessageError::Closed { sub_id, reason } => MessageError::NegErr { sub_id, reason },
+        other => other,
+    })?;
+    let refuse = |why: String| MessageError::NegErr {
+        sub_id: sub_id.clone(),
+        reason: Reason::invalid(why),
+    };
+    if parts.len() != arity {
+        return Err(refuse(format!("{verb} takes {} elements", arity)));
+    }
+    let message = |raw: &RawValue| -> Result<Vec<u8>, MessageError> {
+        let text: Cow<'_, str> = serde_json::from_str(raw.get())
+            .map_err(|_| refuse(format!("{verb} needs a hex message")))?;
+        hex::decode_vec(&text).ok_or_else(|| refuse("the message is not lowercase hex".into()))
+    };
+    match verb {
+        "NEG-OPEN" => {
+            let filter = Filter::parse(parts[2].get()).map_err(|e| MessageError::NegErr {
+                sub_id: sub_id.clone(),
+                reason: match e {
+                    FilterError::Invalid(m) => Reason::invalid(m),
+                    FilterError::Unsupported(m) => Reason::new(Prefix::Unsupported, m),
+                },
+            })?;
+            let message = message(parts[3])?;
+            Ok(ClientMessage::NegOpen {
+                sub_id,
+                filter: Box::new(filter),
+                message,
+            })
+        }
+        "NEG-MSG" => {
+            let message = message(parts[2])?;
+            Ok(ClientMessage::NegMsg { sub_id, message })
+        }
+        _ => Ok(ClientMessage::NegClose { sub_id }),
     }
 }
 
@@ -207,6 +284,8 @@ pub enum Prefix {
     Mute,
     /// A feature this relay does not have.
     Unsupported,
+    /// A NIP-77 reconciliation is not open (or no longer).
+    Closed,
     /// The relay failed.
     Error,
 }
@@ -224,6 +303,7 @@ impl Prefix {
             Prefix::Restricted => "restricted",
             Prefix::Mute => "mute",
             Prefix::Unsupported => "unsupported",
+            Prefix::Closed => "closed",
             Prefix::Error => "error",
         }
     }
@@ -310,6 +390,21 @@ pub mod relay {
     pub fn closed(sub_id: &str, reason: &Reason) -> String {
         format!(
             "[\"CLOSED\",{},{}]",
+            quote(sub_id),
+            quote(&reason.to_string())
+        )
+    }
+
+    /// `["NEG-MSG", sub_id, hex]` (NIP-77).
+    pub fn neg_msg(sub_id: &str, message: &[u8]) -> String {
+        let hex = crate::nostr::hex::encode(message);
+        format!("[\"NEG-MSG\",{},\"{hex}\"]", quote(sub_id))
+    }
+
+    /// `["NEG-ERR", sub_id, reason]` (NIP-77).
+    pub fn neg_err(sub_id: &str, reason: &Reason) -> String {
+        format!(
+            "[\"NEG-ERR\",{},{}]",
             quote(sub_id),
             quote(&reason.to_string())
         )

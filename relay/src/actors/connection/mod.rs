@@ -28,6 +28,9 @@ use opentelemetry::KeyValue;
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
 
+mod auth;
+mod negentropy;
+mod reconciliations;
 mod requests;
 
 use super::{
@@ -86,6 +89,8 @@ pub struct Connection {
     challenge: [u8; 16],
     /// The pubkeys the client has authenticated as (NIP-42).
     authed: Vec<[u8; 32]>,
+    /// Its NIP-77 reconciliations.
+    negentropy: reconciliations::Reconciliations,
 }
 
 impl Connection {
@@ -138,6 +143,7 @@ impl Connection {
                 close_reason: "client went away",
                 challenge,
                 authed: Vec::new(),
+                negentropy: reconciliations::Reconciliations::default(),
             }
         });
     }
@@ -226,6 +232,27 @@ impl Connection {
                 self.count_received("AUTH");
                 self.on_auth(*event, ctx)
             }
+            Ok(ClientMessage::NegOpen {
+                sub_id,
+                filter,
+                message,
+            }) => {
+                self.count_received("NEG-OPEN");
+                self.on_neg_open(sub_id, *filter, message, ctx)
+            }
+            Ok(ClientMessage::NegMsg { sub_id, message }) => {
+                self.count_received("NEG-MSG");
+                self.on_neg_msg(sub_id, message)
+            }
+            Ok(ClientMessage::NegClose { sub_id }) => {
+                self.count_received("NEG-CLOSE");
+                self.on_neg_close(&sub_id)
+            }
+            Err(MessageError::NegErr { sub_id, reason }) => {
+                self.count_received("invalid");
+                self.send(relay::neg_err(&sub_id, &reason));
+                self.strike(Strike::Invalid, ctx);
+            }
             Err(MessageError::Notice(message)) => {
                 self.count_received("invalid");
                 self.send(relay::notice(&message));
@@ -313,56 +340,6 @@ impl Connection {
                 conn.strike(strike, ctx);
             }
         }));
-    }
-
-    /// NIP-42: checks an `AUTH` event against this connection's challenge and the relay's
-    /// URLs, then its signature in the verifier's turn; the pubkey counts as authenticated
-    /// once `OK true` is sent.
-    fn on_auth(&mut self, event: Event, ctx: &mut Context<Self>) {
-        let id = event.id_hex();
-        let urls = policy::auth::relay_urls(self.node.config(), self.peer.host.as_deref());
-        let challenge = crate::nostr::hex::encode(&self.challenge);
-        let checked = policy::auth::check_auth(&event, &challenge, &urls, policy::now());
-        if let Err(reason) = checked {
-            self.count_auth("invalid");
-            self.send(relay::ok(&id, false, &reason.to_string()));
-            return self.strike(Strike::Invalid, ctx);
-        }
-        let known = self.authed.contains(&event.pubkey);
-        let most = self.node.config().max_auth_pubkeys_per_connection;
-        if !known && self.authed.len() >= most {
-            self.count_auth("restricted");
-            let why = format!("restricted: at most {most} pubkeys per connection");
-            return self.send(relay::ok(&id, false, &why));
-        }
-        let permit = self.gate.enter();
-        let node = Arc::clone(&self.node);
-        let source = self.peer.admission.source;
-        let verified = async move { node.verify(source, event).await };
-        ctx.spawn(verified.into_actor(self).map(move |verified, conn, ctx| {
-            drop(permit);
-            match verified {
-                Ok(verified) => {
-                    let pubkey = verified.event.pubkey;
-                    if !conn.authed.contains(&pubkey) {
-                        conn.authed.push(pubkey);
-                    }
-                    conn.count_auth("accepted");
-                    conn.send(relay::ok(&id, true, ""));
-                }
-                Err(error) => {
-                    conn.count_auth("forged");
-                    let reason = crate::nostr::Reason::from(error);
-                    conn.send(relay::ok(&id, false, &reason.to_string()));
-                    conn.strike(Strike::Forged, ctx);
-                }
-            }
-        }));
-    }
-
-    fn count_auth(&self, outcome: &'static str) {
-        let label = KeyValue::new("outcome", outcome);
-        self.node.metrics().auth.add(1, &[label]);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {

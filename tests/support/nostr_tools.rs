@@ -1,0 +1,146 @@
+//! An independent NIP-77 implementation to test the relay against: the negentropy of
+//! nostr-tools (JavaScript, a port of the reference implementation, not the Rust crate the
+//! relay uses), driven through a small Node.js script that keeps one reconciliation and
+//! answers one JSON line per request.
+//!
+//! nostr-tools is installed with npm once per machine (into the system's temp directory);
+//! Node.js and npm are installed from Debian's packages when missing (as root).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::Mutex,
+};
+
+use serde_json::{Value, json};
+
+/// The nostr-tools release the tests use.
+const VERSION: &str = "2.25.2";
+
+const SCRIPT: &str = r#"
+import { createInterface } from 'node:readline';
+import { Negentropy, NegentropyStorageVector } from './node_modules/nostr-tools/lib/esm/nip77.js';
+let neg = null;
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  const request = JSON.parse(line);
+  if (request.op === 'init') {
+    const storage = new NegentropyStorageVector();
+    for (const [timestamp, id] of request.items) storage.insert(timestamp, id);
+    storage.seal();
+    neg = new Negentropy(storage, 60000);
+    console.log(JSON.stringify({ msg: neg.initiate() }));
+  } else {
+    const have = [], need = [];
+    const next = neg.reconcile(request.msg, id => have.push(id), id => need.push(id));
+    console.log(JSON.stringify({ next, have, need }));
+  }
+}
+"#;
+
+/// Where nostr-tools is installed, installing it (and Node.js) the first time.
+fn installed() -> PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("starling-nostr-tools-{VERSION}"));
+    let module = dir.join("node_modules/nostr-tools/lib/esm/nip77.js");
+    if !module.exists() {
+        for (program, package) in [("node", "nodejs"), ("npm", "npm")] {
+            let found = Command::new(program).arg("--version").output().is_ok();
+            if !found {
+                assert!(
+                    super::install_debian_package(package),
+                    "{program} not found: install the Debian package `{package}`"
+                );
+            }
+        }
+        std::fs::create_dir_all(&dir).expect("create the nostr-tools directory");
+        let status = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund"])
+            .arg(format!("nostr-tools@{VERSION}"))
+            .current_dir(&dir)
+            .status()
+            .expect("run npm");
+        assert!(
+            status.success() && module.exists(),
+            "npm install nostr-tools failed"
+        );
+    }
+    std::fs::write(dir.join("reconcile.mjs"), SCRIPT).expect("write the script");
+    dir
+}
+
+/// The client side of one reconciliation, in nostr-tools.
+pub struct JsNegentropy {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// What one step of the client's reconciliation gave.
+pub struct Step {
+    /// The next message for the relay (hex), or `None`: reconciled.
+    pub next: Option<String>,
+    /// Ids the client has and the relay lacks, found in this step.
+    pub have: Vec<String>,
+    /// Ids the relay has and the client lacks, found in this step.
+    pub need: Vec<String>,
+}
+
+impl JsNegentropy {
+    /// A client holding `items` (`created_at`, hex id); returns it with its first message.
+    pub fn start(items: &[(u64, String)]) -> (Self, String) {
+        let dir = installed();
+        let mut child = Command::new("node")
+            .arg("reconcile.mjs")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run node");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut client = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let answer = client.ask(json!({"op": "init", "items": items}));
+        let first = answer["msg"].as_str().expect("a first message").to_string();
+        (client, first)
+    }
+
+    /// Reads the relay's message `hex`.
+    pub fn reconcile(&mut self, hex: &str) -> Step {
+        let answer = self.ask(json!({"op": "reconcile", "msg": hex}));
+        let ids = |key: &str| -> Vec<String> {
+            answer[key]
+                .as_array()
+                .expect("a list of ids")
+                .iter()
+                .map(|id| id.as_str().expect("an id").to_string())
+                .collect()
+        };
+        Step {
+            next: answer["next"].as_str().map(str::to_string),
+            have: ids("have"),
+            need: ids("need"),
+        }
+    }
+
+    fn ask(&mut self, request: Value) -> Value {
+        writeln!(self.stdin, "{request}").expect("write to node");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read from node");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("node answered {line:?}"))
+    }
+}
+
+impl Drop for JsNegentropy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
