@@ -30,5 +30,6 @@ mod sentinel;
 mod shutdown;
 mod storage;
 mod store_conformance;
+mod sync;
 mod telemetry;
 mod tls;

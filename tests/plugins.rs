@@ -10,7 +10,7 @@ use crate::support::{Client, DEADLINE, Relay, TempDir, keys, now};
 
 /// Writes an executable Python plugin whose `decide(request)` returns the answer's
 /// `(action, msg)`, or `None` to answer nothing.
-fn plugin(dir: &TempDir, name: &str, decide: &str) -> String {
+pub(crate) fn plugin(dir: &TempDir, name: &str, decide: &str) -> String {
     let has_python = std::process::Command::new("python3")
         .arg("--version")
         .output()

@@ -35,6 +35,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Call a relay's NIP-86 management API (`starling admin --relay URL banpubkey <hex>`).
     Admin(AdminArgs),
+    /// Reconcile this relay's store with another relay over NIP-77 (negentropy).
+    Sync(SyncArgs),
 }
 
 /// The settings every command reads.
@@ -82,4 +84,23 @@ pub struct AdminArgs {
     pub method: String,
     /// Its parameters; numbers are sent as numbers.
     pub params: Vec<String>,
+}
+
+/// Options of `starling sync`.
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// The other relay (ws:// or wss://).
+    pub url: String,
+    /// Which events, as a NIP-01 filter.
+    #[arg(long, default_value = "{}")]
+    pub filter: String,
+    /// Fetch what is missing here (`down`), send what is missing there (`up`), or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub direction: crate::transfer::sync::Direction,
+    /// With a relay that has no NIP-77: stop (`none`) or page through it with REQ (`req`).
+    #[arg(long, value_enum, default_value = "none")]
+    pub fallback: crate::transfer::sync::Fallback,
+    /// Which store to reconcile.
+    #[command(flatten)]
+    pub node: NodeArgs,
 }

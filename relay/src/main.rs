@@ -30,6 +30,15 @@ fn main() -> ExitCode {
         Some(Command::Export(args)) => (args.node, Task::Export(args.output)),
         Some(Command::Import(args)) => (args.node, Task::Import(args.input)),
         Some(Command::Admin(args)) => return admin(args),
+        Some(Command::Sync(args)) => (
+            args.node,
+            Task::Sync {
+                url: args.url,
+                filter: args.filter,
+                direction: args.direction,
+                fallback: args.fallback,
+            },
+        ),
     };
     let result = config(args, sub).and_then(|config| {
         actix_web::rt::System::new().block_on(async move {
@@ -81,6 +90,12 @@ enum Task {
     Migrate,
     Export(Option<std::path::PathBuf>),
     Import(std::path::PathBuf),
+    Sync {
+        url: String,
+        filter: String,
+        direction: transfer::sync::Direction,
+        fallback: transfer::sync::Fallback,
+    },
 }
 
 impl Task {
@@ -137,6 +152,40 @@ impl Task {
                 eprintln!(
                     "imported {} events; {} already stored; {} refused",
                     report.stored, report.duplicates, report.refused
+                );
+                Ok(())
+            }
+            Task::Sync {
+                url,
+                filter,
+                direction,
+                fallback,
+            } => {
+                let store = store::open(&config).await?;
+                let intake = transfer::Intake::new(&config, &*store).await?;
+                let report = transfer::sync::sync(
+                    store,
+                    &intake,
+                    (&url, &filter),
+                    (direction, fallback),
+                    &mut io::stderr(),
+                )
+                .await?;
+                let s = &report.stored;
+                eprintln!(
+                    "synced with {url} by {}: {} here and not there, {} there and not here; \
+                     fetched {}: stored {}, already stored {}, refused {}; \
+                     sent {}: accepted {}, refused {}",
+                    report.method,
+                    report.have,
+                    report.need,
+                    report.fetched,
+                    s.stored,
+                    s.duplicates,
+                    s.refused,
+                    report.sent,
+                    report.accepted,
+                    report.rejected
                 );
                 Ok(())
             }

@@ -1,20 +1,29 @@
-//! `starling export` and `starling import`: events as JSON lines, one event a line, read and
-//! written as a stream so that any number of events fits in constant memory.
+//! Moving events in and out of a store: `starling export` and `starling import` (events as
+//! JSON lines, one event a line, read and written as a stream so that any number of events
+//! fits in constant memory) and `starling sync` (with another relay, over NIP-77).
+//!
+//! - [`intake`]: the checks an event from outside passes before it is stored;
+//! - [`sync`]: reconciliation with another relay;
+//! - [`progress`]: the progress line on a terminal.
 
-use anyhow::Context;
+pub mod intake;
+pub mod progress;
+pub mod sync;
+
 use std::{
-    io::{self, BufRead, IsTerminal, Write},
+    io::{self, BufRead, Write},
     sync::Arc,
-    time::{Duration, Instant},
 };
 
 use crate::{
     config::Config,
-    nostr::{Event, KindClass, Reason, VerifiedEvent},
-    plugin::{Decision, SourceType, WritePolicy},
-    policy::{self, rules::Rules},
+    nostr::{Reason, VerifiedEvent},
+    plugin::SourceType,
     store::{EventStore, WriteOutcome},
 };
+
+pub use intake::Intake;
+use progress::Progress;
 
 /// Events read from the store, or written to it, per round trip.
 const BATCH: usize = 1000;
@@ -67,28 +76,7 @@ pub async fn import(
     size: Option<u64>,
     report: &mut dyn Write,
 ) -> anyhow::Result<ImportReport> {
-    let policy = match &config.write_policy_plugin {
-        Some(command) => {
-            let (_, view) = tokio::sync::watch::channel(starling_cluster::ClusterView {
-                nodes: 1,
-                ..Default::default()
-            });
-            let metrics = Arc::new(crate::metrics::Metrics::new("import", view)?);
-            let timeout = Duration::from_millis(config.write_policy_timeout_ms.max(1));
-            Some(WritePolicy::start(
-                command.clone(),
-                timeout,
-                config.write_policy_on_error,
-                metrics,
-            ))
-        }
-        None => None,
-    };
-    let stored_rules = store
-        .load_policy()
-        .await
-        .context("reading the stored rules")?;
-    let rules = Rules::new(config, &stored_rules);
+    let intake = Intake::new(config, &*store).await?;
     let mut progress = Progress::new("imported", size);
     let mut totals = ImportReport::default();
     let mut batch: Vec<(u64, Arc<VerifiedEvent>)> = Vec::with_capacity(BATCH);
@@ -106,21 +94,7 @@ pub async fn import(
         if text.is_empty() {
             continue;
         }
-        let allowed =
-            check(config, text).and_then(|event| rules.check_event(&event.event).map(|()| event));
-        let checked = match (allowed, &policy) {
-            (Ok(event), Some(policy)) => {
-                match policy.judge(&event, SourceType::Import, source, None).await {
-                    Decision::Accept => Ok(event),
-                    Decision::Reject(reason) => Err(reason),
-                    Decision::ShadowReject => Err(Reason::new(
-                        crate::nostr::Prefix::Blocked,
-                        "shadow-rejected by the write policy",
-                    )),
-                }
-            }
-            (checked, _) => checked,
-        };
+        let checked = intake.judge(text, SourceType::Import, source).await;
         match checked {
             Ok(event) => batch.push((number, Arc::new(event))),
             Err(reason) => refuse(&mut totals, report, number, &reason)?,
@@ -136,16 +110,6 @@ pub async fn import(
     store_batch(&store, &mut batch, &mut totals, report).await?;
     progress.finish(totals.stored);
     Ok(totals)
-}
-
-fn check(config: &Config, text: &str) -> Result<VerifiedEvent, Reason> {
-    let event = Event::parse(text)?;
-    if event.class() == KindClass::Ephemeral {
-        return Err(Reason::invalid("ephemeral events are not stored"));
-    }
-    policy::check_event(config, &event, text.len(), policy::now())?;
-    policy::auth::check_vanish(&event, || policy::auth::public_urls(config))?;
-    Ok(VerifiedEvent::verify(event)?)
 }
 
 fn refuse(
@@ -196,50 +160,4 @@ async fn store_batch(
         }
     }
     Ok(())
-}
-
-/// A progress line on standard error, shown only when it is a terminal.
-struct Progress {
-    label: &'static str,
-    total_bytes: Option<u64>,
-    shown: Option<Instant>,
-    started: Instant,
-}
-
-impl Progress {
-    fn new(label: &'static str, total_bytes: Option<u64>) -> Self {
-        let shown = io::stderr()
-            .is_terminal()
-            .then(|| Instant::now() - Duration::from_secs(1));
-        Self {
-            label,
-            total_bytes,
-            shown,
-            started: Instant::now(),
-        }
-    }
-
-    fn update(&mut self, events: u64, bytes: Option<u64>) {
-        let Some(shown) = self.shown else { return };
-        if shown.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.shown = Some(Instant::now());
-        let rate = events as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        let percent = match (bytes, self.total_bytes) {
-            (Some(done), Some(total)) if total > 0 => format!(" {:>3}%", done * 100 / total),
-            _ => String::new(),
-        };
-        eprint!("\r{}{percent} {events} events ({rate:.0}/s)   ", self.label);
-    }
-
-    fn finish(&self, events: u64) {
-        if self.shown.is_some() {
-            eprintln!(
-                "\r{} {events} events in {:.1}s                ",
-                self.label,
-                self.started.elapsed().as_secs_f64()
-            );
-        }
-    }
 }
