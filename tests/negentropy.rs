@@ -193,3 +193,41 @@ async fn a_gift_wrap_id_is_reconciled_only_with_its_recipient() {
         "{refused}"
     );
 }
+
+on_every_store! {
+    async fn count_answers_carry_the_hll_nostr_tools_computes() {
+        let relay = Relay::start(&[]);
+        let mut client = Client::connect(&relay.url()).await;
+        let target = note(1, "popular");
+        client.publish_ok(&target).await;
+        let mut reactors = Vec::new();
+        for n in 0..60u8 {
+            let reactor = keys(100 + n);
+            let reaction = reactor.sign(now(), 7, tags(&[&["e", &target.id_hex()]]), "+");
+            client.publish_ok(&reaction).await;
+            reactors.push(starling::nostr::hex::encode(&reactor.pubkey()));
+        }
+        // A second reaction by the same author counts twice but is one pubkey in the HLL.
+        let again = keys(100).sign(now() + 1, 7, tags(&[&["e", &target.id_hex()]]), "🤙");
+        client.publish_ok(&again).await;
+        client.publish_ok(&keys(5).sign(now(), 1, tags(&[&["e", &target.id_hex()]]), "a reply")).await;
+
+        let filter = json!({"#e": [target.id_hex()], "kinds": [7]});
+        client.send(json!(["COUNT", "reactions", filter])).await;
+        let answer = client.recv().await;
+        assert_eq!(answer[2]["count"], 61, "{answer}");
+        let expected = crate::support::nostr_tools::hll(&filter, &reactors);
+        assert_eq!(answer[2]["hll"], expected.as_str(), "the registers nostr-tools computes");
+
+        let followers = json!({"#p": [starling::nostr::hex::encode(&keys(1).pubkey())], "kinds": [3]});
+        client.send(json!(["COUNT", "followers", followers])).await;
+        let answer = client.recv().await;
+        assert_eq!(answer[2]["count"], 0);
+        assert_eq!(answer[2]["hll"], "00".repeat(256), "no followers: every register 0");
+
+        client.send(json!(["COUNT", "plain", {"kinds": [7]}])).await;
+        let answer = client.recv().await;
+        assert_eq!(answer[2]["count"], 61);
+        assert!(answer[2].get("hll").is_none(), "no tag, no offset, no hll: {answer}");
+    }
+}

@@ -82,6 +82,7 @@ macro_rules! suite {
             case!(a_request_to_vanish_in_a_batch_refuses_what_follows_it);
             case!(rule_changes_are_versioned_with_their_audit_record);
             case!(moderators_remove_an_author_or_an_event);
+            case!(hll_registers_follow_the_definition);
         }
     };
 }
@@ -936,4 +937,31 @@ async fn moderators_remove_an_author_or_an_event(store: Store) {
     assert_eq!(store.remove_events(Removal::Event(b.id)).await.unwrap(), 1);
     assert_eq!(store.remove_events(Removal::Event(b.id)).await.unwrap(), 0);
     assert!(ids(&store, &["{}"]).await.is_empty());
+}
+
+async fn hll_registers_follow_the_definition(store: Store) {
+    use starling::nostr::hll::{Hll, offset};
+    let target = note(1, T, "target");
+    let mut events = vec![target.clone()];
+    let mut expected = Hll::default();
+    let filter = Filter::parse(&format!(
+        r##"{{"#e":["{}"],"kinds":[7]}}"##,
+        target.id_hex()
+    ))
+    .unwrap();
+    let at = offset(&filter).expect("an offset");
+    for n in 0..200u8 {
+        let reactor = keys(n);
+        events.push(reactor.sign(T, 7, tags(&[&["e", &target.id_hex()]]), "+"));
+        expected.add(&reactor.pubkey(), at);
+    }
+    events.push(keys(7).sign(T, 1, tags(&[&["e", &target.id_hex()]]), "not a reaction"));
+    let refs: Vec<&Event> = events.iter().collect();
+    write(&store, &refs).await;
+    let hll = store.hll(&filter, at, T, &Cancel::default()).await.unwrap();
+    assert_eq!(hll, expected);
+    assert!(
+        hll.0.iter().filter(|r| **r > 0).count() > 100,
+        "most registers are set"
+    );
 }

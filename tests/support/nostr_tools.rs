@@ -1,7 +1,7 @@
-//! An independent NIP-77 implementation to test the relay against: the negentropy of
-//! nostr-tools (JavaScript, a port of the reference implementation, not the Rust crate the
+//! Independent implementations to test the relay against, from nostr-tools (JavaScript):
+//! its NIP-77 negentropy (a port of the reference implementation, not the Rust crate the
 //! relay uses), driven through a small Node.js script that keeps one reconciliation and
-//! answers one JSON line per request.
+//! answers one JSON line per request, and its NIP-45 HyperLogLog.
 //!
 //! nostr-tools is installed with npm once per machine (into the system's temp directory);
 //! Node.js and npm are installed from Debian's packages when missing (as root).
@@ -38,6 +38,36 @@ for await (const line of lines) {
   }
 }
 "#;
+
+const HLL_SCRIPT: &str = r#"
+import { computeOffset, getFilterFirstTagValue, feedPubkey, newHll, hllEncode } from './node_modules/nostr-tools/lib/esm/nip45.js';
+const request = JSON.parse(process.argv[2]);
+const offset = computeOffset(getFilterFirstTagValue(request.filter));
+let hll = newHll();
+for (const pubkey of request.pubkeys) hll = feedPubkey(hll, pubkey, offset);
+console.log(hllEncode(hll));
+"#;
+
+/// The NIP-45 HLL (hex) nostr-tools computes for `filter` over `pubkeys` (hex).
+pub fn hll(filter: &Value, pubkeys: &[String]) -> String {
+    let dir = installed();
+    std::fs::write(dir.join("hll.mjs"), HLL_SCRIPT).expect("write the script");
+    let output = Command::new("node")
+        .arg("hll.mjs")
+        .arg(json!({"filter": filter, "pubkeys": pubkeys}).to_string())
+        .current_dir(&dir)
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_string()
+}
 
 /// Where nostr-tools is installed, installing it (and Node.js) the first time.
 fn installed() -> PathBuf {

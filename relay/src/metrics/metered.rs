@@ -6,7 +6,7 @@ use opentelemetry::KeyValue;
 
 use super::Metrics;
 use crate::{
-    nostr::{Filter, VerifiedEvent},
+    nostr::{Filter, VerifiedEvent, hll::Hll},
     store::{
         BoxFuture, CacheStatus, Cancel, Cursor, EventStore, PolicyStore, Row, StoreError,
         WriteOutcome,
@@ -89,6 +89,16 @@ impl EventStore for Metered {
         cancel: &'a Cancel,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.timed("count", self.inner.count(filters, now, cancel))
+    }
+
+    fn hll<'a>(
+        &'a self,
+        filter: &'a Filter,
+        offset: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Hll, StoreError>> {
+        self.timed("hll", self.inner.hll(filter, offset, now, cancel))
     }
 
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -34,7 +34,7 @@ use crate::{
     fair::{ClientAddress, Source},
     live::{Fanout, Subscriber, catch_up},
     metrics::{Metered, Metrics},
-    nostr::{Event, EventError, Filter, KindClass, VerifiedEvent},
+    nostr::{Event, EventError, Filter, KindClass, VerifiedEvent, hll::Hll},
     plugin::WritePolicy,
     policy::{self, rules::Rules},
     store::{
@@ -280,6 +280,24 @@ impl Node {
         let (store, cancel) = (Arc::clone(&self.store), cancel.clone());
         run_admitted(places, asker.clone(), async move {
             store.count(&filters, now, &cancel).await
+        })
+        .await
+    }
+
+    /// The NIP-45 HLL of `filter`'s events at `offset` for `asker`, admitted like
+    /// [`Node::count`].
+    pub async fn hll(
+        &self,
+        asker: &Asker,
+        filter: Filter,
+        offset: usize,
+        now: u64,
+        cancel: &Cancel,
+    ) -> Result<Hll, Refusal> {
+        let places = asker.admit(&self.queries, true, cancel).await?;
+        let (store, cancel) = (Arc::clone(&self.store), cancel.clone());
+        run_admitted(places, asker.clone(), async move {
+            store.hll(&filter, offset, now, &cancel).await
         })
         .await
     }

@@ -419,6 +419,14 @@ pub mod relay {
     pub fn count(sub_id: &str, count: u64) -> String {
         format!("[\"COUNT\",{},{{\"count\":{count}}}]", quote(sub_id))
     }
+
+    /// `["COUNT", sub_id, {"count": n, "hll": hex}]` (NIP-45 with HyperLogLog).
+    pub fn count_with_hll(sub_id: &str, count: u64, hll: &str) -> String {
+        format!(
+            "[\"COUNT\",{},{{\"count\":{count},\"hll\":\"{hll}\"}}]",
+            quote(sub_id)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod event;
 pub mod filter;
 pub mod hex;
+pub mod hll;
 pub mod kind;
 pub mod message;
 pub mod relay_url;

@@ -15,7 +15,7 @@ pub mod stream;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use crate::nostr::{Filter, VerifiedEvent};
+use crate::nostr::{Filter, VerifiedEvent, hll::Hll};
 
 pub use backend::open;
 pub use cancel::Cancel;
@@ -139,6 +139,17 @@ pub trait EventStore: PolicyStore {
         now: u64,
         cancel: &'a Cancel,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// The NIP-45 HLL of the pubkeys of the events `filter` matches, at `offset` (see
+    /// [`crate::nostr::hll`]). Stops, as [`EventStore::count`] does, when `cancel` is
+    /// raised.
+    fn hll<'a>(
+        &'a self,
+        filter: &'a Filter,
+        offset: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Hll, StoreError>>;
 
     /// Deletes events whose NIP-40 expiration is at or before `now`; returns how many.
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -14,7 +14,7 @@ use super::{Connection, NEXT_SUBSCRIPTION_KEY};
 use crate::{
     actors::subscription::{Subscription, SubscriptionParts, TOO_LONG},
     node::Refusal,
-    nostr::{Filter, Prefix, Reason, message::relay},
+    nostr::{Filter, Prefix, Reason, hll, message::relay},
     policy::{self, Strike, privacy::Readers},
     store::StoreError,
 };
@@ -164,11 +164,27 @@ impl Connection {
             Rc::clone(&self.asker),
             self.cancel.clone(),
         );
-        let count = async move { node.count(&asker, filters, policy::now(), &cancel).await };
+        // NIP-45 HLL, for one filter whose offset the NIP defines.
+        let hll = match &*filters {
+            [filter] => hll::offset(filter).map(|offset| (filter.clone(), offset)),
+            _ => None,
+        };
+        let count = async move {
+            let now = policy::now();
+            let n = node.count(&asker, filters, now, &cancel).await?;
+            let registers = match hll {
+                Some((filter, offset)) => {
+                    Some(node.hll(&asker, filter, offset, now, &cancel).await?)
+                }
+                None => None,
+            };
+            Ok::<_, Refusal>((n, registers))
+        };
         ctx.spawn(count.into_actor(self).map(move |result, conn, _| {
             drop(permit);
             match result {
-                Ok(n) => conn.send(relay::count(&sub_id, n)),
+                Ok((n, None)) => conn.send(relay::count(&sub_id, n)),
+                Ok((n, Some(hll))) => conn.send(relay::count_with_hll(&sub_id, n, &hll.to_hex())),
                 Err(Refusal::Cancelled) => {}
                 Err(Refusal::OverBudget) => conn.refuse(
                     &sub_id,

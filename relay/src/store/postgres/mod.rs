@@ -28,7 +28,7 @@ use json_cache::JsonCache;
 use super::{BoxFuture, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome, to_sql_int};
 use crate::{
     config::Config,
-    nostr::{Filter, VerifiedEvent},
+    nostr::{Filter, VerifiedEvent, hll::Hll},
 };
 
 /// How to reach PostgreSQL.
@@ -209,6 +209,25 @@ impl EventStore for PgStore {
             }
             let reader = self.reader().await?;
             read::count(reader, filters, now, cancel).await
+        })
+    }
+
+    fn hll<'a>(
+        &'a self,
+        filter: &'a Filter,
+        offset: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Hll, StoreError>> {
+        Box::pin(async move {
+            if cancel.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
+            if !filter.can_match() {
+                return Ok(Hll::default());
+            }
+            let reader = self.reader().await?;
+            read::hll(reader, filter, offset, now, cancel).await
         })
     }
 

@@ -16,7 +16,7 @@ use tokio_postgres::{CancelToken, error::SqlState, types::ToSql};
 
 use super::{error::db, json_cache::JsonCache, sql, tls::PgTls};
 use crate::{
-    nostr::{Event, Filter},
+    nostr::{Event, Filter, hll::Hll},
     store::{Cancel, Cursor, Row, StoreError},
 };
 
@@ -162,6 +162,24 @@ pub async fn count(
     let (_, rows) = run(reader.client, reader.tls, &text, &q.refs(), true, cancel).await?;
     let count: i64 = rows.first().map_or(0, |row| row.get(0));
     Ok(count as u64)
+}
+
+/// The NIP-45 HLL of the pubkeys of the events `filter` matches, computed in the database.
+pub async fn hll(
+    reader: Reader<'_>,
+    filter: &Filter,
+    offset: usize,
+    now: u64,
+    cancel: &Cancel,
+) -> Result<Hll, StoreError> {
+    let (text, q) = sql::hll(filter, offset, now);
+    let (_, rows) = run(reader.client, reader.tls, &text, &q.refs(), true, cancel).await?;
+    let mut hll = Hll::default();
+    for row in rows {
+        let (register, value): (i32, i32) = (row.get(0), row.get(1));
+        hll.raise(register as usize, value.clamp(0, 255) as u8);
+    }
+    Ok(hll)
 }
 
 /// The JSON of every matched event: from the cache, and the rest in one query (an event

@@ -406,6 +406,25 @@ pub fn count<'a>(filters: impl Iterator<Item = &'a Filter>, now: u64) -> (String
     (sql, q)
 }
 
+/// The NIP-45 HLL registers of the pubkeys of the events `filter` matches, computed in
+/// the database: (register, value) rows, the register being the pubkey's byte at `offset`
+/// and the value one more than the leading zero bits of the next seven bytes (57 when all
+/// are zero). `offset` is the relay's own number (8 to 23), never a client's text.
+pub fn hll(filter: &Filter, offset: usize, now: u64) -> (String, Query) {
+    let (count, q) = count(std::iter::once(filter), now);
+    let matched = count.replacen("SELECT count(*)", "SELECT DISTINCT e.pubkey", 1);
+    let offset = offset.min(23);
+    let sql = format!(
+        "SELECT get_byte(p.pubkey, {offset}) AS register,
+                max(CASE WHEN position(B'1' IN b.bits) = 0 THEN 57 ELSE position(B'1' IN b.bits) END)
+         FROM ({matched}) AS p,
+              LATERAL (SELECT ('x' || encode(substring(p.pubkey FROM {start} FOR 7), 'hex'))::bit(56) AS bits) AS b
+         GROUP BY 1",
+        start = offset + 2
+    );
+    (sql, q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use std::{path::Path, sync::Arc, thread, time::Duration};
 use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
 
 use super::{BoxFuture, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome, to_sql_int};
-use crate::nostr::{Filter, VerifiedEvent};
+use crate::nostr::{Filter, VerifiedEvent, hll::Hll};
 
 pub use schema::FILE_NAME;
 
@@ -136,6 +136,33 @@ impl EventStore for SqliteStore {
                         .prepare_cached(&sql)?
                         .query_row(params_from_iter(values), |r| r.get(0))?;
                     Ok(count as u64)
+                }),
+        )
+    }
+
+    fn hll<'a>(
+        &'a self,
+        filter: &'a Filter,
+        offset: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Hll, StoreError>> {
+        let Some((sql, values)) = sql::pubkeys(filter, now) else {
+            return Box::pin(async { Ok(Hll::default()) });
+        };
+        Box::pin(
+            self.readers
+                .run_cancellable(cancel, self.read_timeout, move |conn| {
+                    let mut hll = Hll::default();
+                    let mut statement = conn.prepare_cached(&sql)?;
+                    let mut rows = statement.query(params_from_iter(values))?;
+                    while let Some(row) = rows.next()? {
+                        let pubkey: Vec<u8> = row.get(0)?;
+                        if let Ok(pubkey) = <[u8; 32]>::try_from(pubkey.as_slice()) {
+                            hll.add(&pubkey, offset);
+                        }
+                    }
+                    Ok(hll)
                 }),
         )
     }

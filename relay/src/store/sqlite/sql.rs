@@ -84,6 +84,13 @@ pub fn count(filters: &[Filter], now: u64) -> Option<(String, Vec<Value>)> {
     Some((sql, values))
 }
 
+/// The distinct pubkeys of the events `filter` matches (for NIP-45 HLL).
+pub fn pubkeys(filter: &Filter, now: u64) -> Option<(String, Vec<Value>)> {
+    let (count, values) = count(std::slice::from_ref(filter), now)?;
+    let sql = count.replacen("SELECT COUNT(*)", "SELECT DISTINCT e.pubkey", 1);
+    Some((sql, values))
+}
+
 /// The condition that a row comes after `after` in the newest-first order (older, or as
 /// old with a higher id); `created` names the time column ordered by.
 fn keyset(after: Option<Cursor>, created: &str, values: &mut Vec<Value>) -> String {
