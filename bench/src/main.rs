@@ -8,6 +8,7 @@
 //! - `connections`: the relay's resident memory per idle connection and per subscription.
 //! - `abuse`: well-behaved clients alone and while hostile clients attack the relay.
 //! - `bus`: the cluster bus's ceiling, events/s through one Redis from one or more nodes.
+//! - `negentropy`: NIP-77 reconciliation of a large set that differs a little.
 //!
 //! Every mode prints Markdown on stdout; `--json FILE` also writes its results as JSON. On a
 //! terminal, a progress line on stderr shows how far a run has got.
@@ -19,6 +20,7 @@ mod explain;
 mod fanout;
 mod fill;
 mod load;
+mod negentropy;
 mod progress;
 
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ enum Command {
     Abuse(abuse::Args),
     /// Measure the cluster bus alone: events/s through one Redis from one or more nodes.
     Bus(bus::Args),
+    /// Measure a NIP-77 reconciliation: time, bytes each way, relay memory.
+    Negentropy(negentropy::Args),
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Connections(args) => runtime()?.block_on(connections::run(&args)),
         Command::Abuse(args) => runtime()?.block_on(abuse::run(&args)),
         Command::Bus(args) => runtime()?.block_on(bus::run(&args)),
+        Command::Negentropy(args) => runtime()?.block_on(negentropy::run(&args)),
     }?;
     if let Some(path) = cli.json {
         let text = serde_json::to_string_pretty(&report)? + "\n";

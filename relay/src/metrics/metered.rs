@@ -8,7 +8,7 @@ use super::Metrics;
 use crate::{
     nostr::{Filter, VerifiedEvent, hll::Hll},
     store::{
-        BoxFuture, CacheStatus, Cancel, Cursor, EventStore, PolicyStore, Row, StoreError,
+        BoxFuture, CacheStatus, Cancel, Cursor, EventStore, PolicyStore, Record, Row, StoreError,
         WriteOutcome,
         policy::{AuditRecord, PolicyEdit, Removal, StoredPolicy},
     },
@@ -89,6 +89,20 @@ impl EventStore for Metered {
         cancel: &'a Cancel,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.timed("count", self.inner.count(filters, now, cancel))
+    }
+
+    fn records<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        self.timed(
+            "records",
+            self.inner.records(filter, after, count, now, cancel),
+        )
     }
 
     fn hll<'a>(

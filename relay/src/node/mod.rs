@@ -38,7 +38,7 @@ use crate::{
     plugin::WritePolicy,
     policy::{self, rules::Rules},
     store::{
-        Cancel, EventStore, PageRequest, Row, StoreError, WriteOutcome,
+        Cancel, Cursor, EventStore, PageRequest, Record, Row, StoreError, WriteOutcome,
         policy::{AuditRecord, PolicyEdit},
     },
     verifier::Verifier,
@@ -263,6 +263,27 @@ impl Node {
             store
                 .page(filter, request.after, request.count, now, &cancel)
                 .await
+        })
+        .await
+    }
+
+    /// The `created_at` and id of one page of stored events for `asker`, without their
+    /// JSON, admitted like [`Node::read_page`].
+    pub async fn read_records(
+        &self,
+        asker: &Asker,
+        filter: Filter,
+        after: Option<Cursor>,
+        count: usize,
+        cancel: &Cancel,
+    ) -> Result<Vec<Record>, Refusal> {
+        let places = asker
+            .admit(&self.queries, queries::is_broad(&filter), cancel)
+            .await?;
+        let (store, cancel) = (Arc::clone(&self.store), cancel.clone());
+        let now = policy::now();
+        run_admitted(places, asker.clone(), async move {
+            store.records(&filter, after, count, now, &cancel).await
         })
         .await
     }

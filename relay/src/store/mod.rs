@@ -131,6 +131,22 @@ pub trait EventStore: PolicyStore {
         })
     }
 
+    /// The `created_at` and id of [`EventStore::page`]'s events, without their JSON (a
+    /// backend reads less when it can).
+    fn records<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            let rows = self.page(filter, after, count, now, cancel).await?;
+            Ok(rows.into_iter().map(|r| (r.created_at, r.id)).collect())
+        })
+    }
+
     /// How many stored events match any filter (NIP-45); `limit` is ignored. Stops, as
     /// [`EventStore::page`] does, when `cancel` is raised.
     fn count<'a>(
@@ -175,6 +191,9 @@ pub trait EventStore: PolicyStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(u64, String)>, StoreError>>;
 }
+
+/// An event's `created_at` and id: what a reconciliation needs of it.
+pub type Record = (i64, [u8; 32]);
 
 /// One event of one filter's answer, as a store read it.
 #[derive(Debug)]

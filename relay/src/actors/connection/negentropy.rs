@@ -27,14 +27,62 @@ const PAGE: usize = 1000;
 
 /// Why a reconciliation could not start.
 enum Unopened {
+    /// The reconciliation's storage refused a record (its text, for the log).
+    Broken(String),
     /// More records than the limit.
     TooMany,
     /// The store or the scheduler refused.
     Refused(Refusal),
 }
 
-/// The ids and times of the events `filter` matches that `readers` may read, at most `most`
-/// (`None` past it).
+/// One page of records: those kept, how many rows were read, and the last row read.
+type Page = (Vec<(u64, [u8; 32])>, usize, Option<Cursor>);
+
+/// Reads one page of `filter`'s records after `after`: only ids and times, unless
+/// `readers` must tell private events apart (then the events are read and checked).
+async fn page(
+    node: &Node,
+    asker: &crate::node::Asker,
+    filter: &Filter,
+    readers: Option<&Readers>,
+    (after, count): (Option<Cursor>, usize),
+    cancel: &crate::store::Cancel,
+) -> Result<Page, Refusal> {
+    let cursor = |(created_at, id): (i64, [u8; 32])| Cursor { created_at, id };
+    let record = |created_at: i64, id: [u8; 32]| (created_at.max(0) as u64, id);
+    let Some(readers) = readers else {
+        let rows = node
+            .read_records(asker, filter.clone(), after, count, cancel)
+            .await?;
+        let last = rows.last().copied().map(cursor);
+        let read = rows.len();
+        return Ok((
+            rows.into_iter().map(|(at, id)| record(at, id)).collect(),
+            read,
+            last,
+        ));
+    };
+    let request = PageRequest {
+        filter: 0,
+        after,
+        count,
+    };
+    let filters: Arc<[Filter]> = Arc::from([filter.clone()]);
+    let rows = node
+        .read_page(asker, filters, request, policy::now(), cancel)
+        .await?;
+    let last = rows.last().map(|r| cursor((r.created_at, r.id)));
+    let kept = rows
+        .iter()
+        .filter(|r| Event::parse(&r.json).is_ok_and(|e| readers.may_read(&e)))
+        .map(|r| record(r.created_at, r.id))
+        .collect();
+    Ok((kept, rows.len(), last))
+}
+
+/// The ids and times of the events `filter` matches that `readers` may read, at most
+/// `most` (more: [`Unopened::TooMany`]); a filter's `limit` keeps the newest that many,
+/// as in a REQ.
 async fn records(
     node: Arc<Node>,
     asker: Rc<crate::node::Asker>,
@@ -42,48 +90,40 @@ async fn records(
     readers: Option<Readers>,
     most: usize,
     cancel: crate::store::Cancel,
-) -> Result<Vec<(u64, [u8; 32])>, Unopened> {
-    // A filter's `limit` keeps the newest that many, as in a REQ.
+) -> Result<NegentropyStorageVector, Unopened> {
     let mut left = filter
         .limit
         .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-    let filters: Arc<[Filter]> = Arc::from([filter]);
-    let now = policy::now();
-    let mut found = Vec::new();
+    // Straight into the reconciliation's storage: each record is held once.
+    let mut found = NegentropyStorageVector::new();
+    let mut held = 0;
     let mut after: Option<Cursor> = None;
     while left > 0 {
         let count = PAGE.min(left);
-        let request = PageRequest {
-            filter: 0,
-            after,
-            count,
-        };
-        let rows = node
-            .read_page(&asker, Arc::clone(&filters), request, now, &cancel)
-            .await
-            .map_err(Unopened::Refused)?;
-        let last = rows.len() < count;
-        left -= rows.len().min(left);
-        for row in &rows {
-            let readable = readers
-                .as_ref()
-                .is_none_or(|r| Event::parse(&row.json).is_ok_and(|e| r.may_read(&e)));
-            if readable {
-                found.push((row.created_at.max(0) as u64, row.id));
-            }
-        }
-        if found.len() > most {
+        let (kept, read, last) = page(
+            &node,
+            &asker,
+            &filter,
+            readers.as_ref(),
+            (after, count),
+            &cancel,
+        )
+        .await
+        .map_err(Unopened::Refused)?;
+        held += kept.len();
+        if held > most {
             return Err(Unopened::TooMany);
         }
-        match rows.last() {
-            Some(row) if !last => {
-                after = Some(Cursor {
-                    created_at: row.created_at,
-                    id: row.id,
-                })
-            }
-            _ => return Ok(found),
+        for (at, id) in kept {
+            found
+                .insert(at, Id::from_byte_array(id))
+                .map_err(|e| Unopened::Broken(e.to_string()))?;
         }
+        left -= read.min(left);
+        if read < count {
+            break;
+        }
+        after = last;
     }
     Ok(found)
 }
@@ -157,6 +197,11 @@ impl Connection {
                     let refused = serde_json::json!(["NEG-ERR", sub_id, reason, most]);
                     conn.send(refused.to_string());
                 }
+                Err(Unopened::Broken(error)) => {
+                    conn.span
+                        .in_scope(|| tracing::warn!(%error, "could not build a reconciliation"));
+                    conn.neg_err(&sub_id, Reason::error("could not start reconciling"));
+                }
                 Err(Unopened::Refused(Refusal::Cancelled)) => {}
                 Err(Unopened::Refused(Refusal::OverBudget)) => {
                     conn.count_limit("store-time");
@@ -178,14 +223,11 @@ impl Connection {
     fn start_reconciliation(
         &mut self,
         sub_id: String,
-        records: Vec<(u64, [u8; 32])>,
+        mut storage: NegentropyStorageVector,
         first: &[u8],
     ) {
-        let mut storage = NegentropyStorageVector::with_capacity(records.len());
-        let built = records
-            .into_iter()
-            .try_for_each(|(at, id)| storage.insert(at, Id::from_byte_array(id)))
-            .and_then(|()| storage.seal())
+        let built = storage
+            .seal()
             .and_then(|()| Negentropy::owned(storage, self.frame_limit()));
         let mut session = match built {
             Ok(session) => session,

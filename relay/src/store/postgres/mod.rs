@@ -25,7 +25,9 @@ use tls::PgTls;
 use error::{db, unavailable};
 use json_cache::JsonCache;
 
-use super::{BoxFuture, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome, to_sql_int};
+use super::{
+    BoxFuture, Cancel, Cursor, EventStore, Record, Row, StoreError, WriteOutcome, to_sql_int,
+};
 use crate::{
     config::Config,
     nostr::{Filter, VerifiedEvent, hll::Hll},
@@ -191,6 +193,28 @@ impl EventStore for PgStore {
             }
             let reader = self.reader().await?;
             read::page(reader, filter, after, count, now, cancel).await
+        })
+    }
+
+    fn records<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            if cancel.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
+            if sql::needs_recheck(filter) {
+                // A long tag value is found by its hash: the events must be read to check.
+                let rows = self.page(filter, after, count, now, cancel).await?;
+                return Ok(rows.into_iter().map(|r| (r.created_at, r.id)).collect());
+            }
+            let reader = self.reader().await?;
+            read::records(reader, filter, after, count, now, cancel).await
         })
     }
 

@@ -17,7 +17,7 @@ use tokio_postgres::{CancelToken, error::SqlState, types::ToSql};
 use super::{error::db, json_cache::JsonCache, sql, tls::PgTls};
 use crate::{
     nostr::{Event, Filter, hll::Hll},
-    store::{Cancel, Cursor, Row, StoreError},
+    store::{Cancel, Cursor, Record, Row, StoreError},
 };
 
 /// How long a cancelled statement may go on finishing by itself before it is cancelled on
@@ -147,6 +147,27 @@ pub async fn page(
                 id,
                 json: json.to_string(),
             })
+        })
+        .collect())
+}
+
+/// The `created_at` and id of one page of `filter`'s events, without their JSON.
+pub async fn records(
+    reader: Reader<'_>,
+    filter: &Filter,
+    after: Option<Cursor>,
+    count: usize,
+    now: u64,
+    cancel: &Cancel,
+) -> Result<Vec<Record>, StoreError> {
+    let (text, q) = sql::select(filter, after, count, now);
+    let custom = filter.search.is_some();
+    let (_, rows) = run(reader.client, reader.tls, &text, &q.refs(), custom, cancel).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let id: Vec<u8> = r.get(1);
+            Some((r.get(0), id.try_into().ok()?))
         })
         .collect())
 }

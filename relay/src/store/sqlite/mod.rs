@@ -16,7 +16,9 @@ use std::{path::Path, sync::Arc, thread, time::Duration};
 
 use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
 
-use super::{BoxFuture, Cancel, Cursor, EventStore, Row, StoreError, WriteOutcome, to_sql_int};
+use super::{
+    BoxFuture, Cancel, Cursor, EventStore, Record, Row, StoreError, WriteOutcome, to_sql_int,
+};
 use crate::nostr::{Filter, VerifiedEvent, hll::Hll};
 
 pub use schema::FILE_NAME;
@@ -116,6 +118,32 @@ impl EventStore for SqliteStore {
                         }
                     }
                     Ok(rows)
+                }),
+        )
+    }
+
+    fn records<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        count: usize,
+        now: u64,
+        cancel: &'a Cancel,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        let (sql, values) = sql::records(filter, after, count, now);
+        Box::pin(
+            self.readers
+                .run_cancellable(cancel, self.read_timeout, move |conn| {
+                    let mut records = Vec::with_capacity(count.min(4096));
+                    let mut statement = conn.prepare_cached(&sql)?;
+                    let mut found = statement.query(params_from_iter(values))?;
+                    while let Some(r) = found.next()? {
+                        let id: Vec<u8> = r.get(1)?;
+                        if let Ok(id) = id.try_into() {
+                            records.push((r.get(0)?, id));
+                        }
+                    }
+                    Ok(records)
                 }),
         )
     }

@@ -17,13 +17,33 @@ pub fn page(
     count: usize,
     now: u64,
 ) -> (String, Vec<Value>) {
+    select("e.created_at, e.id, e.json", filter, after, count, now)
+}
+
+/// The query of [`page`] for `created_at` and id alone (no JSON read).
+pub fn records(
+    filter: &Filter,
+    after: Option<Cursor>,
+    count: usize,
+    now: u64,
+) -> (String, Vec<Value>) {
+    select("e.created_at, e.id", filter, after, count, now)
+}
+
+fn select(
+    columns: &str,
+    filter: &Filter,
+    after: Option<Cursor>,
+    count: usize,
+    now: u64,
+) -> (String, Vec<Value>) {
     let mut values = Vec::new();
     let sql = match &filter.search {
         Some(search) => {
             values.push(Value::Text(fts_query(search)));
             let condition = condition(filter, now, &mut values);
             format!(
-                "SELECT e.created_at, e.id, e.json
+                "SELECT {columns}
                  FROM events_fts JOIN events e ON e.seq = events_fts.rowid
                  WHERE events_fts MATCH ? AND {condition} ORDER BY events_fts.rank LIMIT ?"
             )
@@ -38,7 +58,7 @@ pub fn page(
                 // CROSS JOIN keeps the tag index as the outer loop: its rows come newest
                 // first, so the scan stops at the limit.
                 format!(
-                    "SELECT DISTINCT e.created_at, e.id, e.json
+                    "SELECT DISTINCT {columns}
                      FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
                      WHERE t.name = ? AND t.value IN ({placeholders}) AND {condition}{after}
                      ORDER BY t.created_at DESC, e.id ASC LIMIT ?"
@@ -48,7 +68,7 @@ pub fn page(
                 let condition = condition(filter, now, &mut values);
                 let after = keyset(after, "e.created_at", &mut values);
                 format!(
-                    "SELECT e.created_at, e.id, e.json FROM events e
+                    "SELECT {columns} FROM events e
                      WHERE {condition}{after} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
                 )
             }
