@@ -83,6 +83,7 @@ macro_rules! suite {
             case!(rule_changes_are_versioned_with_their_audit_record);
             case!(moderators_remove_an_author_or_an_event);
             case!(hll_registers_follow_the_definition);
+            case!(an_event_holding_a_value_twice_is_answered_once);
         }
     };
 }
@@ -964,4 +965,48 @@ async fn hll_registers_follow_the_definition(store: Store) {
         hll.0.iter().filter(|r| **r > 0).count() > 100,
         "most registers are set"
     );
+}
+
+async fn an_event_holding_a_value_twice_is_answered_once(store: Store) {
+    let key = starling::nostr::hex::encode(&keys(9).pubkey());
+    let other = starling::nostr::hex::encode(&keys(8).pubkey());
+    let twice = keys(1).sign(
+        T,
+        1,
+        tags(&[&["p", &key], &["p", &key], &["p", &other]]),
+        "twice",
+    );
+    let older = keys(2).sign(T - 1, 1, tags(&[&["p", &key]]), "older");
+    write(&store, &[&twice, &older]).await;
+    let one = format!(r##"{{"#p":["{key}"]}}"##);
+    assert_eq!(ids(&store, &[&one]).await, [twice.id_hex(), older.id_hex()]);
+    let both = format!(r##"{{"#p":["{key}","{other}"]}}"##);
+    assert_eq!(
+        ids(&store, &[&both]).await,
+        [twice.id_hex(), older.id_hex()]
+    );
+    // Page by page, one event at a time.
+    let mut plan = starling::store::StoredEvents::new(filters(&[&format!(
+        r##"{{"#p":["{key}"],"limit":2}}"##
+    )]));
+    let mut found = Vec::new();
+    let cancel = Cancel::default();
+    loop {
+        while let Some(row) = plan.next_row() {
+            found.push(row.id);
+        }
+        let Some(request) = plan.wanted() else { break };
+        let filter = Filter::parse(&format!(r##"{{"#p":["{key}"]}}"##)).unwrap();
+        // One row per page: the copy of an event holding the value twice ends a page.
+        let request = starling::store::PageRequest {
+            count: 1,
+            ..request
+        };
+        let rows = store
+            .page(&filter, request.after, request.count, T, &cancel)
+            .await
+            .unwrap();
+        plan.fill(request, rows);
+    }
+    assert_eq!(found, [twice.id, older.id]);
 }

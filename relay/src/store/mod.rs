@@ -89,7 +89,8 @@ pub trait EventStore: PolicyStore {
         batch: Vec<Arc<VerifiedEvent>>,
     ) -> BoxFuture<'_, Result<Vec<WriteOutcome>, StoreError>>;
 
-    /// Up to `count` stored events matching `filter`, newest first (ties: lowest id first),
+    /// Up to `count` rows of stored events matching `filter`, newest first (ties: lowest id
+    /// first; an event may come twice in a row when it holds a filtered tag value twice),
     /// starting after `after` in that order (from the newest when `None`). A NIP-50 search
     /// answers its first `count` matches in order of relevance (`after` is not used). Events
     /// expired at `now` are never returned. When `cancel` is raised the statement stops

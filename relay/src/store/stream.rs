@@ -132,13 +132,21 @@ impl StoredEvents {
         }
     }
 
-    /// Takes the rows the store returned for `request`.
-    pub fn fill(&mut self, request: PageRequest, rows: Vec<Row>) {
+    /// Takes the rows the store returned for `request`. A store may return an event twice
+    /// in a row (it holds a filtered tag value twice): it counts, and is handed out, once.
+    pub fn fill(&mut self, request: PageRequest, mut rows: Vec<Row>) {
         let search = self.filters[request.filter].search.is_some();
         let reading = &mut self.readings[request.filter];
-        reading.left = reading.left.saturating_sub(rows.len() as u64);
-        reading.done = search || rows.len() < request.count || reading.left == 0;
+        let read = rows.len();
         reading.after = rows.last().map(Cursor::of).or(reading.after);
+        rows.dedup_by(|a, b| a.id == b.id);
+        if let (Some(first), Some(last)) = (rows.first(), reading.buffer.back())
+            && first.id == last.id
+        {
+            rows.remove(0);
+        }
+        reading.left = reading.left.saturating_sub(rows.len() as u64);
+        reading.done = search || read < request.count || reading.left == 0;
         reading.buffer.extend(rows);
     }
 
