@@ -34,7 +34,8 @@ pub struct SqliteStore {
 }
 
 /// How much of the database file reader connections map into memory (address space, not
-/// memory of their own: the pages are the kernel's page cache).
+/// memory of their own: the pages are the kernel's page cache). SQLite caps it at its
+/// build's maximum; pages still in the WAL are read as before.
 const MMAP_BYTES: u64 = 1 << 34;
 
 /// Longest a read may run unless [`SqliteStore::with_read_timeout`] says otherwise.
