@@ -39,13 +39,24 @@ async fn next_json(ws: &mut Socket, wait: Duration) -> Option<Option<Value>> {
     }
 }
 
+/// A new connection through the balancer, as a client makes one: given up after 2 s (and
+/// then tried again after a pause by the caller's loop).
+async fn reconnect(url: &str) -> Option<Socket> {
+    match tokio::time::timeout(Duration::from_secs(2), connect_async(url)).await {
+        Ok(Ok((ws, _))) => Some(ws),
+        _ => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// Publishes notes by `author` until `stop`, reconnecting through `url` whenever the
 /// connection ends; records the ids answered `OK true`.
 async fn publisher(url: String, author: u8, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
-        let Ok((mut ws, _)) = connect_async(&url).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(mut ws) = reconnect(&url).await else {
             continue;
         };
         'connected: while !stop.load(Ordering::Relaxed) {
@@ -91,8 +102,7 @@ async fn subscriber(url: String, start: u64, stop: Arc<AtomicBool>, seen: Arc<Mu
     let mut since = start;
     let mut subscription = 0;
     while !stop.load(Ordering::Relaxed) {
-        let Ok((mut ws, _)) = connect_async(&url).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(mut ws) = reconnect(&url).await else {
             continue;
         };
         subscription += 1;
@@ -207,7 +217,8 @@ async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
         while acked.lock().unwrap().len() < before + 20 {
             assert!(
                 started.elapsed() < DEADLINE,
-                "publishing stalled before restarting node {i}"
+                "publishing stalled before restarting node {i} ({} acknowledged)",
+                acked.lock().unwrap().len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

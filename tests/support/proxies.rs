@@ -85,7 +85,8 @@ impl Proxy {
     }
 
     /// HAProxy in TCP mode balancing round-robin over `backends`, each checked every 200 ms
-    /// with `GET /readyz` (a draining or stopped relay gets no new connections).
+    /// with `GET /readyz` (a draining or stopped relay gets no new connections), a
+    /// connection refused by one sent to another (`option redispatch`), as in production.
     pub fn haproxy_balancing(backends: &[String]) -> Self {
         let dir = TempDir::new("haproxy");
         let port = free_port();
@@ -96,7 +97,8 @@ impl Proxy {
             .collect();
         let config = format!(
             "global\n  maxconn 1000\n\
-             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n\
+             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n\
+             \x20 retries 3\n  option redispatch\n\
              frontend relays\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
              backend relays\n  balance roundrobin\n  option httpchk GET /readyz\n\
              http-check expect status 200\n{servers}"
