@@ -354,3 +354,23 @@ async fn pgbouncer_works_in_session_mode_and_transaction_mode_is_refused() {
         assert!(refused.contains("pool_mode = session"), "{refused}");
     }
 }
+
+#[test]
+fn an_import_into_postgresql_leaves_the_planner_statistics_current() {
+    let database = shared().create_empty_database();
+    let env = [("DATABASE_URL", database.url.as_str())];
+    let work = TempDir::new("analyze");
+    let file = work.path().join("events.jsonl");
+    let lines: String = (0..20u8)
+        .map(|n| crate::support::note(n, "analyzed").to_json() + "\n")
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let data = work.path().join("data");
+    import(&["--data-dir", data.to_str().unwrap()], &env, &file);
+    let analyzed = database.query_count(
+        "SELECT count(*) FROM pg_stat_user_tables
+         WHERE relname IN ('events', 'event_tags') AND last_analyze IS NOT NULL AND $1::bytea IS NOT NULL",
+        vec![0],
+    );
+    assert_eq!(analyzed, 2, "both tables analyzed after the import");
+}

@@ -115,6 +115,10 @@ impl EventStore for Metered {
         self.timed("hll", self.inner.hll(filter, offset, now, cancel))
     }
 
+    fn refresh_statistics(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.timed("refresh_statistics", self.inner.refresh_statistics())
+    }
+
     fn purge_expired(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.timed("purge_expired", self.inner.purge_expired(now))
     }

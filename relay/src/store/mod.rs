@@ -181,6 +181,13 @@ pub trait EventStore: PolicyStore {
         None
     }
 
+    /// Brings the query planner's statistics up to date after a bulk load (PostgreSQL plans
+    /// tag queries from them; until autovacuum gets to a freshly filled table, some shapes
+    /// run thirty times slower). Nothing to do for a store without a planner to tell.
+    fn refresh_statistics(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// The position of the last event stored (0 when empty), for [`EventStore::events_after`].
     fn position(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 

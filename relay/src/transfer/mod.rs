@@ -109,6 +109,9 @@ pub async fn import(
     }
     store_batch(&store, &mut batch, &mut totals, report).await?;
     progress.finish(totals.stored);
+    if totals.stored > 0 {
+        store.refresh_statistics().await?;
+    }
     Ok(totals)
 }
 

@@ -382,6 +382,9 @@ pub async fn sync(
         }
     }
     progress.finish(report.fetched + report.sent);
+    if report.stored.stored > 0 {
+        store.refresh_statistics().await?;
+    }
     Ok(report)
 }
 

@@ -285,6 +285,16 @@ impl EventStore for PgStore {
         })
     }
 
+    fn refresh_statistics(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .batch_execute("ANALYZE")
+                .await
+                .map_err(db)
+        })
+    }
+
     fn cache_status(&self) -> Option<super::CacheStatus> {
         Some(self.cache.status())
     }
