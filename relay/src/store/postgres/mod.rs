@@ -288,10 +288,7 @@ impl EventStore for PgStore {
     fn refresh_statistics(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
-            client
-                .batch_execute("ANALYZE")
-                .await
-                .map_err(db)
+            client.batch_execute("ANALYZE").await.map_err(db)
         })
     }
 
