@@ -181,9 +181,10 @@ pub trait EventStore: PolicyStore {
         None
     }
 
-    /// Brings the query planner's statistics up to date after a bulk load (PostgreSQL plans
-    /// tag queries from them; until autovacuum gets to a freshly filled table, some shapes
-    /// run thirty times slower). Nothing to do for a store without a planner to tell.
+    /// Brings the query planner's statistics and the visibility map up to date after a
+    /// bulk load (PostgreSQL plans tag queries from the statistics, and answers from its
+    /// indexes alone where the map says it may; until autovacuum gets to a freshly filled
+    /// table, some shapes run thirty times slower). Nothing to do for SQLite.
     fn refresh_statistics(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }

@@ -68,6 +68,8 @@ pub struct PgStore {
     tls: PgTls,
     /// How connections are made, for the start-up checks.
     config: tokio_postgres::Config,
+    /// Every session's statement limit (set again after maintenance lifts it).
+    statement_timeout: Duration,
 }
 
 /// Prepared statements one pooled connection keeps; past it, its cache is emptied (filters
@@ -128,6 +130,7 @@ impl PgStore {
             cache: JsonCache::new(settings.json_cache_bytes),
             tls: connector,
             config,
+            statement_timeout: settings.statement_timeout,
         })
     }
 
@@ -288,7 +291,19 @@ impl EventStore for PgStore {
     fn refresh_statistics(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
-            client.batch_execute("ANALYZE").await.map_err(db)
+            // VACUUM runs alone (not in a transaction, so one statement at a time) and may
+            // take longer than a client's statement limit on a large store.
+            client
+                .batch_execute("SET statement_timeout = 0")
+                .await
+                .map_err(db)?;
+            let done = client.batch_execute("VACUUM (ANALYZE)").await.map_err(db);
+            let limit = format!(
+                "SET statement_timeout = {}",
+                self.statement_timeout.as_millis()
+            );
+            client.batch_execute(&limit).await.map_err(db)?;
+            done
         })
     }
 
