@@ -148,6 +148,29 @@ async fn until_ready(node: &Relay) {
     }
 }
 
+/// Publishing clients of both nodes and a live subscriber of B's (subscribers only read:
+/// a client waiting for an OK skips what else comes).
+struct Clients {
+    to_a: Client,
+    to_b: Client,
+    on_b: Client,
+}
+
+impl Clients {
+    /// Once both nodes are ready.
+    async fn open(cluster: &Partitioned) -> Self {
+        until_ready(&cluster.a).await;
+        until_ready(&cluster.b).await;
+        let mut on_b = Client::connect(&cluster.b.url()).await;
+        on_b.req("live", &[json!({"kinds": [1]})]).await;
+        Self {
+            to_a: Client::connect(&cluster.a.url()).await,
+            to_b: Client::connect(&cluster.b.url()).await,
+            on_b,
+        }
+    }
+}
+
 /// Reads `sub`'s live events until every id in `expected` came, then until `marker`; fails
 /// on a second copy of any.
 async fn receives_each_once(client: &mut Client, sub: &str, expected: &[String], marker: &str) {
@@ -222,12 +245,11 @@ async fn a_node_cut_off_from_redis_says_so_and_catches_up_on_every_event_once() 
 #[tokio::test]
 async fn a_node_cut_off_from_postgres_answers_error_and_recovers() {
     let Some(cluster) = start() else { return };
-    until_ready(&cluster.a).await;
-    until_ready(&cluster.b).await;
-    let mut to_a = Client::connect(&cluster.a.url()).await;
-    let mut to_b = Client::connect(&cluster.b.url()).await;
-    let mut on_b = Client::connect(&cluster.b.url()).await;
-    on_b.req("live", &[json!({"kinds": [1]})]).await;
+    let Clients {
+        mut to_a,
+        mut to_b,
+        mut on_b,
+    } = Clients::open(&cluster).await;
 
     cluster.namespace.cut(POSTGRES);
     let (accepted, message) = to_b.publish(&note(1, "while B's database is away")).await;
@@ -262,12 +284,11 @@ async fn a_node_cut_off_from_postgres_answers_error_and_recovers() {
 #[tokio::test]
 async fn a_node_cut_off_from_both_refuses_then_rejoins_without_losses() {
     let Some(cluster) = start() else { return };
-    until_ready(&cluster.a).await;
-    until_ready(&cluster.b).await;
-    let mut to_a = Client::connect(&cluster.a.url()).await;
-    let mut to_b = Client::connect(&cluster.b.url()).await;
-    let mut on_b = Client::connect(&cluster.b.url()).await;
-    on_b.req("live", &[json!({"kinds": [1]})]).await;
+    let Clients {
+        mut to_a,
+        mut to_b,
+        mut on_b,
+    } = Clients::open(&cluster).await;
 
     cluster.namespace.cut(REDIS);
     cluster.namespace.cut(POSTGRES);
