@@ -79,6 +79,31 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs a page query (`created_at`, id, …) on a reader thread, each row with a 32-byte
+    /// id made into a `T` by `make`.
+    fn read_rows<'a, T: Send + 'static>(
+        &'a self,
+        cancel: &'a Cancel,
+        (sql, values): (String, Vec<rusqlite::types::Value>),
+        make: fn(i64, [u8; 32], &rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> impl Future<Output = Result<Vec<T>, StoreError>> + Send + 'a {
+        self.readers
+            .run_cancellable(cancel, self.read_timeout, move |conn| {
+                let mut rows = Vec::new();
+                let mut statement = conn.prepare_cached(&sql)?;
+                let mut found = statement.query(params_from_iter(values))?;
+                while let Some(r) = found.next()? {
+                    let id: Vec<u8> = r.get(1)?;
+                    if let Ok(id) = id.try_into() {
+                        rows.push(make(r.get(0)?, id, r)?);
+                    }
+                }
+                Ok(rows)
+            })
+    }
+}
+
 fn reader_count() -> usize {
     thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -109,26 +134,14 @@ impl EventStore for SqliteStore {
         now: u64,
         cancel: &'a Cancel,
     ) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
-        let (sql, values) = sql::page(filter, after, count, now);
-        Box::pin(
-            self.readers
-                .run_cancellable(cancel, self.read_timeout, move |conn| {
-                    let mut rows = Vec::new();
-                    let mut statement = conn.prepare_cached(&sql)?;
-                    let mut found = statement.query(params_from_iter(values))?;
-                    while let Some(r) = found.next()? {
-                        let id: Vec<u8> = r.get(1)?;
-                        if let Ok(id) = id.try_into() {
-                            rows.push(Row {
-                                created_at: r.get(0)?,
-                                id,
-                                json: r.get(2)?,
-                            });
-                        }
-                    }
-                    Ok(rows)
-                }),
-        )
+        let query = sql::page(filter, after, count, now);
+        Box::pin(self.read_rows(cancel, query, |created_at, id, r| {
+            Ok(Row {
+                created_at,
+                id,
+                json: r.get(2)?,
+            })
+        }))
     }
 
     fn records<'a>(
@@ -139,22 +152,8 @@ impl EventStore for SqliteStore {
         now: u64,
         cancel: &'a Cancel,
     ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
-        let (sql, values) = sql::records(filter, after, count, now);
-        Box::pin(
-            self.readers
-                .run_cancellable(cancel, self.read_timeout, move |conn| {
-                    let mut records = Vec::with_capacity(count.min(4096));
-                    let mut statement = conn.prepare_cached(&sql)?;
-                    let mut found = statement.query(params_from_iter(values))?;
-                    while let Some(r) = found.next()? {
-                        let id: Vec<u8> = r.get(1)?;
-                        if let Ok(id) = id.try_into() {
-                            records.push((r.get(0)?, id));
-                        }
-                    }
-                    Ok(records)
-                }),
-        )
+        let query = sql::records(filter, after, count, now);
+        Box::pin(self.read_rows(cancel, query, |created_at, id, _| Ok((created_at, id))))
     }
 
     fn count<'a>(
