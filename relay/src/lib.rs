@@ -5,6 +5,7 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod dial;
 pub mod fair;
 pub mod http;
 pub mod ingest;

@@ -6,58 +6,19 @@
 //! One plain HTTP/1.1 request per call (`Connection: close`), over TLS for `https://` and
 //! `wss://` relays.
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::endpoint::CONTENT_TYPE;
-use crate::nostr::{Keys, hex};
-
-/// Where the relay is, as the call needs it.
-struct Target {
-    secure: bool,
-    /// `host[:port]`, for the `Host` header.
-    authority: String,
-    host: String,
-    port: u16,
-    path: String,
-    /// The URL named in the `u` tag (`http(s)://host[:port]/path`).
-    url: String,
-}
-
-fn target(relay: &str) -> anyhow::Result<Target> {
-    let (scheme, rest) = relay
-        .split_once("://")
-        .with_context(|| format!("`{relay}` is not a URL like wss://relay.example.com"))?;
-    let secure = match scheme.to_ascii_lowercase().as_str() {
-        "wss" | "https" => true,
-        "ws" | "http" => false,
-        other => bail!("unsupported scheme `{other}` (use ws, wss, http or https)"),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            (host.to_string(), port.parse().context("the port")?)
-        }
-        _ => (authority.to_string(), if secure { 443 } else { 80 }),
-    };
-    let scheme = if secure { "https" } else { "http" };
-    Ok(Target {
-        url: format!("{scheme}://{authority}{path}"),
-        authority: authority.to_string(),
-        secure,
-        host,
-        port,
-        path: path.to_string(),
-    })
-}
+use crate::{
+    dial::{Io, Target},
+    nostr::{Keys, hex},
+};
 
 /// The admin's secret key from `key_file`, or else from `STARLING_ADMIN_KEY`.
 pub fn admin_keys(key_file: Option<&Path>) -> anyhow::Result<Keys> {
@@ -91,11 +52,11 @@ pub async fn call(
     method: &str,
     params: Vec<Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let target = target(relay)?;
+    let target = Target::parse(relay)?;
     let body = json!({ "method": method, "params": params }).to_string();
     let digest = hex::encode(&<[u8; 32]>::from(Sha256::digest(body.as_bytes())));
     let tags = vec![
-        vec!["u".to_string(), target.url.clone()],
+        vec!["u".to_string(), target.http_url()],
         vec!["method".to_string(), "POST".to_string()],
         vec!["payload".to_string(), digest],
     ];
@@ -108,25 +69,11 @@ pub async fn call(
         host = target.authority,
         length = body.len(),
     );
-    let tcp = tokio::net::TcpStream::connect((target.host.trim_matches(['[', ']']), target.port))
-        .await
-        .with_context(|| format!("connecting to {}:{}", target.host, target.port))?;
-    let response = if target.secure {
-        let config = crate::tls::client_config(crate::tls::Verify::Full, None, None)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-            .context("the relay's host name")?;
-        exchange(connector.connect(name, tcp).await?, &request).await?
-    } else {
-        exchange(tcp, &request).await?
-    };
+    let response = exchange(target.connect().await?, &request).await?;
     parse_response(&response)
 }
 
-async fn exchange(
-    mut stream: impl AsyncRead + AsyncWrite + Unpin,
-    request: &str,
-) -> anyhow::Result<Vec<u8>> {
+async fn exchange(mut stream: Box<dyn Io>, request: &str) -> anyhow::Result<Vec<u8>> {
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
     let mut response = Vec::new();
@@ -212,18 +159,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_and_answers() {
-        let t = target("wss://relay.example.com").unwrap();
-        assert_eq!(
-            (t.secure, t.port, t.url.as_str()),
-            (true, 443, "https://relay.example.com/")
-        );
-        let t = target("ws://127.0.0.1:7777/nostr").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("127.0.0.1", 7777, "/nostr")
-        );
-        assert!(target("ftp://x").is_err());
+    fn params_and_answers() {
         assert_eq!(
             params(&["1".into(), "spam".into()]),
             vec![json!(1), json!("spam")]

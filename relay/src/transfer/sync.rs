@@ -20,11 +20,11 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use negentropy::{Id, Negentropy, NegentropyStorageVector};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
 
 use super::{ImportReport, Intake, progress::Progress, store_batch};
 use crate::{
+    dial::{Io, Target},
     nostr::{Filter, VerifiedEvent, hex},
     plugin::SourceType,
     store::{Cancel, Cursor, EventStore},
@@ -82,10 +82,6 @@ const FALLBACK_PAGE: u64 = 500;
 /// Frame size of this side's negentropy messages (as strfry's default).
 const FRAME: u64 = 60_000;
 
-/// Anything a WebSocket can run over: TCP, or TLS over TCP.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// The other relay.
 struct Remote {
     ws: WebSocketStream<Box<dyn Io>>,
@@ -94,31 +90,10 @@ struct Remote {
 
 impl Remote {
     async fn connect(url: &str) -> anyhow::Result<Self> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .with_context(|| format!("`{url}` is not a ws:// or wss:// URL"))?;
-        let secure = match scheme {
-            "wss" => true,
-            "ws" => false,
-            other => bail!("unsupported scheme `{other}` (use ws or wss)"),
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => (host, port.parse().context("port")?),
-            _ => (authority, if secure { 443 } else { 80 }),
-        };
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .with_context(|| format!("connecting to {authority}"))?;
-        tcp.set_nodelay(true)?;
-        let stream: Box<dyn Io> = if secure {
-            let config = crate::tls::client_config(crate::tls::Verify::Full, None, None)?;
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
-            Box::new(connector.connect(name, tcp).await?)
-        } else {
-            Box::new(tcp)
-        };
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            bail!("`{url}` is not a ws:// or wss:// URL");
+        }
+        let stream = Target::parse(url)?.connect().await?;
         let (ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .with_context(|| format!("opening a WebSocket to {url}"))?;
