@@ -231,3 +231,23 @@ on_every_store! {
         assert!(answer[2].get("hll").is_none(), "no tag, no offset, no hll: {answer}");
     }
 }
+
+#[tokio::test]
+async fn every_negentropy_message_counts_as_a_request() {
+    let relay = Relay::start(&["--max-reqs-per-minute-per-connection", "2"]);
+    let mut client = Client::connect(&relay.url()).await;
+    let (_, first) = JsNegentropy::start(&[]);
+    client
+        .send(json!(["NEG-OPEN", "n", {"kinds": [1]}, first]))
+        .await;
+    assert_eq!(client.recv().await[0], "NEG-MSG");
+    client.send(json!(["NEG-MSG", "n", first])).await;
+    assert_eq!(client.recv().await[0], "NEG-MSG", "the second request");
+    client.send(json!(["NEG-MSG", "n", first])).await;
+    let refused = client.recv().await;
+    assert_eq!(refused[0], "NEG-ERR", "{refused}");
+    assert!(
+        refused[2].as_str().unwrap().starts_with("rate-limited: "),
+        "{refused}"
+    );
+}

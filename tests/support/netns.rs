@@ -5,8 +5,9 @@
 //!
 //! On this machine's side of each link a forwarder (a thread of its own, so that it runs
 //! while the test blocks) relays connections to the service on loopback. Namespaces need
-//! root and `ip` (iproute2); [`Namespace::create`] says why it cannot when it cannot, and
-//! the tests print that and skip.
+//! root and `ip` (iproute2, installed when missing); [`Namespace::create`] says why it
+//! cannot when it cannot (not root, or a sandbox that forbids namespaces), and the tests
+//! print that and skip.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -55,6 +56,9 @@ impl Namespace {
     pub fn create(links: usize) -> Result<Self, String> {
         if unsafe { libc::geteuid() } != 0 {
             return Err("network namespaces need root".into());
+        }
+        if Command::new("ip").arg("-V").output().is_err() {
+            super::install_debian_package("iproute2");
         }
         let pid = std::process::id();
         let name = format!("st{pid}n{}", NAMESPACES.fetch_add(1, Ordering::Relaxed));

@@ -242,7 +242,7 @@ impl Connection {
             }
             Ok(ClientMessage::NegMsg { sub_id, message }) => {
                 self.count_received("NEG-MSG");
-                self.on_neg_msg(sub_id, message)
+                self.on_neg_msg(sub_id, message, ctx)
             }
             Ok(ClientMessage::NegClose { sub_id }) => {
                 self.count_received("NEG-CLOSE");

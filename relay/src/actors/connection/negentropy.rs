@@ -6,7 +6,8 @@
 //! `max_negentropy_records` of them (more: `NEG-ERR "blocked: …"`); then the reconciliation
 //! (the `negentropy` crate) answers each message with `NEG-MSG`. A connection holds at most
 //! `max_negentropy_sessions` at once; `NEG-CLOSE`, an error or the end of the connection
-//! forgets one.
+//! forgets one. `NEG-OPEN` and every `NEG-MSG` count against the connection's requests per
+//! minute, as `REQ`s do.
 
 use std::{rc::Rc, sync::Arc, time::Instant};
 
@@ -253,7 +254,18 @@ impl Connection {
         (half.saturating_sub(256) as u64).max(4096)
     }
 
-    pub(super) fn on_neg_msg(&mut self, sub_id: String, message: Vec<u8>) {
+    pub(super) fn on_neg_msg(&mut self, sub_id: String, message: Vec<u8>, ctx: &mut Context<Self>) {
+        // Each message makes the relay fingerprint ranges of up to the records limit: it
+        // counts as a request, as a REQ does.
+        if !self.requests.allow(Instant::now()) {
+            self.count_limit("requests");
+            self.neg_err(
+                &sub_id,
+                Reason::new(Prefix::RateLimited, "too many requests; slow down"),
+            );
+            self.negentropy.remove(&sub_id);
+            return self.strike(Strike::RateLimited, ctx);
+        }
         let Some(session) = self.negentropy.get_open(&sub_id) else {
             let why = "no reconciliation is open with this id (NEG-OPEN first)";
             return self.neg_err(&sub_id, Reason::new(Prefix::Closed, why));
