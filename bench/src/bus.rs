@@ -145,7 +145,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         args.nodes, args.payload_bytes
     );
     drop(kept);
-    crate::report(
+    crate::report::of(
         "bus",
         args,
         json!({"published": total, "received": received, "lost": lost, "events_per_second": rate, "seconds": seconds}),

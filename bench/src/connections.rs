@@ -114,7 +114,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         closed,
         open_seconds,
     };
-    crate::report("connections", args, table(args, &readings))
+    crate::report::of("connections", args, table(args, &readings))
 }
 
 /// Prints the readings and the memory per connection and per subscription; returns them.

@@ -170,5 +170,5 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
             "plan": plan,
         }));
     }
-    crate::report("explain", args, json!({"events": count, "shapes": results}))
+    crate::report::of("explain", args, json!({"events": count, "shapes": results}))
 }

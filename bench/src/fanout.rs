@@ -188,7 +188,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     }
     drop(delivering);
     let nodes = table(args, &plan, &samples, acknowledged);
-    crate::report(
+    crate::report::of(
         "fanout",
         args,
         json!({

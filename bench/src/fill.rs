@@ -204,7 +204,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     drop(progress);
     eprintln!("generated {events} events into {}", args.output.display());
     let seconds = started.elapsed().as_secs_f64();
-    crate::report(
+    crate::report::of(
         "fill",
         args,
         json!({"events": events, "seconds": seconds, "events_per_s": events as f64 / seconds}),

@@ -250,7 +250,7 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<Value> {
     println!("| mode | acknowledged | rate | p50 ms | p99 ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let acknowledged = summary("ingest (OK true)", latencies, elapsed, "events");
-    crate::report(
+    crate::report::of(
         "ingest",
         args,
         json!({"refused": refused, "acknowledged": acknowledged}),
@@ -394,7 +394,7 @@ pub async fn query(args: &QueryArgs) -> anyhow::Result<Value> {
         let latencies = run_shape(args, shape, &ids).await?;
         shapes.push(summary(shape.label(), latencies, started.elapsed(), "REQ"));
     }
-    crate::report("query", args, json!({ "shapes": shapes }))
+    crate::report::of("query", args, json!({ "shapes": shapes }))
 }
 
 /// Queries one shape on every connection for `--seconds`; the REQ-to-EOSE latencies (ms).

@@ -22,11 +22,11 @@ mod fill;
 mod load;
 mod negentropy;
 mod progress;
+mod report;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
 
 /// Load generator and measurements for Starling.
 #[derive(Parser)]
@@ -65,15 +65,6 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-/// The JSON object of a mode's run: its name, its parameters and its results.
-fn report(mode: &str, parameters: &impl serde::Serialize, results: Value) -> anyhow::Result<Value> {
-    Ok(json!({
-        "mode": mode,
-        "parameters": serde_json::to_value(parameters)?,
-        "results": results,
-    }))
 }
 
 fn main() -> anyhow::Result<()> {

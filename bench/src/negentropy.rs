@@ -149,7 +149,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         mib(rss_after),
         mib(peak),
     );
-    crate::report(
+    crate::report::of(
         "negentropy",
         args,
         json!({
