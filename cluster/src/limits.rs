@@ -286,7 +286,11 @@ impl Limiter for RedisLimiter {
     fn release(&self, key: &str, holder: &str) {
         let key = format!("{}slots:{key}", self.prefix);
         let (holder, shared) = (holder.to_string(), Arc::clone(&self.connection));
-        tokio::spawn(async move {
+        // Called from `Drop`s too: without a runtime the slot lapses by itself.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             if let Some(mut conn) = shared.get().await {
                 let _: redis::RedisResult<i64> = redis::cmd("ZREM")
                     .arg(key)

@@ -64,7 +64,7 @@ async fn root(
         let Some(admission) = node.admit_connection(address) else {
             return Ok(relay_full(&node));
         };
-        let limiter = &**node.limiter();
+        let limiter = node.limiter();
         let lease = match AddressLease::take(limiter, node.config(), node.id(), &address).await {
             Ok(lease) => lease,
             Err(limit) => return Ok(too_many_connections(&node, limit)),

@@ -323,11 +323,6 @@ impl Node {
         .await
     }
 
-    /// The node's query places: running and waiting.
-    pub fn queries(&self) -> &Arc<Scheduler> {
-        &self.queries
-    }
-
     /// Takes a verified event in: ephemeral events go straight to live subscribers; others
     /// are stored first. Resolves once the outcome is final (committed, for stored events).
     /// The `publish` span after commit is a child of the span current at the call.

@@ -4,10 +4,14 @@
 //! Leases are kept by the cluster's [`Limiter`] and must be refreshed: the connection
 //! refreshes its lease at every ping, and a lease not refreshed for
 //! [`LEASE_LIFETIME_IN_PINGS`] ping intervals lapses, so the places of a node that died free
-//! themselves.
+//! themselves. A lease is given back when it is dropped, however its connection ended (or
+//! failed to start).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,6 +25,7 @@ pub const LEASE_LIFETIME_IN_PINGS: u32 = 3;
 
 /// One of the places a client address may hold at once.
 pub struct AddressLease {
+    limiter: Arc<dyn Limiter>,
     key: String,
     holder: String,
     limit: u64,
@@ -32,7 +37,7 @@ impl AddressLease {
     /// connections per address are not limited, `Err(limit)` when the address holds every
     /// place it may.
     pub async fn take(
-        limiter: &dyn Limiter,
+        limiter: &Arc<dyn Limiter>,
         config: &Config,
         node_id: &str,
         address: &ClientAddress,
@@ -43,12 +48,13 @@ impl AddressLease {
             return Ok(None);
         }
         let lease = Self {
+            limiter: Arc::clone(limiter),
             key: format!("connections:{address}"),
             holder: format!("{node_id}#{}", NEXT.fetch_add(1, Ordering::Relaxed)),
             limit,
             ttl: Duration::from_secs(config.ping_interval_seconds.max(1)) * LEASE_LIFETIME_IN_PINGS,
         };
-        if lease.refresh(limiter).await {
+        if lease.refresh().await {
             Ok(Some(lease))
         } else {
             Err(limit)
@@ -56,12 +62,15 @@ impl AddressLease {
     }
 
     /// Renews the lease for another lifetime; resolves to whether it is still held.
-    pub fn refresh(&self, limiter: &dyn Limiter) -> BoxFuture<'static, bool> {
-        limiter.acquire(&self.key, &self.holder, self.limit, self.ttl)
+    pub fn refresh(&self) -> BoxFuture<'static, bool> {
+        self.limiter
+            .acquire(&self.key, &self.holder, self.limit, self.ttl)
     }
+}
 
+impl Drop for AddressLease {
     /// Gives the lease back.
-    pub fn release(&self, limiter: &dyn Limiter) {
-        limiter.release(&self.key, &self.holder);
+    fn drop(&mut self) {
+        self.limiter.release(&self.key, &self.holder);
     }
 }

@@ -350,7 +350,7 @@ impl Connection {
         }
         let _ = self.outbox.push_ping(self.liveness.next_ping());
         if let Some(lease) = &self.peer.lease {
-            actix_web::rt::spawn(lease.refresh(&**self.node.limiter()));
+            actix_web::rt::spawn(lease.refresh());
         }
     }
 
@@ -402,9 +402,7 @@ impl Actor for Connection {
         self.cancel.cancel();
         self.subscriptions.stop_all();
         self.outbox.close(None);
-        if let Some(lease) = &self.peer.lease {
-            lease.release(&**self.node.limiter());
-        }
+        // The connection's lease on its address's place goes back with `self.peer`.
         let metrics = self.node.metrics();
         metrics.connections_open.add(-1, &[]);
         let reason = KeyValue::new("reason", self.close_reason);
