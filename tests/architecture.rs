@@ -1,6 +1,6 @@
-//! The shape of the code, checked: no import cycles between the modules of `relay/src` and
-//! `cluster/src` (ARCHITECTURE.md states it as an invariant), and no source file longer than
-//! 500 lines before its tests.
+//! The shape of the code, checked: no import cycles between the modules of `relay/src`,
+//! `cluster/src` and `bench/src` (ARCHITECTURE.md states it as an invariant), and no source
+//! file of theirs longer than 500 lines before its tests.
 //!
 //! The module graph is read from the sources themselves: every `use` declaration and every
 //! `crate::…`, `super::…`, `self::…` or child-module path in the code (comments and the
@@ -19,12 +19,11 @@ use crate::support::repository_file;
 const MAX_LINES: usize = 500;
 
 /// The crates whose module graphs must be acyclic, by their source directories.
-const CRATES: [&str; 2] = ["relay/src", "cluster/src"];
+const CRATES: [&str; 3] = ["relay/src", "cluster/src", "bench/src"];
 
 /// One source file: its module path (`["store", "postgres"]`), its code without comments
 /// and tests, and whether it is a directory's `mod.rs` (or the crate root).
 struct SourceFile {
-    path: PathBuf,
     module: Vec<String>,
     code: String,
 }
@@ -44,41 +43,28 @@ struct Crate {
 impl Crate {
     fn read(dir: &Path) -> Self {
         let mut files = BTreeMap::new();
-        let mut pending = vec![dir.to_path_buf()];
-        while let Some(next) = pending.pop() {
-            for entry in std::fs::read_dir(&next).expect("read a source directory") {
-                let path = entry.expect("a directory entry").path();
-                if path.is_dir() {
-                    pending.push(path);
-                    continue;
+        for path in rust_files(dir) {
+            let relative = path.strip_prefix(dir).expect("inside the crate");
+            let mut module: Vec<String> = relative
+                .with_extension("")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            match module.last().map(String::as_str) {
+                Some("mod" | "lib") => {
+                    module.pop();
                 }
-                if path.extension().is_none_or(|e| e != "rs") {
-                    continue;
+                // A binary beside a library is a crate of its own that reaches the library
+                // by its name; a binary alone is the crate's root.
+                Some("main") if dir.join("lib.rs").exists() => continue,
+                Some("main") => {
+                    module.pop();
                 }
-                let relative = path.strip_prefix(dir).expect("inside the crate");
-                let mut module: Vec<String> = relative
-                    .with_extension("")
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                match module.last().map(String::as_str) {
-                    Some("mod" | "lib") => {
-                        module.pop();
-                    }
-                    // A binary is a crate of its own; it reaches the library by its name.
-                    Some("main") => continue,
-                    _ => {}
-                }
-                let text = std::fs::read_to_string(&path).expect("read a source file");
-                files.insert(
-                    module.clone(),
-                    SourceFile {
-                        path,
-                        module,
-                        code: code_of(&text),
-                    },
-                );
+                _ => {}
             }
+            let text = std::fs::read_to_string(&path).expect("read a source file");
+            let code = code_of(&text);
+            files.insert(module.clone(), SourceFile { module, code });
         }
         Self { files }
     }
@@ -439,23 +425,12 @@ fn no_module_imports_a_module_that_imports_it_back() {
     for dir in CRATES {
         let krate = Crate::read(&repository_file(dir));
         assert!(krate.files.len() > 3, "no sources found in {dir}");
-        let mut files: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
-        let mut tops: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for file in krate.files.values() {
-            let dependencies = krate.dependencies(file);
-            let top = |m: &[String]| m.first().cloned().unwrap_or_else(|| "crate".into());
-            for dependency in &dependencies {
-                if top(dependency) != top(&file.module)
-                    && !file.module.is_empty()
-                    && !dependency.is_empty()
-                {
-                    tops.entry(top(&file.module))
-                        .or_default()
-                        .insert(top(dependency));
-                }
-            }
-            files.insert(file.module.clone(), dependencies);
-        }
+        let files: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = krate
+            .files
+            .values()
+            .map(|file| (file.module.clone(), krate.dependencies(file)))
+            .collect();
+        let tops = top_level_graph(&files);
         for cycle in cycles(&files) {
             let names: Vec<String> = cycle.iter().map(|m| show(m)).collect();
             problems.push(format!(
@@ -470,6 +445,79 @@ fn no_module_imports_a_module_that_imports_it_back() {
             ));
         }
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The graph of top-level modules: `a -> b` when a file of `a` imports a file of `b`.
+fn top_level_graph(
+    files: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut tops: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, dependencies) in files {
+        let (Some(from), false) = (module.first(), module.is_empty()) else {
+            continue;
+        };
+        for to in dependencies.iter().filter_map(|d| d.first()) {
+            if to != from {
+                tops.entry(from.clone()).or_default().insert(to.clone());
+            }
+        }
+    }
+    tops
+}
+
+/// The top-level modules of `relay/src` in the order ARCHITECTURE.md's code map lists them
+/// (the lines indented by two spaces between `relay/src/` and `cluster/src/`).
+fn code_map_layers() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(repository_file("ARCHITECTURE.md")).expect("read ARCHITECTURE.md");
+    let mut layers = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line == "relay/src/" {
+            inside = true;
+        } else if line.starts_with("cluster/src/") {
+            break;
+        } else if inside && line.starts_with("  ") && !line.starts_with("   ") {
+            let entry = line.trim_start().split("  ").next().unwrap_or_default();
+            for name in entry.split(", ") {
+                let name = name.trim_end_matches('/').trim_end_matches(".rs");
+                if name != "main" {
+                    layers.push(name.to_string());
+                }
+            }
+        }
+    }
+    layers
+}
+
+#[test]
+fn relay_layers_import_only_layers_listed_before_them_in_the_code_map() {
+    let layers = code_map_layers();
+    assert!(layers.len() > 10, "no code map found: {layers:?}");
+    let krate = Crate::read(&repository_file("relay/src"));
+    let files: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = krate
+        .files
+        .values()
+        .map(|file| (file.module.clone(), krate.dependencies(file)))
+        .collect();
+    let mut problems = Vec::new();
+    for module in files.keys().filter_map(|m| m.first()) {
+        if !layers.contains(module) {
+            problems.push(format!("`{module}` is missing from the code map"));
+        }
+    }
+    let place = |m: &str| layers.iter().position(|l| l == m);
+    for (from, targets) in top_level_graph(&files) {
+        for to in targets {
+            if let (Some(a), Some(b)) = (place(&from), place(&to))
+                && b > a
+            {
+                problems.push(format!("`{from}` imports `{to}`, listed after it"));
+            }
+        }
+    }
+    problems.dedup();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -507,19 +555,38 @@ fn the_checker_sees_imports_of_every_form() {
 #[test]
 fn no_source_file_is_longer_than_500_lines_before_its_tests() {
     let mut long = Vec::new();
+    let mut checked = 0;
     for dir in CRATES {
-        let krate = Crate::read(&repository_file(dir));
-        for file in krate.files.values() {
-            let text = std::fs::read_to_string(&file.path).expect("read a source file");
+        for path in rust_files(&repository_file(dir)) {
+            let text = std::fs::read_to_string(&path).expect("read a source file");
             let lines = lines_before_tests(&text);
             if lines > MAX_LINES {
-                long.push(format!("{}: {lines} lines", file.path.display()));
+                long.push(format!("{}: {lines} lines", path.display()));
             }
+            checked += 1;
         }
     }
+    assert!(checked > 50, "only {checked} source files found");
     assert!(
         long.is_empty(),
         "files over {MAX_LINES} lines:\n{}",
         long.join("\n")
     );
+}
+
+/// Every `.rs` file under `dir`, binaries' `main.rs` included.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).expect("read a source directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
