@@ -31,12 +31,10 @@ async fn a_flood_of_forged_signatures_gets_its_connection_closed() {
     let mut forger = Client::connect(&relay.url()).await;
     let mut honest = Client::connect(&relay.url()).await;
     for n in 0..50 {
-        forger
-            .send(json!([
-                "EVENT",
-                serde_json::from_str::<serde_json::Value>(&forged(n).to_json()).unwrap()
-            ]))
-            .await;
+        let event = serde_json::from_str::<serde_json::Value>(&forged(n).to_json()).unwrap();
+        if !forger.try_send(json!(["EVENT", event])).await {
+            break;
+        }
     }
     let close = loop {
         match forger.next().await {
@@ -78,6 +76,57 @@ async fn a_flood_of_forged_signatures_gets_its_connection_closed() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_flooding_client_closed_for_its_strikes_is_read_no_more() {
+    let relay = Relay::start(&["--max-strikes-per-connection", "5"]);
+    let mut socket = TcpStream::connect(&relay.addr).await.unwrap();
+    let handshake = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        relay.addr
+    );
+    socket.write_all(handshake.as_bytes()).await.unwrap();
+    // Masked text frames of 60,000 bytes that are not JSON (each one a strike), written
+    // without reading until the socket breaks. A relay that kept reading (and discarding)
+    // after closing the connection would take hundreds of megabytes a second.
+    let payload = vec![b'x' ^ 1; 60_000];
+    let mut frame = vec![
+        0x81,
+        0x80 | 126,
+        (60_000u16 >> 8) as u8,
+        60_000u16 as u8,
+        1,
+        1,
+        1,
+        1,
+    ];
+    frame.extend_from_slice(&payload);
+    const CEILING: usize = 256 << 20;
+    let mut sent = 0;
+    while sent < CEILING && socket.write_all(&frame).await.is_ok() {
+        sent += frame.len();
+    }
+    assert!(
+        sent < CEILING,
+        "the relay read {sent} bytes from a client it had closed"
+    );
+    // The close frame was sent before the socket was shut, and can still be read.
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(Ok(n)) = tokio::time::timeout(DEADLINE, socket.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    let reason = b"too many invalid messages";
+    assert!(
+        received.windows(reason.len()).any(|w| w == reason),
+        "no close frame with its reason among {} bytes",
+        received.len()
+    );
 }
 
 #[tokio::test]

@@ -170,7 +170,11 @@ fn relay_server(
             let http = HttpService::build()
                 .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
                 .client_request_timeout(Duration::from_secs(5))
-                .client_disconnect_timeout(Duration::from_secs(1))
+                // No lingering close: while lingering, actix-http reads and discards
+                // whatever the client still sends, as fast as it comes, so a flooding
+                // client closed for its strikes would keep a core busy for the whole
+                // timeout. The socket is shut once the response (the close frame) is out.
+                .client_disconnect_timeout(Duration::ZERO)
                 .local_addr(addr)
                 .graceful_shutdown_signal(move || {
                     let shutdown = shutdown.clone();

@@ -109,6 +109,12 @@ impl Client {
         self.ws.send(message).await.expect("send");
     }
 
+    /// Sends a JSON value as a text frame; false when the relay has shut the socket (as it
+    /// does right after closing a flooding client).
+    pub async fn try_send(&mut self, value: Value) -> bool {
+        self.ws.send(Message::text(value.to_string())).await.is_ok()
+    }
+
     /// Sends a text frame.
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.send_raw(Message::text(text.into())).await;
