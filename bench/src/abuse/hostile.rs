@@ -62,6 +62,30 @@ pub(super) struct Hostility {
 /// prefill is spread over, so that no address or author passes a relay's rate limits.
 const PREFILL_CONNECTIONS: u64 = 20;
 
+/// Worker threads of the hostile clients' runtime.
+const HOSTILE_THREADS: usize = 2;
+
+/// A runtime of its own for the hostile clients, so that their tasks never delay a good
+/// client's, with its threads at CPU priority `nice`.
+pub(super) fn runtime(nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(HOSTILE_THREADS)
+        .thread_name("hostile")
+        .enable_all()
+        .on_thread_start(move || lower_priority(nice))
+        .build()
+}
+
+/// Sets the calling thread's nice value (on Linux each thread has its own).
+fn lower_priority(nice: i32) {
+    // SAFETY: gettid and setpriority only read their arguments; a failure leaves the
+    // thread at its priority, which only makes the attack stronger.
+    unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, nice);
+    }
+}
+
 /// Publishes `count` notes with `t` tags and words, over [`PREFILL_CONNECTIONS`].
 pub(super) async fn prefill(url: &str, target: SocketAddr, count: u64) -> anyhow::Result<()> {
     let per_connection = count.div_ceil(PREFILL_CONNECTIONS);

@@ -71,6 +71,12 @@ pub struct Args {
     /// Every client, good and hostile, from 127.0.0.1.
     #[arg(long)]
     pub same_address: bool,
+    /// CPU priority (nice, 0 to 19) of the hostile clients' threads, which run apart from
+    /// the good clients'. On one machine the attackers' own work (signing, framing, a
+    /// syscall per message) takes the cores the relay needs; 19 stands for attackers on
+    /// machines of their own, 0 makes them compete with the relay.
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub attacker_nice: i32,
 }
 
 /// Runs both phases and prints the good clients' figures for each.
@@ -82,6 +88,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         prefill(&args.url, target, args.prefill).await?;
     }
     let (alone, alone_rss) = phase(args, target, good_source).await?;
+    let attackers = hostile::runtime(args.attacker_nice)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut hostile = Vec::new();
     let mut stats = Vec::new();
@@ -96,7 +103,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
                 Ipv4Addr::new(127, 0, 0, 2 + (n % usize::from(args.sources)) as u8)
             };
             let (url, stop, counts) = (args.url.clone(), Arc::clone(&stop), Arc::clone(&counts));
-            hostile.push(tokio::spawn(async move {
+            hostile.push(attackers.spawn(async move {
                 attack_loop(attack, url, target, source, n as u64, stop, counts).await
             }));
         }
@@ -106,8 +113,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     for task in hostile {
         task.abort();
     }
+    attackers.shutdown_background();
     println!(
-        "abuse on {}: {} good client(s) every {} ms; {} hostile connection(s) per attack ({})",
+        "abuse on {}: {} good client(s) every {} ms; {} hostile connection(s) per attack ({}), at nice {}",
         args.url,
         args.good,
         args.interval_ms,
@@ -116,7 +124,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
             .iter()
             .map(|a| format!("{a:?}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        args.attacker_nice
     );
     println!(
         "| phase | rounds | OK p50 ms | OK p99 ms | REQ p50 ms | REQ p99 ms | live p99 ms | refused | lost | relay RSS max MiB |"
