@@ -170,3 +170,25 @@ async fn the_cluster_bus_runs_over_tls_to_redis() {
         Relay::refused_at_start(&["--redis-url", redis.url(), "--redis-ca-file", &ca]);
     assert!(no_client_cert.contains("redis_url"), "{no_client_cert}");
 }
+
+/// The files for TLS to Redis do nothing without a Redis: refused, naming the setting.
+#[test]
+fn redis_tls_files_without_redis_are_refused() {
+    let certificates = Certificates::new();
+    let (ca, cert, key) = (
+        certificates.file("ca.crt"),
+        certificates.file("client.crt"),
+        certificates.file("client.key"),
+    );
+    let ca_alone = Relay::refused_at_start(&["--redis-ca-file", &ca]);
+    assert!(
+        ca_alone.contains("redis_ca_file needs redis_url"),
+        "{ca_alone}"
+    );
+    let identity_alone =
+        Relay::refused_at_start(&["--redis-cert-file", &cert, "--redis-key-file", &key]);
+    assert!(
+        identity_alone.contains("redis_cert_file needs redis_url"),
+        "{identity_alone}"
+    );
+}
