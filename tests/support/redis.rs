@@ -29,6 +29,8 @@ pub struct RedisServer {
     tls: Option<PathBuf>,
     /// The port of the master this server replicates.
     replica_of: Option<u16>,
+    /// The password it requires (`requirepass`), and gives its master (`masterauth`).
+    password: Option<String>,
 }
 
 /// The server shared by every test of this process.
@@ -41,6 +43,7 @@ pub fn shared() -> &'static RedisServer {
             process: None,
             tls: None,
             replica_of: None,
+            password: None,
         },
         _ => RedisServer::throwaway(),
     })
@@ -66,6 +69,22 @@ impl RedisServer {
             process: None,
             tls: None,
             replica_of: None,
+            password: None,
+        };
+        server.start();
+        server
+    }
+
+    /// Starts a private throwaway server that requires `password`.
+    fn throwaway_with_password(password: Option<&str>) -> Self {
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            url: format!("redis://127.0.0.1:{port}/"),
+            process: None,
+            tls: None,
+            replica_of: None,
+            password: password.map(str::to_string),
         };
         server.start();
         server
@@ -82,6 +101,7 @@ impl RedisServer {
             process: None,
             tls: Some(certificates.to_path_buf()),
             replica_of: None,
+            password: None,
         };
         server.start();
         server
@@ -122,6 +142,9 @@ impl RedisServer {
         if let Some(master) = self.replica_of {
             command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password, "--masterauth", password]);
+        }
         command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             // A replica writes the master's snapshot to its directory.
@@ -158,10 +181,16 @@ impl RedisServer {
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
+        let (auth, expected) = match &self.password {
+            Some(password) => (format!("AUTH {password}\r\n"), "+OK\r\n+PONG\r\n"),
+            None => (String::new(), "+PONG\r\n"),
+        };
+        let mut reply = vec![0u8; expected.len()];
+        stream
+            .write_all(format!("{auth}PING\r\n").as_bytes())
+            .is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && reply == expected.as_bytes()
     }
 }
 
@@ -207,7 +236,18 @@ pub struct SentinelGroup {
     pub replica: RedisServer,
     sentinel: Child,
     sentinel_port: u16,
+    /// The sentinel's own password (`requirepass` in sentinel.conf).
+    sentinel_password: Option<String>,
     _dir: super::TempDir,
+}
+
+/// Passwords a [`SentinelGroup`] requires.
+#[derive(Default)]
+pub struct SentinelPasswords<'a> {
+    /// The master's and the replica's (`requirepass`; Sentinel's `auth-pass`).
+    pub redis: Option<&'a str>,
+    /// The sentinel's own (`requirepass` in sentinel.conf).
+    pub sentinel: Option<&'a str>,
 }
 
 /// The master's name in Sentinel.
@@ -216,13 +256,20 @@ pub const SENTINEL_MASTER: &str = "starling";
 impl SentinelGroup {
     /// Starts the three and waits until Sentinel knows the replica.
     pub fn start() -> Self {
-        let master = RedisServer::throwaway();
+        Self::start_with(SentinelPasswords::default())
+    }
+
+    /// Starts the three, each requiring the passwords given, and waits until Sentinel
+    /// knows the replica.
+    pub fn start_with(passwords: SentinelPasswords) -> Self {
+        let master = RedisServer::throwaway_with_password(passwords.redis);
         let mut replica = RedisServer {
             port: free_port(),
             url: String::new(),
             process: None,
             tls: None,
             replica_of: None,
+            password: passwords.redis.map(str::to_string),
         };
         replica.url = format!("redis://127.0.0.1:{}/", replica.port);
         replica.replica_of = Some(master.port);
@@ -230,17 +277,22 @@ impl SentinelGroup {
         let dir = super::TempDir::new("sentinel");
         let sentinel_port = free_port();
         let config = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "port {sentinel_port}\nbind 127.0.0.1\n\
-                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
-                 sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
-                master.port
-            ),
-        )
-        .expect("write sentinel.conf");
+        let mut lines = format!(
+            "port {sentinel_port}\nbind 127.0.0.1\n\
+             sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+             sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+            master.port
+        );
+        if let Some(password) = passwords.redis {
+            lines.push_str(&format!(
+                "sentinel auth-pass {SENTINEL_MASTER} {password}\n"
+            ));
+        }
+        if let Some(password) = passwords.sentinel {
+            lines.push_str(&format!("requirepass {password}\n"));
+        }
+        std::fs::write(&config, lines).expect("write sentinel.conf");
         let log = dir.path().join("sentinel.log");
         let mut command = Command::new(super::debian_binary("redis-sentinel", "redis-sentinel"));
         command
@@ -255,6 +307,7 @@ impl SentinelGroup {
             replica,
             sentinel,
             sentinel_port,
+            sentinel_password: passwords.sentinel.map(str::to_string),
             _dir: dir,
         };
         let started = Instant::now();
@@ -271,7 +324,7 @@ impl SentinelGroup {
         group
     }
 
-    /// `redis+sentinel://127.0.0.1:port/starling`.
+    /// `redis+sentinel://127.0.0.1:port/starling`, without credentials.
     pub fn url(&self) -> String {
         format!(
             "redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}",
@@ -304,8 +357,18 @@ impl SentinelGroup {
         stream
             .set_read_timeout(Some(Duration::from_millis(500)))
             .ok()?;
-        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
         let mut reply = vec![0u8; 16 * 1024];
+        if let Some(password) = &self.sentinel_password {
+            stream
+                .write_all(format!("AUTH {password}\r\n").as_bytes())
+                .ok()?;
+            let mut ok = [0u8; 5];
+            stream.read_exact(&mut ok).ok()?;
+            if &ok != b"+OK\r\n" {
+                return None;
+            }
+        }
+        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
         let n = stream.read(&mut reply).ok()?;
         Some(String::from_utf8_lossy(&reply[..n]).into_owned())
     }

@@ -73,7 +73,9 @@ pub struct Config {
 
     /// Redis URL; joins this node to a cluster over Redis pub/sub: redis://host:port,
     /// rediss://host:port (TLS), or redis+sentinel://host:port,host:port/master (the master
-    /// Redis Sentinel names, followed through failovers; rediss+sentinel:// for TLS).
+    /// Redis Sentinel names, followed through failovers; rediss+sentinel:// for TLS; the
+    /// master's user:password@ before the hosts, the sentinels' own as ?sentinel_username=
+    /// and &sentinel_password=, percent-encoded).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
