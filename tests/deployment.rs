@@ -140,8 +140,9 @@ async fn helm_chart_renders_validates_and_agrees_with_the_binary() {
         String::from_utf8_lossy(&output.stderr)
     );
     let containers: Vec<Value> = serde_json::from_slice(&output.stdout).expect("the check's JSON");
-    assert!(containers.len() >= 4, "{containers:?}");
-    let relay = crate::support::Relay::start(&[]);
+    assert!(containers.len() >= 6, "{containers:?}");
+    let metrics = format!("127.0.0.1:{}", crate::support::postgres::free_port());
+    let relay = crate::support::Relay::start(&["--metrics-bind", &metrics]);
     for container in &containers {
         let command = container["args"][0].as_str().expect("a starling command");
         assert!(
@@ -156,15 +157,37 @@ async fn helm_chart_renders_validates_and_agrees_with_the_binary() {
                 "starling {command} does not read {key}"
             );
         }
-        for path in container["probes"].as_array().unwrap() {
-            let path = path.as_str().unwrap();
-            let status = crate::support::http::request(&relay.addr, "GET", path, &[])
+        // The chart's ports are those it binds; each probe is asked of the relay's listener
+        // on the same side (the relay's own port, or the metrics port).
+        let port_of = |setting: &str| {
+            container["binds"][setting].as_str().map(|bind| {
+                bind.parse::<std::net::SocketAddr>()
+                    .unwrap_or_else(|_| panic!("{setting}={bind} is not an address"))
+                    .port()
+            })
+        };
+        let (relay_port, metrics_port) =
+            (port_of("STARLING_BIND"), port_of("STARLING_METRICS_BIND"));
+        for port in container["ports"].as_array().unwrap() {
+            let port = port.as_u64().map(|p| p as u16);
+            assert!(
+                port.is_some() && (port == relay_port || port == metrics_port),
+                "container port {port:?} is neither STARLING_BIND's nor STARLING_METRICS_BIND's"
+            );
+        }
+        for probe in container["probes"].as_array().unwrap() {
+            let path = probe["path"].as_str().unwrap();
+            let port = probe["port"].as_u64().map(|p| p as u16);
+            let addr = if port.is_some() && port == metrics_port {
+                &metrics
+            } else {
+                assert_eq!(port, relay_port, "probe {path} on an unknown port");
+                &relay.addr
+            };
+            let status = crate::support::http::request(addr, "GET", path, &[])
                 .await
                 .status;
-            assert_eq!(status, 200, "probe path {path}");
-        }
-        for port in container["ports"].as_array().unwrap() {
-            assert_eq!(port, 7777, "the container port is STARLING_BIND's");
+            assert_eq!(status, 200, "probe path {path} on {addr}");
         }
     }
 }
