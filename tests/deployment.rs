@@ -73,6 +73,49 @@ fn compose_file_is_valid_and_agrees_with_the_binary() {
         }
     }
     assert_eq!(relays, 3, "three relay nodes");
+    static_addresses_are_outside_the_dynamic_range(&compose);
+}
+
+/// Whether `ip` is in `cidr` (`a.b.c.d/n`).
+fn ipv4_in(ip: std::net::Ipv4Addr, cidr: &str) -> bool {
+    let (network, bits) = cidr.split_once('/').expect("a CIDR");
+    let network: std::net::Ipv4Addr = network.parse().expect("a network address");
+    let bits: u32 = bits.parse().expect("a prefix length");
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(network) & mask
+}
+
+/// Every fixed address a service takes is in its network's subnet and outside the range
+/// Docker hands out to other containers, which could otherwise take it first.
+fn static_addresses_are_outside_the_dynamic_range(compose: &Value) {
+    let mut checked = 0;
+    for (name, service) in compose["services"].as_object().expect("services") {
+        let Some(networks) = service["networks"].as_object() else {
+            continue;
+        };
+        for (network, settings) in networks {
+            let Some(address) = settings["ipv4_address"].as_str() else {
+                continue;
+            };
+            let ip: std::net::Ipv4Addr = address.parse().expect("an IPv4 address");
+            let pools = compose["networks"][network]["ipam"]["config"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: network {network} has no fixed subnet"));
+            let pool = pools
+                .iter()
+                .find(|pool| pool["subnet"].as_str().is_some_and(|s| ipv4_in(ip, s)))
+                .unwrap_or_else(|| panic!("{name}: {address} is in no subnet of {network}"));
+            let range = pool["ip_range"].as_str().unwrap_or_else(|| {
+                panic!("{name}: {network} has no ip_range, so {address} is in its dynamic pool")
+            });
+            assert!(
+                !ipv4_in(ip, range),
+                "{name}: {address} is inside {network}'s dynamic range {range}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the balancer has a fixed address");
 }
 
 #[test]
