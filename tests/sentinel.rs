@@ -18,7 +18,7 @@ use crate::{
     cluster::{Cluster, readyz},
     support::{
         Client, DEADLINE, Relay, note,
-        redis::{SentinelGroup, SentinelPasswords},
+        redis::{Login, SentinelGroup, SentinelLogins},
     },
 };
 
@@ -219,51 +219,80 @@ async fn nodes_follow_the_master_sentinel_promotes() {
 const MASTER_PASSWORD: (&str, &str) = ("m@ster:pw/1", "m%40ster%3Apw%2F1");
 const SENTINEL_PASSWORD: (&str, &str) = ("s3nt!n&l=pw", "s3nt!n%26l%3Dpw");
 
+/// Sentinels and a master that require passwords (`requirepass`), or ACL users with the
+/// `default` user off: the cluster works through them with the credentials in the URL, and
+/// a missing or wrong credential is refused at start, naming where it goes.
 #[tokio::test]
 async fn sentinels_and_a_master_that_require_passwords() {
-    let group = SentinelGroup::start_with(SentinelPasswords {
-        redis: Some(MASTER_PASSWORD.0),
-        sentinel: Some(SENTINEL_PASSWORD.0),
-    });
-    let with_master = |password: &str| group.url().replacen("://", &format!("://:{password}@"), 1);
-    let url = format!(
-        "{}?sentinel_password={}",
-        with_master(MASTER_PASSWORD.1),
-        SENTINEL_PASSWORD.1
-    );
-    let cluster = Cluster::start(2, &url).await;
-    let mut subscriber = cluster.client(1).await;
-    subscriber.req("live", &[json!({"kinds": [1]})]).await;
-    let event = note(1, "through sentinels with passwords");
-    cluster.client(0).await.publish_ok(&event).await;
-    assert_eq!(subscriber.live_event("live").await["id"], event.id_hex());
-
-    let no_sentinel_password =
-        Relay::refused_at_start(&["--redis-url", &with_master(MASTER_PASSWORD.1)]);
-    assert!(
-        no_sentinel_password.contains("redis_url")
-            && no_sentinel_password.contains("sentinel_password"),
-        "{no_sentinel_password}"
-    );
-    let wrong_sentinel_password = Relay::refused_at_start(&[
-        "--redis-url",
-        &format!("{}?sentinel_password=wrong", with_master(MASTER_PASSWORD.1)),
-    ]);
-    assert!(
-        wrong_sentinel_password.contains("redis_url")
-            && wrong_sentinel_password.contains("sentinel_password"),
-        "{wrong_sentinel_password}"
-    );
-    let wrong_master_password = Relay::refused_at_start(&[
-        "--redis-url",
-        &format!(
-            "{}?sentinel_password={}",
-            with_master("wrong"),
+    for user in [None, Some(("relay", "watcher"))] {
+        let login = |user: Option<&'static str>, password: &'static str| Login { user, password };
+        let group = SentinelGroup::start_with(SentinelLogins {
+            redis: Some(login(user.map(|u| u.0), MASTER_PASSWORD.0)),
+            sentinel: Some(login(user.map(|u| u.1), SENTINEL_PASSWORD.0)),
+        });
+        let (master_user, sentinel_user) = match user {
+            Some((master, sentinel)) => (master, format!("&sentinel_username={sentinel}")),
+            None => ("", String::new()),
+        };
+        let with_master = |password: &str| {
+            group
+                .url()
+                .replacen("://", &format!("://{master_user}:{password}@"), 1)
+        };
+        let url = format!(
+            "{}?sentinel_password={}{sentinel_user}",
+            with_master(MASTER_PASSWORD.1),
             SENTINEL_PASSWORD.1
-        ),
-    ]);
-    assert!(
-        wrong_master_password.contains("redis_url") && wrong_master_password.contains("before @"),
-        "{wrong_master_password}"
-    );
+        );
+        let cluster = Cluster::start(2, &url).await;
+        let mut subscriber = cluster.client(1).await;
+        subscriber.req("live", &[json!({"kinds": [1]})]).await;
+        let event = note(
+            1,
+            &format!("through sentinels with passwords, users {user:?}"),
+        );
+        cluster.client(0).await.publish_ok(&event).await;
+        assert_eq!(subscriber.live_event("live").await["id"], event.id_hex());
+
+        let no_sentinel_password =
+            Relay::refused_at_start(&["--redis-url", &with_master(MASTER_PASSWORD.1)]);
+        assert!(
+            no_sentinel_password.contains("redis_url")
+                && no_sentinel_password.contains("sentinel_password"),
+            "{no_sentinel_password}"
+        );
+        let wrong_sentinel_password = Relay::refused_at_start(&[
+            "--redis-url",
+            &format!(
+                "{}?sentinel_password=wrong{sentinel_user}",
+                with_master(MASTER_PASSWORD.1)
+            ),
+        ]);
+        assert!(
+            wrong_sentinel_password.contains("redis_url")
+                && wrong_sentinel_password.contains("sentinel_password"),
+            "{wrong_sentinel_password}"
+        );
+        let wrong_master_password = Relay::refused_at_start(&[
+            "--redis-url",
+            &format!(
+                "{}?sentinel_password={}{sentinel_user}",
+                with_master("wrong"),
+                SENTINEL_PASSWORD.1
+            ),
+        ]);
+        assert!(
+            wrong_master_password.contains("redis_url")
+                && wrong_master_password.contains("before @"),
+            "{wrong_master_password}"
+        );
+        if user.is_some() {
+            // The users count: without them the passwords are the `default` user's, off.
+            let without_users = url
+                .replacen(&format!("://{master_user}:"), "://:", 1)
+                .replace(&sentinel_user, "");
+            let refused = Relay::refused_at_start(&["--redis-url", &without_users]);
+            assert!(refused.contains("redis_url"), "{refused}");
+        }
+    }
 }

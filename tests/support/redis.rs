@@ -29,8 +29,49 @@ pub struct RedisServer {
     tls: Option<PathBuf>,
     /// The port of the master this server replicates.
     replica_of: Option<u16>,
-    /// The password it requires (`requirepass`), and gives its master (`masterauth`).
-    password: Option<String>,
+    /// The login it requires, and gives its master (`masterauth`).
+    password: Option<Login<'static>>,
+}
+
+/// A login a test server requires: a password (`requirepass`: the `default` user's), or
+/// an ACL user of its own with its password (the `default` user then off).
+#[derive(Clone, Copy)]
+pub struct Login<'a> {
+    /// The ACL user; `None` for `requirepass`.
+    pub user: Option<&'a str>,
+    /// The password.
+    pub password: &'a str,
+}
+
+impl Login<'_> {
+    /// The inline `AUTH` command for it.
+    fn auth(&self) -> String {
+        match self.user {
+            Some(user) => format!("AUTH {user} {}\r\n", self.password),
+            None => format!("AUTH {}\r\n", self.password),
+        }
+    }
+
+    /// The configuration lines that require it (in sentinel.conf, or as arguments).
+    fn config(&self) -> Vec<String> {
+        match self.user {
+            Some(user) => vec![
+                format!("user {user} on >{} ~* &* +@all", self.password),
+                "user default off".to_string(),
+            ],
+            None => vec![format!("requirepass {}", self.password)],
+        }
+    }
+
+    /// The same, kept for the rest of the test process.
+    fn owned(&self) -> Login<'static> {
+        Login {
+            user: self
+                .user
+                .map(|u| &*Box::leak(u.to_string().into_boxed_str())),
+            password: Box::leak(self.password.to_string().into_boxed_str()),
+        }
+    }
 }
 
 /// The server shared by every test of this process.
@@ -75,8 +116,8 @@ impl RedisServer {
         server
     }
 
-    /// Starts a private throwaway server that requires `password`.
-    fn throwaway_with_password(password: Option<&str>) -> Self {
+    /// Starts a private throwaway server that requires `login`.
+    fn throwaway_with_login(login: Option<Login>) -> Self {
         let port = free_port();
         let mut server = RedisServer {
             port,
@@ -84,7 +125,7 @@ impl RedisServer {
             process: None,
             tls: None,
             replica_of: None,
-            password: password.map(str::to_string),
+            password: login.map(|l| l.owned()),
         };
         server.start();
         server
@@ -142,8 +183,16 @@ impl RedisServer {
         if let Some(master) = self.replica_of {
             command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
-        if let Some(password) = &self.password {
-            command.args(["--requirepass", password, "--masterauth", password]);
+        if let Some(login) = &self.password {
+            for line in login.config() {
+                let mut words = line.split(' ');
+                command.arg(format!("--{}", words.next().unwrap_or_default()));
+                command.args(words);
+            }
+            command.args(["--masterauth", login.password]);
+            if let Some(user) = login.user {
+                command.args(["--masteruser", user]);
+            }
         }
         command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -182,7 +231,7 @@ impl RedisServer {
             return false;
         };
         let (auth, expected) = match &self.password {
-            Some(password) => (format!("AUTH {password}\r\n"), "+OK\r\n+PONG\r\n"),
+            Some(login) => (login.auth(), "+OK\r\n+PONG\r\n"),
             None => (String::new(), "+PONG\r\n"),
         };
         let mut reply = vec![0u8; expected.len()];
@@ -236,18 +285,18 @@ pub struct SentinelGroup {
     pub replica: RedisServer,
     sentinel: Child,
     sentinel_port: u16,
-    /// The sentinel's own password (`requirepass` in sentinel.conf).
-    sentinel_password: Option<String>,
+    /// The sentinel's own login.
+    sentinel_login: Option<Login<'static>>,
     _dir: super::TempDir,
 }
 
-/// Passwords a [`SentinelGroup`] requires.
+/// Logins a [`SentinelGroup`] requires.
 #[derive(Default)]
-pub struct SentinelPasswords<'a> {
-    /// The master's and the replica's (`requirepass`; Sentinel's `auth-pass`).
-    pub redis: Option<&'a str>,
-    /// The sentinel's own (`requirepass` in sentinel.conf).
-    pub sentinel: Option<&'a str>,
+pub struct SentinelLogins<'a> {
+    /// The master's and the replica's (Sentinel's `auth-user` and `auth-pass`).
+    pub redis: Option<Login<'a>>,
+    /// The sentinel's own (in sentinel.conf).
+    pub sentinel: Option<Login<'a>>,
 }
 
 /// The master's name in Sentinel.
@@ -256,20 +305,20 @@ pub const SENTINEL_MASTER: &str = "starling";
 impl SentinelGroup {
     /// Starts the three and waits until Sentinel knows the replica.
     pub fn start() -> Self {
-        Self::start_with(SentinelPasswords::default())
+        Self::start_with(SentinelLogins::default())
     }
 
-    /// Starts the three, each requiring the passwords given, and waits until Sentinel
-    /// knows the replica.
-    pub fn start_with(passwords: SentinelPasswords) -> Self {
-        let master = RedisServer::throwaway_with_password(passwords.redis);
+    /// Starts the three, each requiring the logins given, and waits until Sentinel knows
+    /// the replica.
+    pub fn start_with(logins: SentinelLogins) -> Self {
+        let master = RedisServer::throwaway_with_login(logins.redis);
         let mut replica = RedisServer {
             port: free_port(),
             url: String::new(),
             process: None,
             tls: None,
             replica_of: None,
-            password: passwords.redis.map(str::to_string),
+            password: logins.redis.map(|l| l.owned()),
         };
         replica.url = format!("redis://127.0.0.1:{}/", replica.port);
         replica.replica_of = Some(master.port);
@@ -284,13 +333,18 @@ impl SentinelGroup {
              sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
             master.port
         );
-        if let Some(password) = passwords.redis {
+        if let Some(login) = logins.redis {
             lines.push_str(&format!(
-                "sentinel auth-pass {SENTINEL_MASTER} {password}\n"
+                "sentinel auth-pass {SENTINEL_MASTER} {}\n",
+                login.password
             ));
+            if let Some(user) = login.user {
+                lines.push_str(&format!("sentinel auth-user {SENTINEL_MASTER} {user}\n"));
+            }
         }
-        if let Some(password) = passwords.sentinel {
-            lines.push_str(&format!("requirepass {password}\n"));
+        for line in logins.sentinel.iter().flat_map(Login::config) {
+            lines.push_str(&line);
+            lines.push('\n');
         }
         std::fs::write(&config, lines).expect("write sentinel.conf");
         let log = dir.path().join("sentinel.log");
@@ -307,7 +361,7 @@ impl SentinelGroup {
             replica,
             sentinel,
             sentinel_port,
-            sentinel_password: passwords.sentinel.map(str::to_string),
+            sentinel_login: logins.sentinel.map(|l| l.owned()),
             _dir: dir,
         };
         let started = Instant::now();
@@ -358,10 +412,8 @@ impl SentinelGroup {
             .set_read_timeout(Some(Duration::from_millis(500)))
             .ok()?;
         let mut reply = vec![0u8; 16 * 1024];
-        if let Some(password) = &self.sentinel_password {
-            stream
-                .write_all(format!("AUTH {password}\r\n").as_bytes())
-                .ok()?;
+        if let Some(login) = &self.sentinel_login {
+            stream.write_all(login.auth().as_bytes()).ok()?;
             let mut ok = [0u8; 5];
             stream.read_exact(&mut ok).ok()?;
             if &ok != b"+OK\r\n" {
