@@ -232,5 +232,43 @@ async fn helm_chart_renders_validates_and_agrees_with_the_binary() {
                 .status;
             assert_eq!(status, 200, "probe path {path} on {addr}");
         }
+        if command == "serve" {
+            starts_with_the_charts_settings(container).await;
+        }
     }
+}
+
+/// The relay starts with the settings the chart gives it (so no combination of them is one
+/// it refuses), but for its addresses and data directory, which are this test's, and the
+/// files for TLS to Redis, which come with the Secret's REDIS_URL.
+async fn starts_with_the_charts_settings(container: &Value) {
+    const OURS: [&str; 6] = [
+        "STARLING_BIND",
+        "STARLING_METRICS_BIND",
+        "STARLING_DATA_DIR",
+        "STARLING_REDIS_CA_FILE",
+        "STARLING_REDIS_CERT_FILE",
+        "STARLING_REDIS_KEY_FILE",
+    ];
+    let settings = container["settings"]
+        .as_object()
+        .expect("the chart's settings");
+    let env: Vec<(&str, &str)> = settings
+        .iter()
+        .filter(|(key, _)| !OURS.contains(&key.as_str()))
+        .map(|(key, value)| (key.as_str(), value.as_str().expect("a string setting")))
+        .collect();
+    let metrics = format!("127.0.0.1:{}", crate::support::postgres::free_port());
+    let relay = crate::support::Relay::start_in(
+        crate::support::TempDir::new("chart-settings"),
+        &["--metrics-bind", &metrics],
+        &env,
+    );
+    let ready = crate::support::http::request(&metrics, "GET", "/readyz", &[]).await;
+    assert_eq!(
+        ready.status, 200,
+        "{} values: {}",
+        container["values"], ready.body
+    );
+    drop(relay);
 }

@@ -6,8 +6,8 @@ render (which also checks the values against values.schema.json), validate every
 of a built-in kind with `kubernetes-validate --strict`, check that the Service and the
 ServiceMonitor name ports the pods have and that probes and scrapes avoid a PROXY-protocol
 port, and print, as JSON, what the chart gives Starling containers (arguments, environment
-variable names, the addresses it binds, probe paths and ports, ports) so that the test suite
-can check each against the binary. Values the chart must refuse are refused. Exits non-zero
+variable names, its settings, the addresses it binds, probe paths and ports, ports) so that
+the test suite can check each against the binary. Values the chart must refuse are refused. Exits non-zero
 on any failure.
 
     python3 helm/starling/ci/check_chart.py helm/starling OUTPUT_DIR
@@ -114,6 +114,7 @@ def main():
                     "binds": {
                         k: settings[k] for k in ("STARLING_BIND", "STARLING_METRICS_BIND") if k in settings
                     },
+                    "settings": settings,
                     "probes": probes,
                     "ports": list(ports.values()),
                 })
