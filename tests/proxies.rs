@@ -137,6 +137,11 @@ async fn clients_behind_haproxy_are_named_by_the_proxy_protocol() {
     )
     .await;
     assert_eq!(refused, 1.0);
+    // Probes (a kubelet's, a scraper's) that send no PROXY header use the metrics port.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = http::request(&metrics, "GET", path, &[]).await;
+        assert_eq!(response.status, 200, "{path} on the metrics port");
+    }
 }
 
 #[test]
@@ -147,4 +152,9 @@ fn bad_proxy_settings_are_refused_by_name() {
     assert!(alone.contains("trusted_proxies"), "{alone}");
     let header = Relay::refused_at_start(&["--proxy-header", "x-client"]);
     assert!(header.contains("--proxy-header"), "{header}");
+    let header_alone = Relay::refused_at_start(&["--proxy-header", "x-real-ip"]);
+    assert!(
+        header_alone.contains("proxy_header needs trusted_proxies"),
+        "{header_alone}"
+    );
 }

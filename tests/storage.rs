@@ -346,6 +346,14 @@ async fn pgbouncer_works_in_session_mode_and_transaction_mode_is_refused() {
         .await;
     assert_eq!(stored.len(), 1);
 
+    let migrated = starling(&["migrate"], &[("DATABASE_URL", &session.url)]);
+    assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+    assert!(
+        text(&migrated.stdout).contains("applied 0 migration(s)"),
+        "{}",
+        text(&migrated.stdout)
+    );
+
     let transaction = PgBouncer::start(&database.url, "transaction");
     for extra in [&[][..], &["--skip-migrations"][..]] {
         let mut args = vec!["--database-url", transaction.url.as_str()];
@@ -353,6 +361,65 @@ async fn pgbouncer_works_in_session_mode_and_transaction_mode_is_refused() {
         let refused = Relay::refused_at_start(&args);
         assert!(refused.contains("pool_mode = session"), "{refused}");
     }
+    let migrate = starling(&["migrate"], &[("DATABASE_URL", &transaction.url)]);
+    assert!(!migrate.status.success(), "{}", text(&migrate.stdout));
+    assert!(
+        text(&migrate.stderr).contains("pool_mode = session"),
+        "{}",
+        text(&migrate.stderr)
+    );
+}
+
+/// A database that is down when the relay starts (with `--skip-migrations`, as a node
+/// whose migrations a pipeline runs) does not stop the start: the relay serves, refuses
+/// events with `error:`, and stores them once the database is up.
+#[tokio::test]
+async fn a_database_down_at_start_up_is_waited_for() {
+    let mut server = PgServer::throwaway();
+    server
+        .admin("CREATE DATABASE starling")
+        .expect("create database");
+    let url = server.url("starling");
+    let migrated = starling(&["migrate"], &[("DATABASE_URL", &url)]);
+    assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+    server.stop();
+
+    let relay = Relay::start_in(
+        TempDir::new("down-at-start"),
+        &[
+            "--skip-migrations",
+            "--database-connect-timeout-seconds",
+            "1",
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    let (accepted, message) = Client::connect(&relay.url())
+        .await
+        .publish(&note(1, "while the database is down"))
+        .await;
+    assert!(!accepted && message.starts_with("error:"), "{message}");
+    let ready = request(&relay.addr, "GET", "/readyz", &[]).await;
+    assert!(
+        ready.body.contains("\"store\":\"unreachable\""),
+        "{}",
+        ready.body
+    );
+
+    server.start();
+    let after = note(1, "once the database is up");
+    let relay_url = relay.url();
+    eventually("the relay to store events", || {
+        let (relay_url, after) = (relay_url.clone(), after.clone());
+        async move {
+            Client::connect(&relay_url)
+                .await
+                .publish(&after)
+                .await
+                .0
+                .then_some(())
+        }
+    })
+    .await;
 }
 
 #[test]

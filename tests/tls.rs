@@ -3,8 +3,22 @@
 
 use crate::{
     cluster::Cluster,
-    support::{Client, Relay, note, postgres::PgServer, redis::RedisServer, tls::Certificates},
+    support::{
+        Client, Relay, note,
+        postgres::{CLIENT_CERT_USER, PgServer},
+        redis::RedisServer,
+        tls::Certificates,
+    },
 };
+
+/// What `starling` says when it refuses to start with `--database-url url`, with and
+/// without `--skip-migrations` (the start-up check is the same either way).
+fn refused_with_and_without_migrations(url: &str) -> [String; 2] {
+    [
+        Relay::refused_at_start(&["--database-url", url]),
+        Relay::refused_at_start(&["--database-url", url, "--skip-migrations"]),
+    ]
+}
 
 /// Publishes a note through `relay` and reads it back.
 async fn round_trip(relay: &Relay) {
@@ -31,11 +45,13 @@ async fn postgres_over_tls_checks_what_sslmode_says() {
         certificates.file("client.crt"),
         certificates.file("client.key")
     );
+    let certificate_only = by_name.replace("://starling@", &format!("://{CLIENT_CERT_USER}@"));
     for url in [
         format!("{by_ip}?sslmode=require"),
         format!("{by_ip}?sslmode=verify-ca&sslrootcert={ca}"),
         format!("{by_name}?sslmode=verify-full&sslrootcert={ca}"),
         format!("{by_name}?sslmode=verify-full&sslrootcert={ca}{client_cert}"),
+        format!("{certificate_only}?sslmode=verify-full&sslrootcert={ca}{client_cert}"),
     ] {
         let relay = Relay::start(&["--database-url", &url]);
         round_trip(&relay).await;
@@ -49,8 +65,19 @@ async fn postgres_over_tls_checks_what_sslmode_says() {
     let unknown_ca =
         Relay::refused_at_start(&["--database-url", &format!("{by_name}?sslmode=verify-full")]);
     assert!(unknown_ca.contains("certificate"), "{unknown_ca}");
-    let plain = Relay::refused_at_start(&["--database-url", &format!("{by_ip}?sslmode=disable")]);
-    assert!(plain.contains("no encryption"), "{plain}");
+    for plain in refused_with_and_without_migrations(&format!("{by_ip}?sslmode=disable")) {
+        assert!(plain.contains("no encryption"), "{plain}");
+        assert!(plain.contains("sslmode=disable"), "{plain}");
+    }
+    // The server asks for a client certificate, and checks the one it gets.
+    let no_certificate = format!("{certificate_only}?sslmode=verify-full&sslrootcert={ca}");
+    for refused in refused_with_and_without_migrations(&no_certificate) {
+        assert!(refused.contains("DATABASE_URL"), "{refused}");
+        assert!(
+            refused.contains("requires a valid client certificate"),
+            "{refused}"
+        );
+    }
     let skipping = Relay::refused_at_start(&[
         "--database-url",
         &format!("{by_ip}?sslmode=verify-full&sslrootcert={ca}"),
@@ -59,6 +86,30 @@ async fn postgres_over_tls_checks_what_sslmode_says() {
     assert!(skipping.contains("not valid for name"), "{skipping}");
     let bad_mode = Relay::refused_at_start(&["--database-url", &format!("{by_ip}?sslmode=always")]);
     assert!(bad_mode.contains("sslmode=always"), "{bad_mode}");
+}
+
+/// A plain server: asking it for TLS, for a user it does not have or a database it does
+/// not have stops the start, naming the setting, with or without `--skip-migrations`.
+#[test]
+fn postgres_settings_the_server_refuses_stop_the_start() {
+    let server = PgServer::throwaway();
+    server
+        .admin("CREATE DATABASE starling")
+        .expect("create database");
+    let url = server.url("starling");
+    for refused in refused_with_and_without_migrations(&format!("{url}?sslmode=require")) {
+        assert!(refused.contains("sslmode=require"), "{refused}");
+        assert!(refused.contains("does not support TLS"), "{refused}");
+    }
+    let stranger = url.replace("://starling@", "://stranger@");
+    for refused in refused_with_and_without_migrations(&stranger) {
+        assert!(refused.contains("DATABASE_URL"), "{refused}");
+        assert!(refused.contains("refused the login"), "{refused}");
+    }
+    for refused in refused_with_and_without_migrations(&server.url("nowhere")) {
+        assert!(refused.contains("DATABASE_URL"), "{refused}");
+        assert!(refused.contains("does not exist"), "{refused}");
+    }
 }
 
 #[tokio::test]
@@ -118,4 +169,26 @@ async fn the_cluster_bus_runs_over_tls_to_redis() {
     let no_client_cert =
         Relay::refused_at_start(&["--redis-url", redis.url(), "--redis-ca-file", &ca]);
     assert!(no_client_cert.contains("redis_url"), "{no_client_cert}");
+}
+
+/// The files for TLS to Redis do nothing without a Redis: refused, naming the setting.
+#[test]
+fn redis_tls_files_without_redis_are_refused() {
+    let certificates = Certificates::new();
+    let (ca, cert, key) = (
+        certificates.file("ca.crt"),
+        certificates.file("client.crt"),
+        certificates.file("client.key"),
+    );
+    let ca_alone = Relay::refused_at_start(&["--redis-ca-file", &ca]);
+    assert!(
+        ca_alone.contains("redis_ca_file needs redis_url"),
+        "{ca_alone}"
+    );
+    let identity_alone =
+        Relay::refused_at_start(&["--redis-cert-file", &cert, "--redis-key-file", &key]);
+    assert!(
+        identity_alone.contains("redis_cert_file needs redis_url"),
+        "{identity_alone}"
+    );
 }

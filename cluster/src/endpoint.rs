@@ -2,10 +2,9 @@
 //! master that Redis Sentinel names (`redis+sentinel://` or `rediss+sentinel://`), asked
 //! again on every connection so that connections follow a failover.
 //!
-//! A Sentinel URL lists the sentinels and names the master:
-//! `redis+sentinel://[:password@]host1:26379,host2:26379/master-name[/db]`; the password,
-//! if any, is the master's. With `rediss+sentinel://` both the sentinels and the master
-//! are reached over TLS.
+//! A Sentinel URL lists the sentinels and names the master, with the master's credentials
+//! and the sentinels' own (see [`crate::sentinel_url`]). With `rediss+sentinel://` both the
+//! sentinels and the master are reached over TLS.
 
 use std::sync::Arc;
 
@@ -19,7 +18,10 @@ use redis::{
 };
 use tokio::sync::Mutex;
 
-use crate::InvalidUrl;
+use crate::{
+    InvalidUrl,
+    sentinel_url::{Credentials, sentinel_parts},
+};
 
 /// Longest wait for Redis to connect or answer.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
@@ -110,8 +112,19 @@ impl RedisEndpoint {
                             .into(),
                     ));
                 }
-                if let Some(password) = parts.password {
+                let Credentials { username, password } = parts.master_auth;
+                if let Some(username) = username {
+                    builder = builder.set_client_to_redis_username(username);
+                }
+                if let Some(password) = password {
                     builder = builder.set_client_to_redis_password(password);
+                }
+                let Credentials { username, password } = parts.sentinel_auth;
+                if let Some(username) = username {
+                    builder = builder.set_client_to_sentinel_username(username);
+                }
+                if let Some(password) = password {
+                    builder = builder.set_client_to_sentinel_password(password);
                 }
                 if let Some(db) = parts.db {
                     builder = builder.set_client_to_redis_db(db);
@@ -164,7 +177,9 @@ impl RedisEndpoint {
     /// (TLS to a plain server or plain to a TLS one, an unknown CA, a wrong name or
     /// password, a master Sentinel does not know) is an error now; a server that refuses
     /// connections or does not answer in time is not, since the bus connects whenever it is
-    /// back.
+    /// back. Behind Sentinel, the error names both places credentials go (the redis crate
+    /// checks the master it is told of before it hands out a client, so a refusal of either
+    /// comes back alike).
     pub async fn probe(&self) -> Result<(), Unusable> {
         let pinged = async {
             let mut connection = self.connect().await?;
@@ -172,19 +187,34 @@ impl RedisEndpoint {
                 .query_async::<String>(&mut connection)
                 .await
         };
+        let what = match &*self.target {
+            Target::Direct(_) => "connecting to Redis",
+            Target::Sentinel(_) => {
+                "asking the sentinels for the master and connecting to it (the sentinels' \
+                 sentinel_username and sentinel_password, the master's user and password \
+                 before @, the master's name, TLS)"
+            }
+        };
         match pinged.await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_connection_refusal() || e.is_timeout() => {
-                Err(Unusable::Unreachable(e.to_string()))
-            }
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => {
-                Err(Unusable::Unreachable(e.to_string()))
-            }
-            Err(e) if e.is_io_error() && !self.tls => Err(Unusable::Refused(format!(
-                "{e} (a server that speaks TLS needs a rediss:// URL)"
-            ))),
-            Err(e) => Err(Unusable::Refused(e.to_string())),
+            Err(e) => Err(self.judge(e, what)),
         }
+    }
+
+    /// What the start-up error `e` of step `what` means.
+    fn judge(&self, e: redis::RedisError, what: &str) -> Unusable {
+        if e.is_connection_refusal()
+            || e.is_timeout()
+            || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        {
+            return Unusable::Unreachable(format!("{what}: {e}"));
+        }
+        if e.is_io_error() && !self.tls {
+            return Unusable::Refused(format!(
+                "{what}: {e} (a server that speaks TLS needs a rediss:// URL)"
+            ));
+        }
+        Unusable::Refused(format!("{what}: {e}"))
     }
 }
 
@@ -197,112 +227,4 @@ pub enum Unusable {
     /// Reached, but the connection failed: a setting to fix.
     #[error("Redis refused the connection: {0}")]
     Refused(String),
-}
-
-/// The parts of a Sentinel URL.
-#[derive(Debug, PartialEq, Eq)]
-struct SentinelParts {
-    tls: bool,
-    hosts: Vec<(String, u16)>,
-    master: String,
-    password: Option<String>,
-    db: Option<i64>,
-}
-
-/// The parts of `url` when it is a Sentinel URL; `None` for a plain Redis URL.
-fn sentinel_parts(url: &str) -> Result<Option<SentinelParts>, InvalidUrl> {
-    let invalid = |why: &str| {
-        InvalidUrl(format!(
-            "{why} in the Sentinel URL (redis+sentinel://host:port,host:port/master)"
-        ))
-    };
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-        (false, rest)
-    } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
-        (true, rest)
-    } else {
-        return Ok(None);
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .ok_or_else(|| invalid("no master name"))?;
-    let (password, hosts) = match authority.rsplit_once('@') {
-        Some((credentials, hosts)) => {
-            let password = credentials.split_once(':').map_or(credentials, |(_, p)| p);
-            (Some(password.to_string()).filter(|p| !p.is_empty()), hosts)
-        }
-        None => (None, authority),
-    };
-    let hosts = hosts
-        .split(',')
-        .map(|host| {
-            let (name, port) = host.rsplit_once(':').unwrap_or((host, "26379"));
-            let port = port.parse::<u16>().map_err(|_| invalid("a bad port"))?;
-            let name = name.trim_start_matches('[').trim_end_matches(']');
-            if name.is_empty() {
-                return Err(invalid("an empty host"));
-            }
-            Ok((name.to_string(), port))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut path = path.trim_end_matches('/').split('/');
-    let master = path
-        .next()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| invalid("no master name"))?;
-    let db = match path.next() {
-        Some(db) => Some(
-            db.parse::<i64>()
-                .map_err(|_| invalid("a bad database number"))?,
-        ),
-        None => None,
-    };
-    Ok(Some(SentinelParts {
-        tls,
-        hosts,
-        master: master.to_string(),
-        password,
-        db,
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sentinel_urls_name_sentinels_and_master() {
-        let parts = sentinel_parts("redis+sentinel://:secret@s1:26379,s2:26380/relay/2")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            parts,
-            SentinelParts {
-                tls: false,
-                hosts: vec![("s1".into(), 26379), ("s2".into(), 26380)],
-                master: "relay".into(),
-                password: Some("secret".into()),
-                db: Some(2),
-            }
-        );
-        let parts = sentinel_parts("rediss+sentinel://s1/mymaster")
-            .unwrap()
-            .unwrap();
-        assert!(parts.tls);
-        assert_eq!(parts.hosts, vec![("s1".into(), 26379)]);
-        assert_eq!(sentinel_parts("redis://localhost:6379/").unwrap(), None);
-    }
-
-    #[test]
-    fn bad_sentinel_urls_are_refused() {
-        for url in [
-            "redis+sentinel://s1:26379",
-            "redis+sentinel://s1:26379/",
-            "redis+sentinel://s1:port/m",
-            "redis+sentinel://:1/m",
-            "redis+sentinel://s1/m/x",
-        ] {
-            assert!(sentinel_parts(url).is_err(), "{url}");
-        }
-    }
 }

@@ -11,6 +11,7 @@ mod endpoint;
 mod in_process;
 mod limits;
 mod redis_bus;
+mod sentinel_url;
 mod sequence;
 mod wire;
 

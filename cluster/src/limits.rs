@@ -172,29 +172,56 @@ pub struct RedisLimiter {
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The limiter's one connection, made on first use and made again (to the master of the
-/// moment, behind Sentinel) after a command on it failed.
+/// moment, behind Sentinel) after a command on it failed. Its lock is held for a few
+/// instructions, never while connecting: while one call connects (up to twice the Redis
+/// timeout when Redis is down), the others let their traffic through at once, as they do
+/// while Redis is unreachable.
 struct SharedConnection {
     endpoint: RedisEndpoint,
-    state: tokio::sync::Mutex<ConnectionState>,
+    state: Mutex<ConnectionState>,
 }
 
 #[derive(Default)]
 struct ConnectionState {
     connection: Option<MultiplexedConnection>,
     failed_at: Option<Instant>,
+    /// A call is connecting now.
+    connecting: bool,
+}
+
+/// Clears [`ConnectionState::connecting`] however the connecting call ends (dropped
+/// futures included), so that a later call tries again.
+struct Connecting<'a>(&'a Mutex<ConnectionState>);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        lock(self.0).connecting = false;
+    }
+}
+
+fn lock(state: &Mutex<ConnectionState>) -> std::sync::MutexGuard<'_, ConnectionState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SharedConnection {
-    /// The connection, or `None` while Redis cannot be reached.
+    /// The connection, or `None` while Redis cannot be reached or another call is
+    /// connecting.
     async fn get(&self) -> Option<MultiplexedConnection> {
-        let mut state = self.state.lock().await;
-        if let Some(connection) = &state.connection {
-            return Some(connection.clone());
+        {
+            let mut state = lock(&self.state);
+            if let Some(connection) = &state.connection {
+                return Some(connection.clone());
+            }
+            let failed_lately = state.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER);
+            if state.connecting || failed_lately {
+                return None;
+            }
+            state.connecting = true;
         }
-        if state.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-            return None;
-        }
-        match self.endpoint.connect().await {
+        let _connecting = Connecting(&self.state);
+        let connected = self.endpoint.connect().await;
+        let mut state = lock(&self.state);
+        match connected {
             Ok(connection) => {
                 state.connection = Some(connection.clone());
                 state.failed_at = None;
@@ -208,8 +235,8 @@ impl SharedConnection {
     }
 
     /// Drops the connection after a command on it failed.
-    async fn forget(&self) {
-        self.state.lock().await.connection = None;
+    fn forget(&self) {
+        lock(&self.state).connection = None;
     }
 }
 
@@ -242,7 +269,7 @@ impl Limiter for RedisLimiter {
             match count {
                 Ok(count) => count <= limit,
                 Err(_) => {
-                    shared.forget().await;
+                    shared.forget();
                     true
                 }
             }
@@ -275,7 +302,7 @@ impl Limiter for RedisLimiter {
             match held {
                 Ok(held) => held == 1,
                 Err(_) => {
-                    shared.forget().await;
+                    shared.forget();
                     true
                 }
             }
@@ -353,6 +380,29 @@ mod tests {
             limiter.acquire("lapsing", "y", 1, minute).await,
             "a lapsed slot is free"
         );
+    }
+
+    /// A Redis that takes its connection and never answers: while one call waits for it,
+    /// the others are not held up (they let their traffic through).
+    #[tokio::test]
+    async fn a_connection_being_made_holds_up_no_other_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", listener.local_addr().unwrap());
+        let endpoint = RedisEndpoint::new(&crate::RedisSettings {
+            url,
+            ..Default::default()
+        })
+        .unwrap();
+        let limiter = RedisLimiter::new(endpoint, "test");
+        let minute = Duration::from_secs(60);
+        let first = tokio::spawn(limiter.hit("k", 1, minute));
+        let (_silent, _) = listener.accept().await.unwrap();
+        assert!(
+            limiter.hit("k", 1, minute).await,
+            "let through while connecting"
+        );
+        assert!(!first.is_finished(), "the first call is still connecting");
+        assert!(first.await.unwrap(), "let through once connecting failed");
     }
 
     #[tokio::test]

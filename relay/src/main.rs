@@ -106,7 +106,11 @@ impl Task {
                 let settings = store::PgSettings::from_config(&config).context(
                     "`starling migrate` needs DATABASE_URL (the embedded store migrates itself)",
                 )?;
-                let applied = store::PgStore::new(&settings)?.migrate().await?;
+                let store = store::PgStore::new(&settings)?;
+                // The same checks as `serve`: TLS, the login, and a pooler that would lose
+                // the sessions the relay's nodes then open on this schema.
+                store.probe().await?;
+                let applied = store.migrate().await?;
                 println!(
                     "applied {} migration(s): {}",
                     applied.len(),

@@ -80,7 +80,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let metrics_server = HttpServer::new(move || {
             App::new()
                 .app_data(node.clone())
-                .configure(http::metrics_route)
+                .configure(http::metrics_routes)
         })
         .workers(1)
         .listen(listener)?

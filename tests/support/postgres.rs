@@ -28,6 +28,10 @@ pub struct PgServer {
     throwaway: Option<Throwaway>,
 }
 
+/// On a TLS server ([`PgServer::throwaway_tls`]), the user who may log in only with a
+/// client certificate signed by the test CA and issued to `starling` (`client.crt`).
+pub const CLIENT_CERT_USER: &str = "starling_cert";
+
 /// A server this suite started and owns.
 struct Throwaway {
     bin: PathBuf,
@@ -149,7 +153,7 @@ impl PgServer {
             String::from_utf8_lossy(&initdb.stderr)
         );
         if let Some(certificates) = certificates {
-            for file in ["server.crt", "server.key"] {
+            for file in ["server.crt", "server.key", "ca.crt"] {
                 let copy = data.path().join(file);
                 std::fs::copy(certificates.join(file), &copy).expect("copy the certificate");
                 owner.give(&copy);
@@ -159,11 +163,22 @@ impl PgServer {
                 )
                 .expect("chmod the certificate");
             }
+            // CLIENT_CERT_USER logs in with a certificate only, the one issued to
+            // `starling` (the CN of `client.crt`); everyone else needs TLS, no certificate.
             std::fs::write(
                 pgdata.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                format!(
+                    "local all all trust\n\
+                     hostssl all {CLIENT_CERT_USER} 127.0.0.1/32 cert map=certificates\n\
+                     hostssl all all 127.0.0.1/32 trust\n"
+                ),
             )
             .expect("write pg_hba.conf");
+            std::fs::write(
+                pgdata.join("pg_ident.conf"),
+                format!("certificates starling {CLIENT_CERT_USER}\n"),
+            )
+            .expect("write pg_ident.conf");
         }
         let mut server = PgServer {
             host: "127.0.0.1".into(),
@@ -178,6 +193,11 @@ impl PgServer {
             }),
         };
         server.start();
+        if certificates.is_some() {
+            server
+                .admin(&format!("CREATE ROLE {CLIENT_CERT_USER} LOGIN SUPERUSER"))
+                .expect("create the client-certificate user");
+        }
         server
     }
 
@@ -221,7 +241,9 @@ impl PgServer {
                 .arg(format!(
                     "ssl_key_file={}",
                     data.join("server.key").display()
-                ));
+                ))
+                .arg("-c")
+                .arg(format!("ssl_ca_file={}", data.join("ca.crt").display()));
         }
         command
             .stdin(Stdio::null())

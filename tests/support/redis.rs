@@ -29,6 +29,49 @@ pub struct RedisServer {
     tls: Option<PathBuf>,
     /// The port of the master this server replicates.
     replica_of: Option<u16>,
+    /// The login it requires, and gives its master (`masterauth`).
+    password: Option<Login<'static>>,
+}
+
+/// A login a test server requires: a password (`requirepass`: the `default` user's), or
+/// an ACL user of its own with its password (the `default` user then off).
+#[derive(Clone, Copy)]
+pub struct Login<'a> {
+    /// The ACL user; `None` for `requirepass`.
+    pub user: Option<&'a str>,
+    /// The password.
+    pub password: &'a str,
+}
+
+impl Login<'_> {
+    /// The inline `AUTH` command for it.
+    fn auth(&self) -> String {
+        match self.user {
+            Some(user) => format!("AUTH {user} {}\r\n", self.password),
+            None => format!("AUTH {}\r\n", self.password),
+        }
+    }
+
+    /// The configuration lines that require it (in sentinel.conf, or as arguments).
+    fn config(&self) -> Vec<String> {
+        match self.user {
+            Some(user) => vec![
+                format!("user {user} on >{} ~* &* +@all", self.password),
+                "user default off".to_string(),
+            ],
+            None => vec![format!("requirepass {}", self.password)],
+        }
+    }
+
+    /// The same, kept for the rest of the test process.
+    fn owned(&self) -> Login<'static> {
+        Login {
+            user: self
+                .user
+                .map(|u| &*Box::leak(u.to_string().into_boxed_str())),
+            password: Box::leak(self.password.to_string().into_boxed_str()),
+        }
+    }
 }
 
 /// The server shared by every test of this process.
@@ -41,6 +84,7 @@ pub fn shared() -> &'static RedisServer {
             process: None,
             tls: None,
             replica_of: None,
+            password: None,
         },
         _ => RedisServer::throwaway(),
     })
@@ -66,6 +110,22 @@ impl RedisServer {
             process: None,
             tls: None,
             replica_of: None,
+            password: None,
+        };
+        server.start();
+        server
+    }
+
+    /// Starts a private throwaway server that requires `login`.
+    fn throwaway_with_login(login: Option<Login>) -> Self {
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            url: format!("redis://127.0.0.1:{port}/"),
+            process: None,
+            tls: None,
+            replica_of: None,
+            password: login.map(|l| l.owned()),
         };
         server.start();
         server
@@ -82,6 +142,7 @@ impl RedisServer {
             process: None,
             tls: Some(certificates.to_path_buf()),
             replica_of: None,
+            password: None,
         };
         server.start();
         server
@@ -122,6 +183,17 @@ impl RedisServer {
         if let Some(master) = self.replica_of {
             command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
+        if let Some(login) = &self.password {
+            for line in login.config() {
+                let mut words = line.split(' ');
+                command.arg(format!("--{}", words.next().unwrap_or_default()));
+                command.args(words);
+            }
+            command.args(["--masterauth", login.password]);
+            if let Some(user) = login.user {
+                command.args(["--masteruser", user]);
+            }
+        }
         command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             // A replica writes the master's snapshot to its directory.
@@ -158,10 +230,16 @@ impl RedisServer {
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
+        let (auth, expected) = match &self.password {
+            Some(login) => (login.auth(), "+OK\r\n+PONG\r\n"),
+            None => (String::new(), "+PONG\r\n"),
+        };
+        let mut reply = vec![0u8; expected.len()];
+        stream
+            .write_all(format!("{auth}PING\r\n").as_bytes())
+            .is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && reply == expected.as_bytes()
     }
 }
 
@@ -207,7 +285,18 @@ pub struct SentinelGroup {
     pub replica: RedisServer,
     sentinel: Child,
     sentinel_port: u16,
+    /// The sentinel's own login.
+    sentinel_login: Option<Login<'static>>,
     _dir: super::TempDir,
+}
+
+/// Logins a [`SentinelGroup`] requires.
+#[derive(Default)]
+pub struct SentinelLogins<'a> {
+    /// The master's and the replica's (Sentinel's `auth-user` and `auth-pass`).
+    pub redis: Option<Login<'a>>,
+    /// The sentinel's own (in sentinel.conf).
+    pub sentinel: Option<Login<'a>>,
 }
 
 /// The master's name in Sentinel.
@@ -216,13 +305,20 @@ pub const SENTINEL_MASTER: &str = "starling";
 impl SentinelGroup {
     /// Starts the three and waits until Sentinel knows the replica.
     pub fn start() -> Self {
-        let master = RedisServer::throwaway();
+        Self::start_with(SentinelLogins::default())
+    }
+
+    /// Starts the three, each requiring the logins given, and waits until Sentinel knows
+    /// the replica.
+    pub fn start_with(logins: SentinelLogins) -> Self {
+        let master = RedisServer::throwaway_with_login(logins.redis);
         let mut replica = RedisServer {
             port: free_port(),
             url: String::new(),
             process: None,
             tls: None,
             replica_of: None,
+            password: logins.redis.map(|l| l.owned()),
         };
         replica.url = format!("redis://127.0.0.1:{}/", replica.port);
         replica.replica_of = Some(master.port);
@@ -230,17 +326,27 @@ impl SentinelGroup {
         let dir = super::TempDir::new("sentinel");
         let sentinel_port = free_port();
         let config = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "port {sentinel_port}\nbind 127.0.0.1\n\
-                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
-                 sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
-                master.port
-            ),
-        )
-        .expect("write sentinel.conf");
+        let mut lines = format!(
+            "port {sentinel_port}\nbind 127.0.0.1\n\
+             sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+             sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+            master.port
+        );
+        if let Some(login) = logins.redis {
+            lines.push_str(&format!(
+                "sentinel auth-pass {SENTINEL_MASTER} {}\n",
+                login.password
+            ));
+            if let Some(user) = login.user {
+                lines.push_str(&format!("sentinel auth-user {SENTINEL_MASTER} {user}\n"));
+            }
+        }
+        for line in logins.sentinel.iter().flat_map(Login::config) {
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        std::fs::write(&config, lines).expect("write sentinel.conf");
         let log = dir.path().join("sentinel.log");
         let mut command = Command::new(super::debian_binary("redis-sentinel", "redis-sentinel"));
         command
@@ -255,6 +361,7 @@ impl SentinelGroup {
             replica,
             sentinel,
             sentinel_port,
+            sentinel_login: logins.sentinel.map(|l| l.owned()),
             _dir: dir,
         };
         let started = Instant::now();
@@ -271,7 +378,7 @@ impl SentinelGroup {
         group
     }
 
-    /// `redis+sentinel://127.0.0.1:port/starling`.
+    /// `redis+sentinel://127.0.0.1:port/starling`, without credentials.
     pub fn url(&self) -> String {
         format!(
             "redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}",
@@ -304,8 +411,16 @@ impl SentinelGroup {
         stream
             .set_read_timeout(Some(Duration::from_millis(500)))
             .ok()?;
-        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
         let mut reply = vec![0u8; 16 * 1024];
+        if let Some(login) = &self.sentinel_login {
+            stream.write_all(login.auth().as_bytes()).ok()?;
+            let mut ok = [0u8; 5];
+            stream.read_exact(&mut ok).ok()?;
+            if &ok != b"+OK\r\n" {
+                return None;
+            }
+        }
+        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
         let n = stream.read(&mut reply).ok()?;
         Some(String::from_utf8_lossy(&reply[..n]).into_owned())
     }

@@ -14,6 +14,11 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{- /* The container port the probes and the ServiceMonitor use. */}}
+{{- define "starling.opsPort" -}}
+{{- if .Values.metrics.port }}metrics{{ else }}nostr{{ end -}}
+{{- end -}}
+
 {{- define "starling.secretEnv" -}}
 - name: DATABASE_URL
   valueFrom:
@@ -23,11 +28,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 
+{{- /* REDIS_URL; behind Sentinel made from the values, its credentials taken from the
+Secret into variables that Kubernetes expands in REDIS_URL ($(NAME)), defined before it. */}}
 {{- define "starling.redisEnv" -}}
-- name: REDIS_URL
 {{- if .Values.redisSentinel.enabled }}
-  value: {{ printf "%s://%s/%s" (ternary "rediss+sentinel" "redis+sentinel" .Values.redisSentinel.tls) (join "," .Values.redisSentinel.sentinels) .Values.redisSentinel.masterName | quote }}
+{{- $auth := .Values.redisSentinel.auth | default dict }}
+{{- $credentials := dict "REDIS_USERNAME" $auth.usernameKey "REDIS_PASSWORD" $auth.passwordKey "REDIS_SENTINEL_USERNAME" $auth.sentinelUsernameKey "REDIS_SENTINEL_PASSWORD" $auth.sentinelPasswordKey }}
+{{- range $name, $key := $credentials }}
+{{- if $key }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.secret.name }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- $userinfo := "" }}
+{{- if or $auth.usernameKey $auth.passwordKey }}
+{{- $userinfo = printf "%s:%s@" (ternary "$(REDIS_USERNAME)" "" (not (empty $auth.usernameKey))) (ternary "$(REDIS_PASSWORD)" "" (not (empty $auth.passwordKey))) }}
+{{- end }}
+{{- $query := list }}
+{{- if $auth.sentinelUsernameKey }}
+{{- $query = append $query "sentinel_username=$(REDIS_SENTINEL_USERNAME)" }}
+{{- end }}
+{{- if $auth.sentinelPasswordKey }}
+{{- $query = append $query "sentinel_password=$(REDIS_SENTINEL_PASSWORD)" }}
+{{- end }}
+- name: REDIS_URL
+  value: {{ printf "%s://%s%s/%s%s" (ternary "rediss+sentinel" "redis+sentinel" .Values.redisSentinel.tls) $userinfo (join "," .Values.redisSentinel.sentinels) .Values.redisSentinel.masterName (ternary (printf "?%s" (join "&" $query)) "" (gt (len $query) 0)) | quote }}
 {{- else }}
+- name: REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ .Values.secret.name }}

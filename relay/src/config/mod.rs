@@ -73,7 +73,9 @@ pub struct Config {
 
     /// Redis URL; joins this node to a cluster over Redis pub/sub: redis://host:port,
     /// rediss://host:port (TLS), or redis+sentinel://host:port,host:port/master (the master
-    /// Redis Sentinel names, followed through failovers; rediss+sentinel:// for TLS).
+    /// Redis Sentinel names, followed through failovers; rediss+sentinel:// for TLS; the
+    /// master's user:password@ before the hosts, the sentinels' own as ?sentinel_username=
+    /// and &sentinel_password=, percent-encoded).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
@@ -103,9 +105,10 @@ pub struct Config {
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
 
-    /// The header trusted proxies write the client's address in.
-    #[arg(long, env = "STARLING_PROXY_HEADER", default_value = "x-forwarded-for")]
-    pub proxy_header: ProxyHeader,
+    /// The header trusted proxies write the client's address in (default:
+    /// x-forwarded-for); it is read only from --trusted-proxies and needs them.
+    #[arg(long, env = "STARLING_PROXY_HEADER")]
+    pub proxy_header: Option<ProxyHeader>,
 
     /// Connections from --trusted-proxies start with a PROXY protocol header (v1 or v2, as
     /// HAProxy's `send-proxy` and AWS NLB send it), which names the client.
@@ -463,6 +466,12 @@ impl Config {
         }
         config.default_limit = config.default_limit.min(config.max_limit);
         Ok(config)
+    }
+
+    /// The header trusted proxies write the client's address in: the one set, or
+    /// `X-Forwarded-For`.
+    pub fn proxy_header(&self) -> ProxyHeader {
+        self.proxy_header.unwrap_or(ProxyHeader::XForwardedFor)
     }
 
     /// Store queries the node runs at once.

@@ -30,8 +30,26 @@ impl Config {
                 "proxy_protocol needs trusted_proxies: the address ranges of the balancers that send the PROXY header"
             );
         }
+        if self.proxy_header.is_some() && self.trusted_proxies.is_empty() {
+            bail!(
+                "proxy_header needs trusted_proxies: the header is read only from the proxies listed there, so without them it does nothing"
+            );
+        }
         if self.redis_cert_file.is_some() != self.redis_key_file.is_some() {
             bail!("redis_cert_file and redis_key_file go together");
+        }
+        if self.redis_url.is_none() {
+            for (name, set) in [
+                ("redis_ca_file", self.redis_ca_file.is_some()),
+                ("redis_cert_file", self.redis_cert_file.is_some()),
+                ("redis_key_file", self.redis_key_file.is_some()),
+            ] {
+                if set {
+                    bail!(
+                        "{name} needs redis_url: it is used only for TLS to the cluster's Redis, and no Redis is set"
+                    );
+                }
+            }
         }
         if self.max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");

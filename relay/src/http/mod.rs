@@ -1,5 +1,5 @@
 //! HTTP: the WebSocket endpoint, NIP-11 and the NIP-86 management API on the same URL, and
-//! health checks.
+//! health checks (on the relay's port and on the metrics port, when it has one).
 
 pub mod info;
 
@@ -31,14 +31,18 @@ pub fn routes(with_metrics: bool) -> impl Fn(&mut web::ServiceConfig) + Clone {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
         if with_metrics {
-            metrics_route(cfg);
+            cfg.route("/metrics", web::get().to(metrics));
         }
     }
 }
 
-/// Registers `/metrics` alone, for a separate metrics port.
-pub fn metrics_route(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+/// Registers what a separate metrics port (`--metrics-bind`) serves: `/metrics`, and the
+/// health checks `/healthz` and `/readyz`, for probes that cannot speak to the relay's own
+/// port (with `--proxy-protocol`, a connection without a PROXY header is closed there).
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
 }
 
 /// `/`: a WebSocket upgrade becomes a connection; `Accept: application/nostr+json` gets the
@@ -57,7 +61,7 @@ async fn root(
         }
         let peer = req.peer_addr();
         let client = peer.map(|peer| {
-            let header = node.config().proxy_header;
+            let header = node.config().proxy_header();
             proxy::client_ip(peer.ip(), req.headers(), header, &trusted)
         });
         let address = client.map_or_else(ClientAddress::local, ClientAddress::of);

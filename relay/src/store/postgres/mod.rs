@@ -10,6 +10,7 @@ mod error;
 pub mod json_cache;
 pub mod migrate;
 mod policy;
+mod probe;
 mod read;
 pub mod session;
 pub mod sql;
@@ -66,6 +67,8 @@ pub struct PgStore {
     pool: Pool,
     cache: JsonCache,
     tls: PgTls,
+    /// The `sslmode` asked for, for the start-up checks' messages.
+    ssl_mode: tls::SslMode,
     /// How connections are made, for the start-up checks.
     config: tokio_postgres::Config,
     /// Every session's statement limit (set again after maintenance lifts it).
@@ -129,6 +132,7 @@ impl PgStore {
             pool,
             cache: JsonCache::new(settings.json_cache_bytes),
             tls: connector,
+            ssl_mode: tls.mode,
             config,
             statement_timeout: settings.statement_timeout,
         })
@@ -140,19 +144,20 @@ impl PgStore {
         migrate::run(&mut client).await.map_err(db)
     }
 
-    /// Connects at start-up: TLS settings the server does not pass (a wrong name, an
-    /// unknown CA) and a pooler that does not keep sessions are errors now; a database that
-    /// is down is not, since the store connects whenever it is back.
+    /// Connects at start-up: a failure a setting causes (TLS the server does not pass or
+    /// offer, a plain connection it refuses, a login it refuses, a database it does not
+    /// have) and a pooler that does not keep sessions are errors now, naming the setting; a
+    /// database that is down is not, since the store connects whenever it is back.
     pub async fn probe(&self) -> anyhow::Result<()> {
         match self.pool.get().await {
             Ok(_) => session::check_session_pooling(&self.config, &self.tls).await,
-            Err(deadpool_postgres::PoolError::Backend(error)) if tls::is_tls_failure(&error) => {
-                Err(anyhow::Error::new(error).context("connecting to PostgreSQL over TLS"))
-            }
-            Err(error) => {
-                tracing::warn!(%error, "PostgreSQL is not reachable yet; the store connects when it is");
-                Ok(())
-            }
+            Err(error) => match probe::judge(error, self.ssl_mode) {
+                probe::Failure::Refused(error) => Err(error),
+                probe::Failure::Unreachable(error) => {
+                    tracing::warn!(%error, "PostgreSQL is not reachable yet; the store connects when it is");
+                    Ok(())
+                }
+            },
         }
     }
 

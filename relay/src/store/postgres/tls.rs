@@ -54,6 +54,19 @@ pub enum SslMode {
     VerifyFull,
 }
 
+impl SslMode {
+    /// The mode as `DATABASE_URL` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 const TLS_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 /// Splits `url` (a `postgres://` URL or `key=value` words) into what tokio-postgres parses
@@ -190,6 +203,17 @@ pub fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
         next = error.source();
     }
     false
+}
+
+/// Whether `error` says that the server answered the request for TLS with no: it has no
+/// TLS. tokio-postgres reports it as a TLS error whose cause is this text alone (and no
+/// other way: its error kinds are private); every other TLS error comes from the connector
+/// here, and [`is_tls_failure`] knows those.
+pub fn is_tls_unsupported(error: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    error
+        .source()
+        .is_some_and(|cause| cause.to_string() == "server does not support TLS")
 }
 
 /// Makes TLS sessions to PostgreSQL for tokio-postgres.
