@@ -3,15 +3,12 @@
 //! and the node's caps and budgets hold. No answer carries the database's own words.
 
 use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::{
     Client, DEADLINE, Relay, TempDir,
-    client::Received,
+    client::{Received, raw_upgrade},
     eventually,
     http::{metric, request},
     keys, note, now,
@@ -81,13 +78,7 @@ async fn a_flood_of_forged_signatures_gets_its_connection_closed() {
 #[tokio::test]
 async fn a_flooding_client_closed_for_its_strikes_is_read_no_more() {
     let relay = Relay::start(&["--max-strikes-per-connection", "5"]);
-    let mut socket = TcpStream::connect(&relay.addr).await.unwrap();
-    let handshake = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        relay.addr
-    );
-    socket.write_all(handshake.as_bytes()).await.unwrap();
+    let mut socket = raw_upgrade(&relay.addr).await;
     // Masked text frames of 60,000 bytes that are not JSON (each one a strike), written
     // without reading until the socket breaks. A relay that kept reading (and discarding)
     // after closing the connection would take hundreds of megabytes a second.
@@ -222,13 +213,7 @@ async fn a_client_that_pings_but_never_reads_is_dropped() {
         "--idle-timeout-seconds",
         "2",
     ]);
-    let mut socket = TcpStream::connect(&relay.addr).await.unwrap();
-    let handshake = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        relay.addr
-    );
-    socket.write_all(handshake.as_bytes()).await.unwrap();
+    let mut socket = raw_upgrade(&relay.addr).await;
     // Masked pings with a 4-byte payload, written without ever reading, until the relay
     // gives up on this client and the socket breaks.
     let ping = [

@@ -2,13 +2,14 @@
 //! connections are closed; connections that answer pings stay.
 
 use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, DEADLINE, Relay, client::Received, eventually, keys, now};
+use crate::support::{
+    Client, DEADLINE, Relay,
+    client::{Received, raw_upgrade},
+    eventually, keys, now,
+};
 
 // The healthy reader runs on its own worker thread, so that it keeps reading while the
 // publisher waits for its answers, however busy the machine is.
@@ -72,13 +73,7 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
         "--idle-timeout-seconds",
         "2",
     ]);
-    let mut silent = TcpStream::connect(&relay.addr).await.unwrap();
-    let handshake = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        relay.addr
-    );
-    silent.write_all(handshake.as_bytes()).await.unwrap();
+    let mut silent = raw_upgrade(&relay.addr).await;
     let mut buf = vec![0u8; 4096];
     let mut received = Vec::new();
     loop {

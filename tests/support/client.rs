@@ -3,7 +3,7 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use starling::nostr::Event;
-use tokio::net::TcpStream;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async,
     tungstenite::{Message, http, protocol::CloseFrame},
@@ -299,4 +299,19 @@ impl Client {
         assert_eq!(answer[1], sub);
         answer[2]["count"].as_u64().expect("count")
     }
+}
+
+/// A TCP connection to the relay at `addr` that has sent a WebSocket upgrade request and
+/// nothing else: for tests that write frames by hand and read the bytes the relay sends.
+pub async fn raw_upgrade(addr: &str) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).await.expect("connect");
+    let handshake = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    socket
+        .write_all(handshake.as_bytes())
+        .await
+        .expect("send the upgrade");
+    socket
 }

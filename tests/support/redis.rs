@@ -103,17 +103,7 @@ pub fn unique_cluster() -> String {
 impl RedisServer {
     /// Starts a private throwaway server, for tests that stop and start it.
     pub fn throwaway() -> Self {
-        let port = free_port();
-        let mut server = RedisServer {
-            port,
-            url: format!("redis://127.0.0.1:{port}/"),
-            process: None,
-            tls: None,
-            replica_of: None,
-            password: None,
-        };
-        server.start();
-        server
+        Self::throwaway_with_login(None)
     }
 
     /// Starts a private throwaway server that requires `login`.
