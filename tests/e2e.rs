@@ -10,6 +10,7 @@ mod abuse;
 mod architecture;
 mod auth;
 mod bad_input;
+mod cancellation;
 mod cluster;
 mod connections;
 mod deletion;
