@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
 use crate::support::{
     Client, DEADLINE, Relay, TempDir,
@@ -260,6 +260,34 @@ async fn a_client_that_pings_but_never_reads_is_dropped() {
     )
     .await;
     assert!(pings >= 1.0, "a ping flood should count as strikes");
+}
+
+#[tokio::test]
+async fn pings_past_the_configured_burst_and_rate_are_strikes() {
+    let relay = Relay::start(&[
+        "--max-ping-burst",
+        "2",
+        "--max-pings-per-minute-per-connection",
+        "1",
+    ]);
+    let mut client = Client::connect(&relay.url()).await;
+    for n in 0..5u8 {
+        client.send_raw(Message::Ping(vec![n].into())).await;
+    }
+    // Messages are handled in order: once this is answered, every ping was counted.
+    assert!(
+        client
+            .req("witness", &[json!({"limit": 1})])
+            .await
+            .is_empty()
+    );
+    let pings = metric(
+        &relay.addr,
+        "starling_strikes_total",
+        &[("reason", "pings")],
+    )
+    .await;
+    assert_eq!(pings, 3.0, "two pings of five within the burst");
 }
 
 #[tokio::test]

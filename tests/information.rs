@@ -135,6 +135,10 @@ async fn limits_nip11_has_no_field_for_are_reported_under_starling() {
         "77",
         "--query-ms-per-minute-per-connection",
         "1234",
+        "--max-ping-burst",
+        "3",
+        "--strike-penalty-pace-ms",
+        "400",
     ]);
     let doc = nip11_document(&relay.addr).await;
     let limits = &doc["starling"]["limits"];
@@ -143,6 +147,34 @@ async fn limits_nip11_has_no_field_for_are_reported_under_starling() {
     assert_eq!(limits["query_ms_per_minute_per_connection"], 1234);
     assert_eq!(limits["max_connections_per_ip"], 100, "on by default");
     assert_eq!(limits["max_strikes_per_connection"], 50);
+    assert_eq!(limits["max_strikes_per_ip"], 200);
+    assert_eq!(limits["strike_penalty_seconds"], 120);
+    assert_eq!(limits["strike_penalty_pace_ms"], 400);
+    assert_eq!(limits["max_ping_burst"], 3);
+    assert_eq!(limits["max_pings_per_minute_per_connection"], 60);
+}
+
+#[test]
+fn settings_of_strikes_and_pings_that_make_no_sense_stop_the_relay() {
+    for (args, named) in [
+        (
+            &["--strike-penalty-pace-ms", "0"][..],
+            "strike_penalty_pace_ms",
+        ),
+        (
+            &[
+                "--strike-penalty-pace-ms",
+                "5000",
+                "--idle-timeout-seconds",
+                "5",
+            ][..],
+            "shorter than idle_timeout_seconds",
+        ),
+        (&["--max-ping-burst", "0"][..], "max_ping_burst"),
+    ] {
+        let refused = Relay::refused_at_start(args);
+        assert!(refused.contains(named), "{args:?}: {refused}");
+    }
 }
 
 #[tokio::test]

@@ -4,16 +4,12 @@
 //! Every setting is declared once, on [`Config`]: its doc comment is the `--help` text, its
 //! field name is the TOML key, `--kebab-case` the flag and `STARLING_UPPER_CASE` the variable.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-};
+use std::{net::SocketAddr, path::PathBuf};
 
-use anyhow::Context;
-use clap::{ArgMatches, parser::ValueSource};
 use serde::{Deserialize, Serialize};
 
 mod choices;
+mod resolve;
 mod validate;
 
 pub use choices::{LogFormat, MembersOnly, OnError};
@@ -65,6 +61,12 @@ pub struct Config {
     /// Megabytes of event JSON the PostgreSQL store keeps in memory for queries (0: none).
     #[arg(long, env = "STARLING_DATABASE_JSON_CACHE_MB", default_value_t = 256)]
     pub database_json_cache_mb: usize,
+
+    /// Prepared statements each pooled PostgreSQL connection keeps; past it, its cache is
+    /// emptied, so that filters of many shapes do not grow it (and the server's memory)
+    /// without end.
+    #[arg(long, env = "STARLING_DATABASE_STATEMENT_CACHE", default_value_t = 256)]
+    pub database_statement_cache: usize,
 
     /// Do not apply pending PostgreSQL migrations at start-up (run `starling migrate`).
     #[arg(long, env = "STARLING_SKIP_MIGRATIONS")]
@@ -373,9 +375,14 @@ pub struct Config {
     pub max_strikes_per_ip: u32,
 
     /// Seconds an address past its strikes stays slowed: its new connections, and those
-    /// with strikes, read one message every 250 ms.
+    /// with strikes, read one message every --strike-penalty-pace-ms.
     #[arg(long, env = "STARLING_STRIKE_PENALTY_SECONDS", default_value_t = 120)]
     pub strike_penalty_seconds: u64,
+
+    /// Milliseconds between two messages a slowed connection reads (shorter than the idle
+    /// timeout, or its pongs could not come in time).
+    #[arg(long, env = "STARLING_STRIKE_PENALTY_PACE_MS", default_value_t = 250)]
+    pub strike_penalty_pace_ms: u64,
 
     /// Bytes queued for one client before it counts as not reading and is disconnected.
     #[arg(long, env = "STARLING_MAX_OUTBOUND_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -408,6 +415,19 @@ pub struct Config {
     #[arg(long, env = "STARLING_IDLE_TIMEOUT_SECONDS", default_value_t = 90)]
     pub idle_timeout_seconds: u64,
 
+    /// Pings a client may send a minute on one connection, past its burst; each one beyond
+    /// is a strike (0: no limit).
+    #[arg(
+        long,
+        env = "STARLING_MAX_PINGS_PER_MINUTE_PER_CONNECTION",
+        default_value_t = 60
+    )]
+    pub max_pings_per_minute_per_connection: u32,
+
+    /// Pings a client may send at once on one connection before their rate counts.
+    #[arg(long, env = "STARLING_MAX_PING_BURST", default_value_t = 10)]
+    pub max_ping_burst: u32,
+
     /// A write-policy plugin (strfry's protocol: one JSON line in, one out, per new event),
     /// run with `sh -c`; it judges every event that passed the relay's own checks.
     #[arg(long, env = "STARLING_WRITE_POLICY_PLUGIN")]
@@ -425,68 +445,6 @@ pub struct Config {
     /// Seconds between sweeps that delete expired (NIP-40) events.
     #[arg(long, env = "STARLING_EXPIRATION_SWEEP_SECONDS", default_value_t = 60)]
     pub expiration_sweep_seconds: u64,
-}
-
-impl Config {
-    /// The configuration from defaults, environment and flags (`matches`), with any key of
-    /// the TOML file at `file` filling in what neither flag nor environment set.
-    pub fn resolve(
-        parsed: Config,
-        matches: &ArgMatches,
-        file: Option<&Path>,
-    ) -> anyhow::Result<Config> {
-        let mut config = match file {
-            None => parsed,
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                let from_file: toml::Table = toml::from_str(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?;
-                let mut merged = toml::Table::try_from(&parsed).context("encoding settings")?;
-                for (key, value) in from_file {
-                    let explicit = matches!(
-                        matches
-                            .try_get_raw(&key)
-                            .ok()
-                            .and_then(|_| matches.value_source(&key)),
-                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                    );
-                    if !explicit {
-                        merged.insert(key, value);
-                    }
-                }
-                merged
-                    .try_into()
-                    .with_context(|| format!("in config file {}", path.display()))?
-            }
-        };
-        config.validate()?;
-        if config.workers == Some(0) {
-            config.workers = None;
-        }
-        config.default_limit = config.default_limit.min(config.max_limit);
-        Ok(config)
-    }
-
-    /// The header trusted proxies write the client's address in: the one set, or
-    /// `X-Forwarded-For`.
-    pub fn proxy_header(&self) -> ProxyHeader {
-        self.proxy_header.unwrap_or(ProxyHeader::XForwardedFor)
-    }
-
-    /// Store queries the node runs at once.
-    pub fn concurrent_queries(&self) -> usize {
-        match self.max_concurrent_queries {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-    }
-
-    /// Worker threads to run.
-    pub fn worker_count(&self) -> usize {
-        self.workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-    }
 }
 
 #[cfg(test)]

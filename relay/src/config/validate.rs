@@ -51,6 +51,16 @@ impl Config {
                 }
             }
         }
+        if self.strike_penalty_pace_ms == 0 {
+            bail!(
+                "strike_penalty_pace_ms must be at least 1 (to slow no address, set max_strikes_per_ip to 0)"
+            );
+        }
+        if self.strike_penalty_pace_ms >= self.idle_timeout_seconds.saturating_mul(1000) {
+            bail!(
+                "strike_penalty_pace_ms must be shorter than idle_timeout_seconds: a slowed connection would be closed before it could read the relay's pings"
+            );
+        }
         if self.max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");
         }
@@ -63,6 +73,7 @@ impl Config {
             ),
             ("write_batch_size", self.write_batch_size),
             ("max_connections", self.max_connections),
+            ("max_ping_burst", self.max_ping_burst as usize),
             (
                 "max_queries_per_connection",
                 self.max_queries_per_connection,

@@ -34,7 +34,7 @@ mod reconciliations;
 mod requests;
 
 use super::{
-    conduct::{Conduct, PENALTY_PACE},
+    conduct::Conduct,
     frames::{Frame, FrameError, Frames},
     gate::Gate,
     liveness::Liveness,
@@ -120,7 +120,7 @@ impl Connection {
             running: Arc::new(Semaphore::new(config.max_queries_per_connection)),
         });
         let requests = RequestAllowance::new(config.max_reqs_per_minute_per_connection, now);
-        let conduct = Conduct::new(Arc::clone(&peer.admission.address), now);
+        let conduct = Conduct::new(config, Arc::clone(&peer.admission.address), now);
         let challenge = crate::tls::random_bytes::<16>();
         let _ = outbox.push(relay::auth(&crate::nostr::hex::encode(&challenge)));
         Connection::create(move |ctx| {
@@ -453,8 +453,8 @@ impl StreamHandler<Result<Frame, FrameError>> for Connection {
             }
             Err(error) => self.on_frame_error(error, ctx),
         }
-        if self.conduct.is_paced(now) {
-            self.gate.pause(PENALTY_PACE);
+        if let Some(pace) = self.conduct.pace(now) {
+            self.gate.pause(pace);
         }
     }
 

@@ -47,6 +47,9 @@ pub struct PgSettings {
     pub statement_timeout: Duration,
     /// Bytes of event JSON kept in memory for queries (0: none).
     pub json_cache_bytes: usize,
+    /// Prepared statements one pooled connection keeps; past it, its cache is emptied
+    /// (filters of many shapes must not grow it, and the server's memory, without end).
+    pub cached_statements: usize,
 }
 
 impl PgSettings {
@@ -58,6 +61,7 @@ impl PgSettings {
             connect_timeout: Duration::from_secs(config.database_connect_timeout_seconds.max(1)),
             statement_timeout: Duration::from_millis(config.database_statement_timeout_ms.max(1)),
             json_cache_bytes: config.database_json_cache_mb.saturating_mul(1 << 20),
+            cached_statements: config.database_statement_cache,
         })
     }
 }
@@ -73,11 +77,9 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// Every session's statement limit (set again after maintenance lifts it).
     statement_timeout: Duration,
+    /// Prepared statements one pooled connection keeps ([`PgSettings::cached_statements`]).
+    cached_statements: usize,
 }
-
-/// Prepared statements one pooled connection keeps; past it, its cache is emptied (filters
-/// of many shapes must not grow it, and the server's memory, without end).
-pub const MAX_CACHED_STATEMENTS: usize = 256;
 
 /// The hook that gives every new pooled connection the store's session settings.
 fn settings_hook(settings: String) -> deadpool_postgres::Hook {
@@ -135,6 +137,7 @@ impl PgStore {
             ssl_mode: tls.mode,
             config,
             statement_timeout: settings.statement_timeout,
+            cached_statements: settings.cached_statements,
         })
     }
 
@@ -161,10 +164,10 @@ impl PgStore {
         }
     }
 
-    /// A pooled connection, its statement cache within [`MAX_CACHED_STATEMENTS`].
+    /// A pooled connection, its statement cache within [`PgSettings::cached_statements`].
     async fn client(&self) -> Result<Object, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        if client.statement_cache.size() > self.cached_statements {
             client.statement_cache.clear();
         }
         Ok(client)
