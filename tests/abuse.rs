@@ -75,6 +75,117 @@ async fn a_flood_of_forged_signatures_gets_its_connection_closed() {
     .await;
 }
 
+/// Reads what the relay sends `client`, each message checked by `expected`, until the
+/// connection closes; returns the close frame.
+async fn close_after(
+    client: &mut Client,
+    expected: impl Fn(&serde_json::Value) -> bool,
+) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    loop {
+        match client.next().await {
+            Received::Json(msg) => assert!(expected(&msg), "{msg}"),
+            Received::Close(close) => return close.expect("a close frame with a reason"),
+            Received::Ended => panic!("the connection ended without a close frame"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_asking_for_what_the_rules_refuse_is_closed() {
+    let relay = Relay::start(&[
+        "--members-only",
+        "both",
+        "--max-strikes-per-connection",
+        "5",
+    ]);
+    let mut client = Client::connect(&relay.url()).await;
+    for n in 0..20 {
+        if !client
+            .try_send(json!(["REQ", format!("r{n}"), {"kinds": [1]}]))
+            .await
+        {
+            break;
+        }
+    }
+    let close = close_after(&mut client, |msg| {
+        msg[0] == "CLOSED" && msg[2].as_str().unwrap().starts_with("auth-required:")
+    })
+    .await;
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "too many invalid messages");
+    let refused = metric(
+        &relay.addr,
+        "starling_strikes_total",
+        &[("reason", "refused")],
+    )
+    .await;
+    assert!(refused >= 6.0, "{refused} refused strikes counted");
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_publishing_what_the_rules_refuse_is_closed() {
+    let banned = starling::nostr::hex::encode(&keys(5).pubkey());
+    let relay = Relay::start(&[
+        "--banned-pubkeys",
+        &banned,
+        "--max-strikes-per-connection",
+        "5",
+    ]);
+    let mut client = Client::connect(&relay.url()).await;
+    for n in 0..20 {
+        let event = keys(5).sign(now(), 1, vec![], &format!("banned {n}"));
+        let event: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
+        if !client.try_send(json!(["EVENT", event])).await {
+            break;
+        }
+    }
+    let close = close_after(&mut client, |msg| {
+        msg[0] == "OK" && msg[2] == false && msg[3].as_str().unwrap().starts_with("blocked:")
+    })
+    .await;
+    assert_eq!(close.code, CloseCode::Policy);
+    let mut honest = Client::connect(&relay.url()).await;
+    honest.publish_ok(&note(1, "still welcome")).await;
+}
+
+#[tokio::test]
+async fn authenticating_when_asked_costs_one_strike_and_keeps_the_connection() {
+    // The default thresholds: NIP-42's first `auth-required:` is a strike, far from them.
+    let relay = Relay::start(&["--members-only", "read"]);
+    let mut client = Client::connect(&relay.url()).await;
+    client.send_req("feed", &[json!({"kinds": [1]})]).await;
+    client.expect_closed("feed", "auth-required:").await;
+    let challenge = client.challenge().await;
+    let tags = vec![
+        vec!["relay".to_string(), relay.url()],
+        vec!["challenge".to_string(), challenge],
+    ];
+    let auth = keys(1).sign(now(), 22242, tags, "");
+    let auth_json: serde_json::Value = serde_json::from_str(&auth.to_json()).unwrap();
+    client.send(json!(["AUTH", auth_json])).await;
+    assert!(client.ok_for(&auth.id_hex()).await.0, "authenticated");
+    assert!(
+        client
+            .req("feed", &[json!({"kinds": [1]})])
+            .await
+            .is_empty()
+    );
+    let refused = metric(
+        &relay.addr,
+        "starling_strikes_total",
+        &[("reason", "refused")],
+    )
+    .await;
+    assert_eq!(refused, 1.0, "the first auth-required answer is one strike");
+    let closed = metric(
+        &relay.addr,
+        "starling_connections_closed_total",
+        &[("reason", "abuse")],
+    )
+    .await;
+    assert_eq!(closed, 0.0);
+}
+
 #[tokio::test]
 async fn a_flooding_client_closed_for_its_strikes_is_read_no_more() {
     let relay = Relay::start(&["--max-strikes-per-connection", "5"]);

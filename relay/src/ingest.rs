@@ -85,7 +85,11 @@ pub async fn accept(
             .await;
         match decision {
             Decision::Accept => {}
-            Decision::Reject(reason) => return Verdict::refused(reason, None),
+            Decision::Reject(reason) => {
+                // A plugin that could not judge the event is not the client's fault.
+                let strike = (reason.prefix != Prefix::Error).then_some(Strike::Refused);
+                return Verdict::refused(reason, strike);
+            }
             Decision::ShadowReject => {
                 return Verdict {
                     accepted: true,
@@ -100,7 +104,7 @@ pub async fn accept(
     // await in between): a ban applied while the event was being verified holds, and the
     // node's removal after a ban, which first waits for the writer, finds the rest.
     if let Err(reason) = node.rules().check_event(&verified.event) {
-        return Verdict::refused(reason, None);
+        return Verdict::refused(reason, Some(Strike::Refused));
     }
     let id = verified.event.id_hex();
     let store = tracing::debug_span!(parent: &ingest, "store");

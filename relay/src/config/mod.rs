@@ -360,8 +360,9 @@ pub struct Config {
     )]
     pub query_ms_per_minute_per_ip: u64,
 
-    /// Strikes (malformed messages, forged signatures, refused events, rate-limit refusals,
-    /// ping floods) a connection may collect in a minute before it is closed (0: no limit).
+    /// Strikes (malformed messages, forged signatures, events and requests the rules refuse,
+    /// rate-limit refusals, ping floods) a connection may collect in a minute before it is
+    /// closed (0: no limit).
     #[arg(
         long,
         env = "STARLING_MAX_STRIKES_PER_CONNECTION",

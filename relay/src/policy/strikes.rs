@@ -1,5 +1,5 @@
 //! Abuse costs the abuser: what a client does wrong (forged signatures, malformed messages,
-//! refused events, rate-limit refusals, ping floods) counts as strikes against its
+//! refused events and requests, rate-limit refusals, ping floods) counts as strikes against its
 //! connection and its address. A connection past its threshold in a minute is closed; an
 //! address past its threshold is slowed for a while (the node keeps that state).
 
@@ -12,7 +12,9 @@ pub enum Strike {
     Invalid,
     /// An event whose id or signature is wrong.
     Forged,
-    /// An event the relay's rules refused (limits, expiration, proof of work).
+    /// An event or request the relay's rules refused: limits, expiration, proof of work,
+    /// the operator's lists, access rules (`auth-required:`, `restricted:`), the
+    /// write-policy plugin.
     Refused,
     /// A request past a rate limit.
     RateLimited,

@@ -31,7 +31,8 @@ impl Connection {
         if !known && self.authed.len() >= most {
             self.count_auth("restricted");
             let why = format!("restricted: at most {most} pubkeys per connection");
-            return self.send(relay::ok(&id, false, &why));
+            self.send(relay::ok(&id, false, &why));
+            return self.strike(Strike::Refused, ctx);
         }
         let permit = self.gate.enter();
         let node = Arc::clone(&self.node);

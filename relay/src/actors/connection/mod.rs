@@ -310,7 +310,7 @@ impl Connection {
         if let Err(reason) = policy::auth::check_vanish(&event, urls) {
             self.count_event(Some(kind), Some(reason.prefix));
             self.send(relay::ok(&id, false, &reason.to_string()));
-            return;
+            return self.strike(Strike::Refused, ctx);
         }
         let ip = self.peer.admission.source.address.ip();
         let allowed = policy::auth::may_publish(&event, &self.authed)
@@ -318,7 +318,7 @@ impl Connection {
         if let Err(reason) = allowed {
             self.count_event(Some(kind), Some(reason.prefix));
             self.send(relay::ok(&id, false, &reason.to_string()));
-            return;
+            return self.strike(Strike::Refused, ctx);
         }
         let permit = self.gate.enter();
         let rates = EventRates::of(&self.peer.admission.source.address, &event.pubkey);

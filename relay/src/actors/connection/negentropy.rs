@@ -169,7 +169,8 @@ impl Connection {
         if let Err(reason) = allowed {
             let label = KeyValue::new("reason", reason.prefix.as_str());
             self.node.metrics().requests_refused.add(1, &[label]);
-            return self.neg_err(&sub_id, reason);
+            self.neg_err(&sub_id, reason);
+            return self.strike(Strike::Refused, ctx);
         }
         let readers = readers
             .apply_to(std::slice::from_ref(&filter))

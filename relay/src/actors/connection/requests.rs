@@ -41,11 +41,15 @@ impl Connection {
         self.send(relay::closed(sub_id, &reason));
     }
 
-    /// Answers `CLOSED` for an access rule (`auth-required:`, `restricted:`), and counts it.
-    fn refuse_access(&mut self, sub_id: &str, reason: &Reason) {
+    /// Answers `CLOSED` for an access rule (`auth-required:`, `restricted:`), counts it,
+    /// and counts a strike: a client that keeps asking for what it may not read is closed
+    /// like one that sends forged events (one that authenticates when asked takes a strike
+    /// or two, far from the threshold).
+    fn refuse_access(&mut self, sub_id: &str, reason: &Reason, ctx: &mut Context<Self>) {
         let label = KeyValue::new("reason", reason.prefix.as_str());
         self.node.metrics().requests_refused.add(1, &[label]);
         self.send(relay::closed(sub_id, reason));
+        self.strike(Strike::Refused, ctx);
     }
 
     /// The filters of a REQ or COUNT as the policy allows them, with who may read the
@@ -72,7 +76,7 @@ impl Connection {
             .check_read(&self.authed)
             .and_then(|()| readers.check_filters(&filters));
         if let Err(reason) = allowed {
-            self.refuse_access(sub_id, &reason);
+            self.refuse_access(sub_id, &reason, ctx);
             return None;
         }
         let readers = readers.apply_to(&filters).then_some(readers);
@@ -146,7 +150,7 @@ impl Connection {
                 Prefix::Restricted,
                 "direct messages and gift wraps are not counted",
             );
-            return self.refuse_access(&sub_id, &reason);
+            return self.refuse_access(&sub_id, &reason, ctx);
         }
         let filters = filters
             .into_iter()
