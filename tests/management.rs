@@ -371,3 +371,103 @@ async fn import_applies_the_stored_rules() {
         "{err}"
     );
 }
+
+/// How a test client sends a body.
+#[derive(Clone, Copy, Debug)]
+enum Upload {
+    /// Its length declared, the whole body written before anything is read.
+    Whole,
+    /// Its length declared, read from while written (as curl does).
+    Reading,
+    /// In chunks of undeclared total length, read from while written.
+    Chunked,
+}
+
+/// Posts a management call with a body of `size` bytes, sent as `upload` says; what the
+/// relay answered, or the error that ended the read.
+async fn post_oversized(addr: &str, size: usize, upload: Upload) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    let length = match upload {
+        Upload::Chunked => "Transfer-Encoding: chunked".to_string(),
+        _ => format!("Content-Length: {size}"),
+    };
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/nostr+json+rpc\r\n{length}\r\n\r\n"
+    );
+    let writing = async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 16 * 1024];
+        let mut sent = 0;
+        while sent < size {
+            let n = chunk.len().min(size - sent);
+            if let Upload::Chunked = upload {
+                writer.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+            }
+            writer.write_all(&chunk[..n]).await?;
+            if let Upload::Chunked = upload {
+                writer.write_all(b"\r\n").await?;
+            }
+            sent += n;
+        }
+        if let Upload::Chunked = upload {
+            writer.write_all(b"0\r\n\r\n").await?;
+        }
+        writer.flush().await?;
+        Ok::<_, std::io::Error>(writer)
+    };
+    let mut response = Vec::new();
+    let read = match upload {
+        Upload::Whole => {
+            // A write the relay no longer takes (it closed) ends the upload; its answer is
+            // still there to read.
+            let _writer = writing.await;
+            tokio::time::timeout(DEADLINE, reader.read_to_end(&mut response)).await
+        }
+        Upload::Reading | Upload::Chunked => {
+            let writing = tokio::spawn(writing);
+            let read = tokio::time::timeout(DEADLINE, reader.read_to_end(&mut response)).await;
+            writing.abort();
+            read
+        }
+    };
+    read.expect("the relay answered in time")?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+#[tokio::test]
+async fn an_oversized_management_call_gets_an_answer_the_client_can_read() {
+    let relay = Relay::start(&as_str(&admin_args()));
+    let uploads = [
+        (100 << 10, Upload::Whole),
+        (16 << 20, Upload::Whole),
+        (16 << 20, Upload::Reading),
+        (1 << 20, Upload::Chunked),
+    ];
+    for (size, upload) in uploads {
+        let answer = post_oversized(&relay.addr, size, upload).await;
+        let answer = answer.unwrap_or_else(|error| panic!("{size} bytes, {upload:?}: {error}"));
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+        assert!(head.starts_with("HTTP/1.1 413"), "{upload:?}: {answer:?}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        let body: Value = serde_json::from_str(body).expect("a JSON answer");
+        assert!(
+            body["error"].as_str().unwrap().contains("65536 bytes"),
+            "{body}"
+        );
+    }
+    let counted = metric(
+        &relay.addr,
+        "starling_management_calls_total",
+        &[("outcome", "too-large")],
+    )
+    .await;
+    assert_eq!(counted, uploads.len() as f64);
+    // The relay still answers calls of the right size.
+    let (status, _) = call(&relay.addr, "supportedmethods", json!([])).await;
+    assert_eq!(status, 200);
+}

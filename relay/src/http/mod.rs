@@ -23,7 +23,6 @@ pub fn routes(with_metrics: bool) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
         cfg.service(
             web::resource("/")
-                .app_data(web::PayloadConfig::new(manage::endpoint::MAX_BODY_BYTES))
                 .route(web::get().to(root))
                 .route(web::post().to(manage::endpoint::handle))
                 .route(web::method(Method::OPTIONS).to(preflight)),

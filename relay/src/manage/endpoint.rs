@@ -4,12 +4,14 @@
 //!
 //! Answers: 200 `{"result": …}`; 400 `{"error": …}` for an unknown method or wrong
 //! parameters; 401 for a missing, invalid or non-admin authorization, or one replayed for a
-//! change; 415 for
-//! another content type; 500 when the store failed (its text stays in the logs).
+//! change; 413 for a body over [`MAX_BODY_BYTES`] (declared or sent: answered at once, with
+//! `Connection: close`, what is left unread); 415 for another content type; 500 when the
+//! store failed (its text stays in the logs).
 
 use std::{collections::HashMap, sync::Mutex};
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use futures_util::StreamExt;
 use opentelemetry::KeyValue;
 use serde_json::{Value, json};
 
@@ -62,10 +64,40 @@ pub fn is_management_call(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.split(';').next().unwrap_or_default().trim() == CONTENT_TYPE)
 }
 
+/// Why a call's body was not read.
+enum Unread {
+    /// It is longer than [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The client stopped sending it, or sent it broken.
+    Broken,
+}
+
+/// The body of `req`, at most [`MAX_BODY_BYTES`]: one declared longer is refused before any
+/// of it is read, one sent longer as soon as it passes the bound.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, Unread> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(Unread::TooLarge);
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| Unread::Broken)?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Unread::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// Answers one management call.
 pub async fn handle(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     node: web::Data<Node>,
     replays: web::Data<Replays>,
 ) -> HttpResponse {
@@ -89,6 +121,22 @@ pub async fn handle(
             json!({ "error": format!("management calls are {CONTENT_TYPE}") }),
         );
     }
+    let body = match read_body(&req, payload).await {
+        Ok(body) => body,
+        Err(Unread::TooLarge) => {
+            count("", "too-large");
+            // The rest of the body is not read: the connection closes after the answer.
+            let mut status = HttpResponse::PayloadTooLarge();
+            status.force_close();
+            let why = format!("the body must be at most {MAX_BODY_BYTES} bytes");
+            return answer(status, json!({ "error": why }));
+        }
+        Err(Unread::Broken) => {
+            count("", "invalid");
+            let why = "the body could not be read";
+            return answer(HttpResponse::BadRequest(), json!({ "error": why }));
+        }
+    };
     let (admin, signature) = match authorize(&req, &body, &node) {
         Ok(authorized) => authorized,
         Err(why) => {

@@ -268,7 +268,7 @@ impl Metrics {
             ),
             management_calls: counter(
                 "starling.management.calls",
-                "NIP-86 management API calls, by method and outcome (ok, invalid, unauthorized, forbidden, error)",
+                "NIP-86 management API calls, by method and outcome (ok, invalid, unauthorized, too-large, error)",
             ),
             auth: counter(
                 "starling.auth",
@@ -315,7 +315,7 @@ impl Metrics {
         }
         self.catch_up_events.add(0, &[]);
         // Calls refused before their method is read count under `unknown`.
-        for outcome in ["ok", "invalid", "unauthorized", "error"] {
+        for outcome in ["ok", "invalid", "unauthorized", "too-large", "error"] {
             let labels = [
                 KeyValue::new("method", "unknown"),
                 KeyValue::new("outcome", outcome),
