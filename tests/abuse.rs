@@ -291,7 +291,9 @@ on_every_store! {
     async fn a_poison_event_fails_alone_and_its_answer_holds_no_database_text() {
         let storage = Storage::new(TempDir::new("poison"));
         refuse_poison(&storage);
-        let relay = Relay::start_on(storage, &[], &[]);
+        // At the default log level, without OTLP: the log must still tie each failure to
+        // its connection.
+        let relay = Relay::start_on(storage, &[], &[("RUST_LOG", "info")]);
         let mut poisoner = Client::connect(&relay.url()).await;
         let mut honest = Client::connect(&relay.url()).await;
         const EACH: usize = 100;
@@ -313,7 +315,91 @@ on_every_store! {
         assert_eq!(honest.req("good", &[json!({"ids": ids})]).await.len(), EACH);
         let split = metric(&relay.addr, "starling_store_batches_split_total", &[]).await;
         assert!(split >= 1.0, "no batch mixed the two connections' events");
+        // The database's own words went to the log, each failure with the event's id and
+        // the id of its connection, which the connection's other lines carry too.
+        drop(poisoner);
+        let (connection, text) = first_closed_connection(&relay).await;
+        let connection = connection.as_str();
+        let failures: Vec<&str> = text.lines().filter(|l| l.contains("could not store an event")).collect();
+        assert_eq!(failures.len(), EACH, "{text}");
+        let database_text = if relay.storage.database.is_some() { "no_poison" } else { "poison refused by the store" };
+        for line in &failures {
+            assert!(line.contains(database_text), "{line}");
+            assert_eq!(trace_id_of(line), Some(connection), "{line}");
+        }
+        for event in &poison {
+            assert!(failures.iter().any(|l| l.contains(&event.id_hex())), "no line names {}", event.id_hex());
+        }
     }
+}
+
+/// Waits for the relay to log a connection as closed; that connection's trace id, and the
+/// whole log.
+async fn first_closed_connection(relay: &Relay) -> (String, String) {
+    let log = relay.storage.dir.path().join("relay.log");
+    let closed = eventually("a connection to be logged as closed", || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(log).ok()?;
+            text.lines()
+                .find(|l| l.contains("connection closed"))
+                .map(str::to_string)
+        }
+    })
+    .await;
+    let id = trace_id_of(&closed).expect("a trace id on the connection's line");
+    (id.to_string(), std::fs::read_to_string(&log).unwrap())
+}
+
+on_every_store! {
+    async fn a_failed_query_is_logged_with_its_connection_and_answered_without_database_text() {
+        let storage = Storage::new(TempDir::new("broken-query"));
+        // A tag query fails in the database: SQLite's tag table raises an error when read,
+        // PostgreSQL's is gone.
+        let database_text = match &storage.database {
+            Some(database) => {
+                database.execute("ALTER TABLE event_tags RENAME TO event_tags_gone");
+                "event_tags"
+            }
+            None => {
+                let dir = storage.dir.path().join("store");
+                drop(starling::store::SqliteStore::open(&dir).expect("create the embedded store"));
+                let conn = rusqlite::Connection::open(dir.join("starling.sqlite3")).unwrap();
+                conn.execute_batch(
+                    "DROP TABLE tags;
+                     CREATE VIEW tags AS SELECT 0 AS event_seq, 't' AS name, 'x' AS value,
+                         abs(-9223372036854775807 - 1) AS created_at;",
+                )
+                .unwrap();
+                "integer overflow"
+            }
+        };
+        // Logging warnings only, without OTLP.
+        let relay = Relay::start_on(storage, &[], &[("RUST_LOG", "warn")]);
+        for _ in 0..2 {
+            let mut client = Client::connect(&relay.url()).await;
+            client.send_req("broken", &[json!({"#t": ["x"]})]).await;
+            let answer = client.recv().await;
+            assert_eq!(answer, json!(["CLOSED", "broken", "error: could not read stored events"]));
+        }
+        let log = relay.storage.dir.path().join("relay.log");
+        let text = std::fs::read_to_string(log).unwrap();
+        let failures: Vec<&str> = text.lines().filter(|l| l.contains("could not read stored events")).collect();
+        assert_eq!(failures.len(), 2, "{text}");
+        for failure in &failures {
+            assert!(failure.contains(database_text), "{failure}");
+            assert!(failure.contains("connection{peer="), "{failure}");
+        }
+        let ids: Vec<_> = failures.iter().map(|l| trace_id_of(l).unwrap_or_else(|| panic!("no trace id: {l}"))).collect();
+        assert_ne!(ids[0], ids[1], "each connection has an id of its own");
+    }
+}
+
+/// The trace id a log line carries (`trace_id=` and 32 hex digits).
+fn trace_id_of(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("trace_id=")?;
+    let id = rest.get(..32)?;
+    id.bytes().all(|b| b.is_ascii_hexdigit()).then_some(id)
 }
 
 #[tokio::test]

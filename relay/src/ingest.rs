@@ -113,7 +113,7 @@ pub async fn accept(
         .await;
     if let Err(error) = &outcome {
         // The store's own words stay in the log; the client gets a short, stable answer.
-        tracing::warn!(%error, event = %id, "could not store an event");
+        tracing::warn!(event = %id, %error, "could not store an event");
     }
     verdict(outcome)
 }

@@ -8,7 +8,10 @@
 //! The spans of requests are at DEBUG level: the trace exporter takes every span of the relay
 //! down to DEBUG, the logs only what the log level asks for. So a relay that exports no traces
 //! and logs at INFO creates no span per request, which keeps the memory of a subscription and
-//! the CPU of an event small.
+//! the CPU of an event small; what a request logs then belongs to its connection's span
+//! ([`or_parent`]). The connection's span is at WARN level, so that it is there whenever one
+//! of its warnings is logged, and it always has a trace id: the exported trace's, or without
+//! OTLP one made for it ([`trace_id`]).
 
 use std::io::{self, IsTerminal};
 
@@ -84,11 +87,28 @@ impl Telemetry {
     }
 }
 
-/// The OpenTelemetry trace id of a span, when spans are exported.
-pub fn trace_id(span: &tracing::Span) -> Option<String> {
+/// The trace id of a span: its OpenTelemetry trace id when spans are exported, or else one
+/// made here of the same form (32 hex digits, random), so that the log lines of a connection
+/// can be told from others' and matched without a tracing backend.
+pub fn trace_id(span: &tracing::Span) -> String {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let context = span.context();
     let id = context.span().span_context().trace_id();
-    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+    if id == opentelemetry::trace::TraceId::INVALID {
+        crate::nostr::hex::encode(&crate::tls::random_bytes::<16>())
+    } else {
+        id.to_string()
+    }
+}
+
+/// `span`, or `parent` when `span` is off (a request's span exists only when it is traced
+/// or logged at DEBUG), so that what is logged inside still carries the connection's fields
+/// and trace id.
+pub fn or_parent(span: tracing::Span, parent: &tracing::Span) -> tracing::Span {
+    if span.is_disabled() {
+        parent.clone()
+    } else {
+        span
+    }
 }

@@ -178,7 +178,8 @@ pub struct SubscriptionParts {
     pub asker: Rc<Asker>,
     /// Held until `EOSE`.
     pub permit: Permit,
-    /// The `req` span, child of the connection's.
+    /// The `req` span, child of the connection's (or the connection's, when request spans
+    /// are off).
     pub span: tracing::Span,
     /// Who may read the private events the filters could match, if they could match any.
     pub readers: Option<Readers>,
@@ -280,7 +281,10 @@ async fn send_stored(
         let filters = Arc::clone(plan.filters());
         let rows = node
             .read_page(&asker, filters, request, now, &cancel)
-            .instrument(tracing::debug_span!(parent: &req, "query"))
+            .instrument(crate::telemetry::or_parent(
+                tracing::debug_span!(parent: &req, "query"),
+                &req,
+            ))
             .await
             .map_err(|refusal| refused(&node, refusal))?;
         plan.fill(request, rows);
@@ -328,7 +332,10 @@ impl Actor for Subscription {
             (plan, self.readers.clone()),
             self.span.clone(),
         )
-        .instrument(tracing::debug_span!(parent: &self.span, "stream"));
+        .instrument(crate::telemetry::or_parent(
+            tracing::debug_span!(parent: &self.span, "stream"),
+            &self.span,
+        ));
         ctx.spawn(
             stored
                 .into_actor(self)

@@ -102,15 +102,14 @@ impl Connection {
         let pump = actix_web::rt::spawn(outbox.clone().pump(session, Arc::clone(node.metrics())));
         let gate = Gate::new(config.max_pending_per_connection);
         let frames = gate.guard(Frames::new(stream.max_frame_size(max), max));
-        let span = tracing::info_span!(
+        let span = tracing::warn_span!(
             "connection",
             peer = %peer.addr,
             node = %node.id(),
             trace_id = tracing::field::Empty
         );
-        if let Some(id) = crate::telemetry::trace_id(&span) {
-            span.record("trace_id", id.as_str());
-        }
+        let trace_id = crate::telemetry::trace_id(&span);
+        span.record("trace_id", tracing::field::display(&trace_id));
         let now = Instant::now();
         let budget = Duration::from_millis(config.query_ms_per_minute_per_connection);
         let asker = Rc::new(Asker {
@@ -299,6 +298,7 @@ impl Connection {
         let id = event.id_hex();
         let kind = event.kind;
         let span = tracing::debug_span!(parent: &self.span, "ingest", event = %id, kind);
+        let span = crate::telemetry::or_parent(span, &self.span);
         let checked = policy::check_event(self.node.config(), &event, bytes, policy::now());
         if let Err(reason) = checked {
             self.count_event(Some(kind), Some(reason.prefix));

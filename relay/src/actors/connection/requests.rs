@@ -122,7 +122,10 @@ impl Connection {
             place,
             asker: Rc::clone(&self.asker),
             permit: self.gate.enter(),
-            span: tracing::debug_span!(parent: &self.span, "req", sub = %sub_id),
+            span: crate::telemetry::or_parent(
+                tracing::debug_span!(parent: &self.span, "req", sub = %sub_id),
+                &self.span,
+            ),
             readers,
         })
         .start();
