@@ -1,6 +1,9 @@
 //! Several `starling` nodes sharing one PostgreSQL database and one Redis act as one relay.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use sha2::Digest;
 
@@ -328,6 +331,39 @@ async fn requests_per_connection_are_limited() {
     assert_eq!(client.recv().await[0], "COUNT");
     client.send_req("three", &[json!({})]).await;
     client.expect_closed("three", "rate-limited:").await;
+}
+
+/// A connection may send a burst of requests at once, then as many a minute as the limit
+/// says, spread over the minute: not a whole minute's worth in its first second.
+#[tokio::test]
+async fn requests_past_the_burst_wait_for_the_pace() {
+    let relay = Relay::start(&[
+        "--max-reqs-per-minute-per-connection",
+        "60",
+        "--max-reqs-burst-per-connection",
+        "3",
+    ]);
+    let mut client = Client::connect(&relay.url()).await;
+    for sub in ["one", "two", "three"] {
+        client.req(sub, &[json!({})]).await;
+    }
+    client.send_req("four", &[json!({})]).await;
+    client.expect_closed("four", "rate-limited:").await;
+    // One request a second comes back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        client.send_req("again", &[json!({"limit": 0})]).await;
+        let answer = client.recv().await;
+        if answer[0] == "EOSE" {
+            break;
+        }
+        assert_eq!(answer[0], "CLOSED", "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "the pace never let a request through"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Deletions naming 2,000 events each, written on three nodes at once, take a lock per

@@ -295,13 +295,22 @@ pub struct Config {
     )]
     pub max_events_per_minute_per_pubkey: u64,
 
-    /// REQs and COUNTs per minute per connection (0: no limit).
+    /// REQs and COUNTs per minute per connection, on average (0: no limit).
     #[arg(
         long,
         env = "STARLING_MAX_REQS_PER_MINUTE_PER_CONNECTION",
         default_value_t = 6000
     )]
     pub max_reqs_per_minute_per_connection: u64,
+
+    /// REQs and COUNTs a connection may send at once (a client opening its views) before
+    /// `--max-reqs-per-minute-per-connection` paces it.
+    #[arg(
+        long,
+        env = "STARLING_MAX_REQS_BURST_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_reqs_burst_per_connection: u32,
 
     /// Open WebSocket connections this node holds; past it, upgrades get HTTP 503.
     #[arg(long, env = "STARLING_MAX_CONNECTIONS", default_value_t = 10_000)]

@@ -1,51 +1,60 @@
-//! `REQ`s and `COUNT`s per minute per connection. A connection lives on one node, so this
-//! limit needs no shared counter.
+//! `REQ`s and `COUNT`s per connection: a burst, then a steady pace. A connection lives on
+//! one node, so this limit needs no shared counter.
+//!
+//! A window of a minute would let a client spend the whole minute's requests in its first
+//! second (and again on every new connection); a bucket refilled at the per-minute rate
+//! bounds what it can ask at any moment to the burst.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The requests one connection may still make in the current minute.
+use super::Pace;
+
+/// The requests one connection may still make now.
 pub struct RequestAllowance {
-    /// Most requests a minute; 0 for no limit.
-    limit: u64,
-    /// Start of the current minute, and the requests made in it.
-    window: (Instant, u64),
+    /// None for no limit.
+    pace: Option<Pace>,
 }
 
 impl RequestAllowance {
-    /// An allowance of `limit` requests a minute (0: no limit), starting at `now`.
-    pub fn new(limit: u64, now: Instant) -> Self {
-        Self {
-            limit,
-            window: (now, 0),
-        }
+    /// An allowance of `burst` requests at once (never more than a minute's), refilled at
+    /// `per_minute` (0: no limit), starting full at `now`.
+    pub fn new(per_minute: u64, burst: u32, now: Instant) -> Self {
+        let pace = (per_minute > 0).then(|| {
+            let burst = u64::from(burst).clamp(1, per_minute);
+            Pace::new(burst as u32, per_minute as f64 / 60.0, now)
+        });
+        Self { pace }
     }
 
     /// Counts one request made at `now`; whether it is allowed.
     pub fn allow(&mut self, now: Instant) -> bool {
-        if self.limit == 0 {
-            return true;
-        }
-        if now.duration_since(self.window.0) >= Duration::from_secs(60) {
-            self.window = (now, 0);
-        }
-        self.window.1 += 1;
-        self.window.1 <= self.limit
+        self.pace.as_mut().is_none_or(|pace| pace.take(now))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
-    fn allows_the_limit_each_minute() {
+    fn allows_the_burst_then_the_per_minute_pace() {
         let start = Instant::now();
-        let mut allowance = RequestAllowance::new(2, start);
+        let mut allowance = RequestAllowance::new(60, 2, start);
         assert!(allowance.allow(start));
+        assert!(allowance.allow(start));
+        assert!(!allowance.allow(start));
+        assert!(!allowance.allow(start + Duration::from_millis(500)));
         assert!(allowance.allow(start + Duration::from_secs(1)));
-        assert!(!allowance.allow(start + Duration::from_secs(59)));
-        assert!(allowance.allow(start + Duration::from_secs(60)));
-        let mut unlimited = RequestAllowance::new(0, start);
+        assert!(!allowance.allow(start + Duration::from_secs(1)));
+        let mut a_minute = RequestAllowance::new(2, 100, start);
+        assert!(a_minute.allow(start) && a_minute.allow(start));
+        assert!(
+            !a_minute.allow(start),
+            "a burst is at most a minute's requests"
+        );
+        let mut unlimited = RequestAllowance::new(0, 2, start);
         assert!((0..1000).all(|_| unlimited.allow(start)));
     }
 }

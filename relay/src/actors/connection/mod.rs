@@ -118,7 +118,11 @@ impl Connection {
             budget: Arc::new(Mutex::new(WorkBudget::new(budget, now))),
             running: Arc::new(Semaphore::new(config.max_queries_per_connection)),
         });
-        let requests = RequestAllowance::new(config.max_reqs_per_minute_per_connection, now);
+        let requests = RequestAllowance::new(
+            config.max_reqs_per_minute_per_connection,
+            config.max_reqs_burst_per_connection,
+            now,
+        );
         let conduct = Conduct::new(config, Arc::clone(&peer.admission.address), now);
         let challenge = crate::tls::random_bytes::<16>();
         let _ = outbox.push(relay::auth(&crate::nostr::hex::encode(&challenge)));
