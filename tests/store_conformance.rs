@@ -78,6 +78,7 @@ macro_rules! suite {
             case!(lists_events_in_insertion_order);
             case!(tag_values_an_index_cannot_hold_are_stored_and_found);
             case!(a_large_limit_is_read_in_pages_in_order);
+            case!(several_tag_values_are_read_in_pages_in_order);
             case!(a_cancelled_read_stops);
             case!(a_request_to_vanish_removes_its_author_and_their_gift_wraps);
             case!(a_request_to_vanish_in_a_batch_refuses_what_follows_it);
@@ -729,6 +730,35 @@ async fn a_large_limit_is_read_in_pages_in_order(store: Store) {
     );
     two.dedup();
     assert_eq!(two.len(), total);
+}
+
+/// A filter naming several values of a tag is read newest first across its values, page
+/// after page, ties included, each event once (some hold two of the values).
+async fn several_tag_values_are_read_in_pages_in_order(store: Store) {
+    let total = starling::store::stream::PAGE_ROWS * 2 + 10;
+    let events: Vec<Event> = (0..total)
+        .map(|n| {
+            let values: &[&[&str]] = match n % 4 {
+                0 => &[&["t", "a"]],
+                1 => &[&["t", "b"]],
+                2 => &[&["t", "a"], &["t", "b"]],
+                _ => &[&["t", "c"]],
+            };
+            keys(1).sign(T - (n as u64 / 7), 1, tags(values), &format!("note {n}"))
+        })
+        .collect();
+    write(&store, &events.iter().collect::<Vec<_>>()).await;
+    let mut expected: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.tags.iter().any(|t| t[1] == "a" || t[1] == "b"))
+        .collect();
+    expected.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    let limit = expected.len() - 3;
+    let want: Vec<String> = expected.iter().take(limit).map(|e| e.id_hex()).collect();
+    let filter = format!(r##"{{"#t":["a","b"],"limit":{limit}}}"##);
+    assert_eq!(ids(&store, &[&filter]).await, want);
+    let with_kind = format!(r##"{{"#t":["b","a","x"],"kinds":[1],"limit":{limit}}}"##);
+    assert_eq!(ids(&store, &[&with_kind]).await, want);
 }
 
 /// A read whose requester has cancelled does not run.

@@ -17,7 +17,7 @@ pub fn page(
     count: usize,
     now: u64,
 ) -> (String, Vec<Value>) {
-    select("e.created_at, e.id, e.json", filter, after, count, now)
+    select("e.id, e.json", filter, after, count, now)
 }
 
 /// The query of [`page`] for `created_at` and id alone (no JSON read).
@@ -27,9 +27,15 @@ pub fn records(
     count: usize,
     now: u64,
 ) -> (String, Vec<Value>) {
-    select("e.created_at, e.id", filter, after, count, now)
+    select("e.id", filter, after, count, now)
 }
 
+/// Tag values up to which a tag-driven query merges one arm per value; past it, one scan
+/// of them all, sorted (SQLite allows 500 arms in a compound query, and each arm repeats the
+/// filter's values).
+const MAX_MERGED_VALUES: usize = 32;
+
+/// The query for `created_at` and `columns` (after it) of one page.
 fn select(
     columns: &str,
     filter: &Filter,
@@ -43,24 +49,48 @@ fn select(
             values.push(Value::Text(fts_query(search)));
             let condition = condition(filter, now, &mut values);
             format!(
-                "SELECT {columns}
+                "SELECT e.created_at, {columns}
                  FROM events_fts JOIN events e ON e.seq = events_fts.rowid
                  WHERE events_fts MATCH ? AND {condition} ORDER BY events_fts.rank LIMIT ?"
             )
         }
         None => match tag_driven(filter) {
+            Some((tag, rest)) if tag.values.len() <= MAX_MERGED_VALUES => {
+                // One arm per value, each read newest first from the tag index, merged:
+                // the scan stops at the limit however many events match. (With `value IN
+                // (…)` SQLite read and sorted every match to find the newest.) CROSS JOIN
+                // keeps the tag index as each arm's outer loop; the time column is the tag
+                // row's, which the index orders. No DISTINCT (it made SQLite collect every
+                // match in a temporary B-tree): an event holding two of the values comes
+                // twice, and readers of pages skip what they have.
+                let arms: Vec<String> = tag
+                    .values
+                    .iter()
+                    .map(|value| {
+                        values.push(Value::Text(char::from(tag.letter).to_string()));
+                        values.push(Value::Text(value.clone()));
+                        let condition = condition(&rest, now, &mut values);
+                        let after = keyset(after, "t.created_at", &mut values);
+                        format!(
+                            "SELECT t.created_at, {columns}
+                             FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
+                             WHERE t.name = ? AND t.value = ? AND {condition}{after}"
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{} ORDER BY 1 DESC, 2 ASC LIMIT ?",
+                    arms.join(" UNION ALL ")
+                )
+            }
             Some((tag, rest)) => {
                 values.push(Value::Text(char::from(tag.letter).to_string()));
                 values.extend(tag.values.iter().map(|v| Value::Text(v.clone())));
                 let condition = condition(&rest, now, &mut values);
                 let after = keyset(after, "t.created_at", &mut values);
                 let placeholders = vec!["?"; tag.values.len()].join(",");
-                // CROSS JOIN keeps the tag index as the outer loop: its rows come newest
-                // first, so the scan stops at the limit. No DISTINCT (it made SQLite collect
-                // every match in a temporary B-tree): an event holding the value twice, or
-                // two of the values, comes twice, and readers of pages skip what they have.
                 format!(
-                    "SELECT {columns}
+                    "SELECT t.created_at, {columns}
                      FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
                      WHERE t.name = ? AND t.value IN ({placeholders}) AND {condition}{after}
                      ORDER BY t.created_at DESC, e.id ASC LIMIT ?"
@@ -70,7 +100,7 @@ fn select(
                 let condition = condition(filter, now, &mut values);
                 let after = keyset(after, "e.created_at", &mut values);
                 format!(
-                    "SELECT {columns} FROM events e
+                    "SELECT e.created_at, {columns} FROM events e
                      WHERE {condition}{after} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
                 )
             }
