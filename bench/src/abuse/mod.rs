@@ -17,6 +17,13 @@
 //! Before the first phase, `--prefill` notes are published (from 20 addresses 127.0.0.100
 //! onwards, by 20 authors) so that broad filters have something to read. The relay's
 //! resident memory is sampled when `--pid` is given.
+//!
+//! On one machine the attack costs the machine as well as the relay: the attackers' own
+//! work, and the relay's for them, take cores any process there would need. With
+//! `--control-url` (a second relay, same build and settings, that no one attacks) the same
+//! good clients also run against it, at the same time in both phases: what they see there
+//! under attack is what the machine's load alone costs, and the attacked relay is judged
+//! against that.
 
 mod good;
 mod hostile;
@@ -77,17 +84,38 @@ pub struct Args {
     /// machines of their own, 0 makes them compete with the relay.
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub attacker_nice: i32,
+    /// WebSocket URL of a second relay that no one attacks, measured alongside (see the
+    /// module documentation).
+    #[arg(long)]
+    pub control_url: Option<String>,
+}
+
+/// Where the good clients go: the relay under test, and the control relay if there is one.
+struct Targets {
+    relay: SocketAddr,
+    control: Option<(String, SocketAddr)>,
 }
 
 /// Runs both phases and prints the good clients' figures for each.
 pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let target = crate::connections::loopback_target(&args.url).await?;
+    let control = match &args.control_url {
+        Some(url) => Some((url.clone(), crate::connections::loopback_target(url).await?)),
+        None => None,
+    };
     let good_source = Ipv4Addr::LOCALHOST;
     if args.prefill > 0 {
         eprintln!("publishing {} notes first", args.prefill);
         prefill(&args.url, target, args.prefill).await?;
+        if let Some((url, control)) = &control {
+            prefill(url, *control, args.prefill).await?;
+        }
     }
-    let (alone, alone_rss) = phase(args, target, good_source).await?;
+    let targets = Targets {
+        relay: target,
+        control,
+    };
+    let (alone, alone_control, alone_rss) = phase(args, &targets, good_source).await?;
     let attackers = hostile::runtime(args.attacker_nice)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut hostile = Vec::new();
@@ -108,7 +136,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
             }));
         }
     }
-    let (attacked, attacked_rss) = phase(args, target, good_source).await?;
+    let (attacked, attacked_control, attacked_rss) = phase(args, &targets, good_source).await?;
     stop.store(true, Ordering::Relaxed);
     for task in hostile {
         task.abort();
@@ -131,10 +159,14 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         "| phase | rounds | OK p50 ms | OK p99 ms | REQ p50 ms | REQ p99 ms | live p99 ms | refused | lost | relay RSS max MiB |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let phases = json!({
+    let mut phases = json!({
         "alone": row("alone", alone, alone_rss),
         "attacked": row("under attack", attacked, attacked_rss),
     });
+    if let (Some(alone), Some(attacked)) = (alone_control, attacked_control) {
+        phases["control_alone"] = row("control relay, first phase", alone, None);
+        phases["control_attacked"] = row("control relay, during the attack", attacked, None);
+    }
     println!();
     println!("| attack | connections | refused at upgrade | closed by the relay | messages sent |");
     println!("| --- | --- | --- | --- | --- |");
@@ -176,22 +208,35 @@ fn row(name: &str, mut seen: Observed, rss_max: Option<u64>) -> Value {
            "lost": seen.lost, "rss_max_bytes": rss_max})
 }
 
-/// Runs the good clients for `--seconds`, sampling the relay's memory; what they saw.
+/// Runs the good clients for `--seconds` (against the control relay too, if there is one),
+/// sampling the relay's memory; what they saw at each.
 async fn phase(
     args: &Args,
-    target: SocketAddr,
+    targets: &Targets,
     source: Ipv4Addr,
-) -> anyhow::Result<(Observed, Option<u64>)> {
+) -> anyhow::Result<(Observed, Option<Observed>, Option<u64>)> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let clients: Vec<_> = (0..args.good)
-        .map(|n| {
-            let url = args.url.clone();
-            let interval = Duration::from_millis(args.interval_ms);
-            tokio::spawn(good_client(
-                url, target, source, n as u64, interval, deadline,
-            ))
-        })
-        .collect();
+    let interval = Duration::from_millis(args.interval_ms);
+    let clients = |url: &str, target: SocketAddr| -> Vec<_> {
+        (0..args.good)
+            .map(|n| {
+                let client = good_client(
+                    url.to_string(),
+                    target,
+                    source,
+                    n as u64,
+                    interval,
+                    deadline,
+                );
+                tokio::spawn(client)
+            })
+            .collect()
+    };
+    let relay = clients(&args.url, targets.relay);
+    let control = targets
+        .control
+        .as_ref()
+        .map(|(url, target)| clients(url, *target));
     let mut rss_max = None;
     while Instant::now() < deadline {
         if let Some(pid) = args.pid {
@@ -200,9 +245,21 @@ async fn phase(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let seen = gather(relay).await?;
+    let control = match control {
+        Some(tasks) => Some(gather(tasks).await?),
+        None => None,
+    };
+    Ok((seen, control, rss_max))
+}
+
+/// What a set of good clients saw, together.
+async fn gather(
+    clients: Vec<tokio::task::JoinHandle<anyhow::Result<Observed>>>,
+) -> anyhow::Result<Observed> {
     let mut seen = Observed::default();
     for client in clients {
         seen.merge(client.await??);
     }
-    Ok((seen, rss_max))
+    Ok(seen)
 }
