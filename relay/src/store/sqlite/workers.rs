@@ -13,6 +13,12 @@ use tokio::sync::oneshot;
 use crate::store::{Cancel, StoreError};
 
 /// SQLite virtual-machine steps between two calls of the progress handler.
+///
+/// At each call a long read also yields its core (`sched_yield`, a few microseconds of work
+/// apart): on a machine with few cores, a thread that has just woken for a client's lookup,
+/// or an I/O thread with an answer to write, runs at once instead of waiting for the kernel
+/// to end the reader's time slice. Cheap reads end before the first call. Under the
+/// `req-close` attack this cut the good client's REQ p99 by a third (bench/RESULTS.md).
 const STEPS_PER_CHECK: std::ffi::c_int = 1000;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -83,7 +89,10 @@ impl Workers {
             let watched = cancel.clone();
             let watch = conn.progress_handler(
                 STEPS_PER_CHECK,
-                Some(move || watched.is_cancelled() || Instant::now() >= deadline),
+                Some(move || {
+                    thread::yield_now();
+                    watched.is_cancelled() || Instant::now() >= deadline
+                }),
             );
             if let Err(error) = watch {
                 let _ = reply.send(Err(store_error(error)));
