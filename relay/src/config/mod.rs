@@ -340,8 +340,8 @@ pub struct Config {
     #[arg(long, env = "STARLING_MAX_TAG_VALUE_BYTES", default_value_t = 1024)]
     pub max_tag_value_bytes: usize,
 
-    /// Store queries one connection may have running at once (its subscriptions and
-    /// counts take turns beyond it).
+    /// Store queries one connection may have running at once, and never more than half of
+    /// the node's (its subscriptions and counts take turns beyond it).
     #[arg(long, env = "STARLING_MAX_QUERIES_PER_CONNECTION", default_value_t = 2)]
     pub max_queries_per_connection: usize,
 

@@ -65,9 +65,37 @@ impl Config {
         }
     }
 
+    /// Store queries one connection runs at once: `max_queries_per_connection`, but never
+    /// more than half of the node's places (at least one), so that one connection's
+    /// statements cannot hold every place while others wait.
+    pub fn queries_per_connection(&self) -> usize {
+        let half = (self.concurrent_queries() / 2).max(1);
+        self.max_queries_per_connection.min(half)
+    }
+
     /// Worker threads to run.
     pub fn worker_count(&self) -> usize {
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_never_holds_half_of_the_nodes_query_places() {
+        let queries = |options: &[&str]| Config::from_args(options).queries_per_connection();
+        assert_eq!(queries(&["--max-concurrent-queries", "2"]), 1);
+        assert_eq!(queries(&["--max-concurrent-queries", "1"]), 1);
+        assert_eq!(queries(&["--max-concurrent-queries", "8"]), 2);
+        let flag = [
+            "--max-concurrent-queries",
+            "8",
+            "--max-queries-per-connection",
+            "6",
+        ];
+        assert_eq!(queries(&flag), 4);
     }
 }

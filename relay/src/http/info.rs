@@ -46,7 +46,7 @@ pub fn document(node: &Node) -> Value {
         "max_reqs_per_minute_per_connection": config.max_reqs_per_minute_per_connection,
         "max_reqs_burst_per_connection": config.max_reqs_burst_per_connection,
         "max_filter_bytes_per_connection": config.max_filter_bytes_per_connection,
-        "max_queries_per_connection": config.max_queries_per_connection,
+        "max_queries_per_connection": config.queries_per_connection(),
         "query_ms_per_minute_per_connection": config.query_ms_per_minute_per_connection,
         "query_ms_per_minute_per_ip": config.query_ms_per_minute_per_ip,
         "max_strikes_per_connection": config.max_strikes_per_connection,

@@ -5,7 +5,8 @@
 //!    time a minute; an asker past either waits until it has refilled (while others go
 //!    first), or is refused when the wait would be longer than [`MAX_BUDGET_WAIT`].
 //! 2. **Per connection.** A connection has at most `max_queries_per_connection` statements
-//!    running; its other subscriptions wait their turn.
+//!    running, and never more than half of the node's places; its other subscriptions wait
+//!    their turn.
 //! 3. **Node-wide turns.** At most `capacity` statements run on the node at once; waiting
 //!    askers are served in turn by address and connection ([`FairQueue`]). Broad reads
 //!    (searches, counts, filters naming no id, author or tag value) and askers who spent

@@ -116,7 +116,7 @@ impl Connection {
             source: peer.admission.source,
             address: Arc::clone(&peer.admission.address),
             budget: Arc::new(Mutex::new(WorkBudget::new(budget, now))),
-            running: Arc::new(Semaphore::new(config.max_queries_per_connection)),
+            running: Arc::new(Semaphore::new(config.queries_per_connection())),
         });
         let requests = RequestAllowance::new(
             config.max_reqs_per_minute_per_connection,
