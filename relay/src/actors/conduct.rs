@@ -38,9 +38,8 @@ impl Conduct {
     /// The record of a connection from `address`, opened at `now`, with `config`'s pings
     /// and pace.
     pub fn new(config: &Config, address: Arc<AddressState>, now: Instant) -> Self {
-        let per_minute = config.max_pings_per_minute_per_connection;
-        let pings = (per_minute > 0)
-            .then(|| Pace::new(config.max_ping_burst, f64::from(per_minute) / 60.0, now));
+        let per_minute = u64::from(config.max_pings_per_minute_per_connection);
+        let pings = Pace::per_minute(per_minute, config.max_ping_burst, now);
         Self {
             opened_penalized: address.is_penalized(now),
             address,

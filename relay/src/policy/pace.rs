@@ -23,6 +23,12 @@ impl Pace {
         }
     }
 
+    /// A limit of `per_minute` on average, `burst` of them at once (at least one), starting
+    /// full at `now`; `None` for no limit (0 a minute).
+    pub fn per_minute(per_minute: u64, burst: u32, now: Instant) -> Option<Self> {
+        (per_minute > 0).then(|| Self::new(burst.max(1), per_minute as f64 / 60.0, now))
+    }
+
     /// Takes a token at `now`; false when there is none.
     pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
@@ -51,5 +57,15 @@ mod tests {
         assert!(!pace.take(start));
         assert!(pace.take(start + Duration::from_secs(1)));
         assert!(!pace.take(start + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_pace_per_minute_allows_its_burst_and_none_at_zero() {
+        let start = Instant::now();
+        let mut pace = Pace::per_minute(60, 2, start).unwrap();
+        assert!(pace.take(start) && pace.take(start));
+        assert!(!pace.take(start));
+        assert!(pace.take(start + Duration::from_secs(1)));
+        assert!(Pace::per_minute(0, 100, start).is_none());
     }
 }

@@ -19,11 +19,10 @@ impl RequestAllowance {
     /// An allowance of `burst` requests at once (never more than a minute's), refilled at
     /// `per_minute` (0: no limit), starting full at `now`.
     pub fn new(per_minute: u64, burst: u32, now: Instant) -> Self {
-        let pace = (per_minute > 0).then(|| {
-            let burst = u64::from(burst).clamp(1, per_minute);
-            Pace::new(burst as u32, per_minute as f64 / 60.0, now)
-        });
-        Self { pace }
+        let burst = u32::try_from(per_minute).map_or(burst, |minute| burst.min(minute));
+        Self {
+            pace: Pace::per_minute(per_minute, burst, now),
+        }
     }
 
     /// Counts one request made at `now`; whether it is allowed.
@@ -48,6 +47,12 @@ mod tests {
         assert!(!allowance.allow(start + Duration::from_millis(500)));
         assert!(allowance.allow(start + Duration::from_secs(1)));
         assert!(!allowance.allow(start + Duration::from_secs(1)));
+        let mut a_minute = RequestAllowance::new(2, 100, start);
+        assert!(a_minute.allow(start) && a_minute.allow(start));
+        assert!(
+            !a_minute.allow(start),
+            "a burst is at most a minute's requests"
+        );
         let mut a_minute = RequestAllowance::new(2, 100, start);
         assert!(a_minute.allow(start) && a_minute.allow(start));
         assert!(
