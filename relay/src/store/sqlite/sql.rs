@@ -35,6 +35,30 @@ pub fn records(
 /// filter's values).
 const MAX_MERGED_VALUES: usize = 32;
 
+/// The order and limit of a page: newest first, ties by lowest id (the first two columns).
+const NEWEST_FIRST: &str = " ORDER BY 1 DESC, 2 ASC LIMIT ?";
+
+/// One scan of the tag index: rows of the tag named by the first value pushed, whose value
+/// is `matching` (`= ?` or `IN (…)`, its values pushed), joined to the events that pass
+/// `rest`, after `after`. CROSS JOIN keeps the tag index as the outer loop, and the time
+/// column is the tag row's, which the index orders.
+fn tag_scan(
+    columns: &str,
+    matching: &str,
+    rest: &Filter,
+    after: Option<Cursor>,
+    now: u64,
+    values: &mut Vec<Value>,
+) -> String {
+    let condition = condition(rest, now, values);
+    let after = keyset(after, "t.created_at", values);
+    format!(
+        "SELECT t.created_at, {columns}
+         FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
+         WHERE t.name = ? AND t.value {matching} AND {condition}{after}"
+    )
+}
+
 /// The query for `created_at` and `columns` (after it) of one page.
 fn select(
     columns: &str,
@@ -56,45 +80,29 @@ fn select(
         }
         None => match tag_driven(filter) {
             Some((tag, rest)) if tag.values.len() <= MAX_MERGED_VALUES => {
-                // One arm per value, each read newest first from the tag index, merged:
-                // the scan stops at the limit however many events match. (With `value IN
-                // (…)` SQLite read and sorted every match to find the newest.) CROSS JOIN
-                // keeps the tag index as each arm's outer loop; the time column is the tag
-                // row's, which the index orders. No DISTINCT (it made SQLite collect every
-                // match in a temporary B-tree): an event holding two of the values comes
-                // twice, and readers of pages skip what they have.
-                let arms: Vec<String> = tag
+                // One scan per value, each newest first from the tag index, merged: the
+                // reading stops at the limit however many events match. (With `value IN
+                // (…)` SQLite read and sorted every match to find the newest.) No DISTINCT
+                // (it made SQLite collect every match in a temporary B-tree): an event
+                // holding two of the values comes twice, and readers of pages skip what
+                // they have.
+                let scans: Vec<String> = tag
                     .values
                     .iter()
                     .map(|value| {
                         values.push(Value::Text(char::from(tag.letter).to_string()));
                         values.push(Value::Text(value.clone()));
-                        let condition = condition(&rest, now, &mut values);
-                        let after = keyset(after, "t.created_at", &mut values);
-                        format!(
-                            "SELECT t.created_at, {columns}
-                             FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
-                             WHERE t.name = ? AND t.value = ? AND {condition}{after}"
-                        )
+                        tag_scan(columns, "= ?", &rest, after, now, &mut values)
                     })
                     .collect();
-                format!(
-                    "{} ORDER BY 1 DESC, 2 ASC LIMIT ?",
-                    arms.join(" UNION ALL ")
-                )
+                format!("{}{NEWEST_FIRST}", scans.join(" UNION ALL "))
             }
             Some((tag, rest)) => {
                 values.push(Value::Text(char::from(tag.letter).to_string()));
                 values.extend(tag.values.iter().map(|v| Value::Text(v.clone())));
-                let condition = condition(&rest, now, &mut values);
-                let after = keyset(after, "t.created_at", &mut values);
-                let placeholders = vec!["?"; tag.values.len()].join(",");
-                format!(
-                    "SELECT t.created_at, {columns}
-                     FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
-                     WHERE t.name = ? AND t.value IN ({placeholders}) AND {condition}{after}
-                     ORDER BY t.created_at DESC, e.id ASC LIMIT ?"
-                )
+                let matching = format!("IN ({})", vec!["?"; tag.values.len()].join(","));
+                let scan = tag_scan(columns, &matching, &rest, after, now, &mut values);
+                format!("{scan}{NEWEST_FIRST}")
             }
             None => {
                 let condition = condition(filter, now, &mut values);
