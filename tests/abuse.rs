@@ -13,6 +13,7 @@ use crate::support::{
     http::{metric, request},
     keys, note, now,
     relay::Storage,
+    table_lock::TableLock,
 };
 
 /// A forged event: its id is right, its signature belongs to another event.
@@ -495,30 +496,8 @@ async fn a_closed_subscription_stops_its_statement_on_postgres() {
     };
     let url = storage.database.as_ref().unwrap().url.clone();
     let relay = Relay::start_on(storage, &[], &[]);
-    let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    let (watcher, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let waiting = || async {
-        watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE application_name = 'starling' AND wait_event_type = 'Lock'
-                   AND query LIKE '%created_at%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
+    let lock = TableLock::hold(&url, "events").await;
+    let waiting = || lock.waiting("created_at");
     let mut client = Client::connect(&relay.url()).await;
     client.send_req("blocked", &[json!({"kinds": [1]})]).await;
     eventually("the relay's statement to wait for the lock", || async {
@@ -541,7 +520,7 @@ async fn a_closed_subscription_stops_its_statement_on_postgres() {
         running, 0.0,
         "the cancelled statement's place was not given back"
     );
-    locker.batch_execute("COMMIT").await.unwrap();
+    lock.release().await;
     let event = note(1, "after the lock");
     client.publish_ok(&event).await;
     assert_eq!(

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use crate::support::{
-    Client, Relay, TempDir, eventually, http::metric, postgres::TestDatabase, relay::Storage,
+    Client, Relay, TempDir, eventually, http::metric, relay::Storage, table_lock::TableLock,
 };
 
 /// A filter whose query the [`Stalled`] store never finishes by itself.
@@ -21,48 +21,25 @@ fn stalling_filter() -> serde_json::Value {
 /// waiting for it). No statement time limit comes to the rescue (an hour).
 struct Stalled {
     relay: Relay,
-    /// PostgreSQL: a session that watches the relay's statements.
-    watcher: Option<tokio_postgres::Client>,
-    /// PostgreSQL: the session whose transaction holds the lock.
-    _locker: Option<tokio_postgres::Client>,
+    /// PostgreSQL: the tag table held locked, and a session watching the relay's statements.
+    lock: Option<TableLock>,
 }
 
 impl Stalled {
     /// Starts a relay with `args` on the running test's backend, its tag lookups stalled.
     async fn start(args: &[&str]) -> Self {
         let storage = Storage::new(TempDir::new("stalled"));
-        let (watcher, locker) = match &storage.database {
+        let lock = match &storage.database {
             None => {
                 endless_tags(&storage);
-                (None, None)
+                None
             }
-            Some(database) => {
-                let (watcher, locker) = lock_tags(database).await;
-                (Some(watcher), Some(locker))
-            }
+            Some(database) => Some(TableLock::hold(&database.url, "event_tags").await),
         };
         let mut all = vec!["--database-statement-timeout-ms", "3600000"];
         all.extend_from_slice(args);
         let relay = Relay::start_on(storage, &all, &[]);
-        Self {
-            relay,
-            watcher,
-            _locker: locker,
-        }
-    }
-
-    /// The relay's statements waiting for the locked tag table (PostgreSQL).
-    async fn waiting(watcher: &tokio_postgres::Client) -> i64 {
-        watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE application_name = 'starling' AND wait_event_type = 'Lock'
-                   AND query LIKE '%event_tags%'",
-                &[],
-            )
-            .await
-            .expect("read pg_stat_activity")
-            .get(0)
+        Self { relay, lock }
     }
 
     /// Store queries the relay has running, by its own count.
@@ -88,9 +65,9 @@ impl Stalled {
     /// Waits until the stalled query runs in the store.
     async fn wait_running(&self) {
         eventually("the stalled query to run", || async {
-            let running = match &self.watcher {
+            let running = match &self.lock {
                 None => self.running().await == 1.0,
-                Some(watcher) => Self::waiting(watcher).await == 1,
+                Some(lock) => lock.waiting("event_tags").await == 1,
             };
             running.then_some(())
         })
@@ -101,8 +78,8 @@ impl Stalled {
     /// given its place back.
     async fn wait_stopped(&self) {
         eventually("the stalled query to stop", || async {
-            if let Some(watcher) = &self.watcher
-                && Self::waiting(watcher).await != 0
+            if let Some(lock) = &self.lock
+                && lock.waiting("event_tags").await != 0
             {
                 return None;
             }
@@ -127,24 +104,6 @@ fn endless_tags(storage: &Storage) {
              FROM n;",
     )
     .expect("make the tag table endless");
-}
-
-/// Locks PostgreSQL's tag table in a transaction left open; returns a session to watch the
-/// relay's statements, and the one holding the lock (which it holds while it lives).
-async fn lock_tags(database: &TestDatabase) -> (tokio_postgres::Client, tokio_postgres::Client) {
-    let connect = || async {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
-        tokio::spawn(connection);
-        client
-    };
-    let locker = connect().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE event_tags IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock the tag table");
-    (connect().await, locker)
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ pub mod proxies;
 pub mod python;
 pub mod redis;
 pub mod relay;
+pub mod table_lock;
 pub mod tls;
 
 pub use client::Client;
