@@ -333,6 +333,25 @@ async fn requests_per_connection_are_limited() {
     client.expect_closed("three", "rate-limited:").await;
 }
 
+/// The connections of one address share an allowance of their own: a new connection
+/// brings no fresh burst.
+#[tokio::test]
+async fn requests_of_one_address_share_its_allowance() {
+    let relay = Relay::start(&[
+        "--max-reqs-per-minute-per-ip",
+        "3",
+        "--max-reqs-burst-per-ip",
+        "3",
+    ]);
+    let mut first = Client::connect(&relay.url()).await;
+    first.req("one", &[json!({})]).await;
+    first.req("two", &[json!({})]).await;
+    let mut second = Client::connect(&relay.url()).await;
+    second.req("three", &[json!({})]).await;
+    second.send_req("four", &[json!({})]).await;
+    second.expect_closed("four", "rate-limited:").await;
+}
+
 /// A connection may send a burst of requests at once, then as many a minute as the limit
 /// says, spread over the minute: not a whole minute's worth in its first second.
 #[tokio::test]

@@ -312,6 +312,21 @@ pub struct Config {
     )]
     pub max_reqs_burst_per_connection: u32,
 
+    /// REQs and COUNTs per minute, on average, of one client address over all its
+    /// connections on this node, so that a new connection brings no fresh burst (0: no
+    /// limit).
+    #[arg(
+        long,
+        env = "STARLING_MAX_REQS_PER_MINUTE_PER_IP",
+        default_value_t = 30_000
+    )]
+    pub max_reqs_per_minute_per_ip: u64,
+
+    /// REQs and COUNTs the connections of one client address may send at once on this node
+    /// before `--max-reqs-per-minute-per-ip` paces them.
+    #[arg(long, env = "STARLING_MAX_REQS_BURST_PER_IP", default_value_t = 500)]
+    pub max_reqs_burst_per_ip: u32,
+
     /// Open WebSocket connections this node holds; past it, upgrades get HTTP 503.
     #[arg(long, env = "STARLING_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -45,6 +45,8 @@ pub fn document(node: &Node) -> Value {
         "max_events_per_minute_per_pubkey": config.max_events_per_minute_per_pubkey,
         "max_reqs_per_minute_per_connection": config.max_reqs_per_minute_per_connection,
         "max_reqs_burst_per_connection": config.max_reqs_burst_per_connection,
+        "max_reqs_per_minute_per_ip": config.max_reqs_per_minute_per_ip,
+        "max_reqs_burst_per_ip": config.max_reqs_burst_per_ip,
         "max_filter_bytes_per_connection": config.max_filter_bytes_per_connection,
         "max_queries_per_connection": config.queries_per_connection(),
         "query_ms_per_minute_per_connection": config.query_ms_per_minute_per_connection,

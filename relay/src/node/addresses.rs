@@ -1,5 +1,6 @@
 //! What the node knows of each client address over all its connections: its strikes,
-//! whether it is slowed, and how much store time it may still spend.
+//! whether it is slowed, how much store time it may still spend, and how many requests it
+//! may still make.
 //!
 //! Entries live while a connection from the address is open and, after that, until their
 //! strikes, penalty and budget have all run out; they are swept out as the table grows.
@@ -13,7 +14,7 @@ use std::{
 use crate::{
     config::Config,
     fair::ClientAddress,
-    policy::{Strikes, WorkBudget},
+    policy::{RequestAllowance, Strikes, WorkBudget},
 };
 
 /// Addresses kept before the table is swept.
@@ -24,6 +25,7 @@ pub struct AddressState {
     strikes: Mutex<Strikes>,
     penalized_until: Mutex<Option<Instant>>,
     budget: Mutex<WorkBudget>,
+    requests: Mutex<RequestAllowance>,
 }
 
 /// What a strike did to its address.
@@ -42,6 +44,11 @@ impl AddressState {
             strikes: Mutex::new(Strikes::default()),
             penalized_until: Mutex::new(None),
             budget: Mutex::new(WorkBudget::new(budget, now)),
+            requests: Mutex::new(RequestAllowance::new(
+                config.max_reqs_per_minute_per_ip,
+                config.max_reqs_burst_per_ip,
+                now,
+            )),
         }
     }
 
@@ -65,9 +72,18 @@ impl AddressState {
         lock(&self.budget)
     }
 
+    /// Counts one request (`REQ`, `COUNT`, negentropy message) made at `now`; whether the
+    /// address may make it.
+    pub fn allow_request(&self, now: Instant) -> bool {
+        lock(&self.requests).allow(now)
+    }
+
     /// Whether nothing is left to remember at `now`.
     fn is_spent(&self, now: Instant) -> bool {
-        !lock(&self.strikes).any(now) && !self.is_penalized(now) && self.budget().is_full(now)
+        !lock(&self.strikes).any(now)
+            && !self.is_penalized(now)
+            && self.budget().is_full(now)
+            && lock(&self.requests).is_full(now)
     }
 }
 

@@ -29,6 +29,12 @@ impl Pace {
         (per_minute > 0).then(|| Self::new(burst.max(1), per_minute as f64 / 60.0, now))
     }
 
+    /// Whether the bucket is full again at `now` (what was taken has come back).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens + elapsed * self.per_second >= self.burst
+    }
+
     /// Takes a token at `now`; false when there is none.
     pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
@@ -66,6 +72,8 @@ mod tests {
         assert!(pace.take(start) && pace.take(start));
         assert!(!pace.take(start));
         assert!(pace.take(start + Duration::from_secs(1)));
+        assert!(!pace.is_full(start + Duration::from_secs(1)));
+        assert!(pace.is_full(start + Duration::from_secs(3)));
         assert!(Pace::per_minute(0, 100, start).is_none());
     }
 }

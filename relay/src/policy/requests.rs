@@ -1,15 +1,17 @@
-//! `REQ`s and `COUNT`s per connection: a burst, then a steady pace. A connection lives on
-//! one node, so this limit needs no shared counter.
+//! `REQ`s and `COUNT`s per connection, and per client address over its connections on a
+//! node: a burst, then a steady pace. A connection lives on one node, so these limits need
+//! no shared counter (the address's is the node's, like its store-time budget).
 //!
 //! A window of a minute would let a client spend the whole minute's requests in its first
 //! second (and again on every new connection); a bucket refilled at the per-minute rate
-//! bounds what it can ask at any moment to the burst.
+//! bounds what it can ask at any moment to the burst. The address's allowance keeps a
+//! client from getting a fresh burst by opening a new connection.
 
 use std::time::Instant;
 
 use super::Pace;
 
-/// The requests one connection may still make now.
+/// The requests one connection (or one address) may still make now.
 pub struct RequestAllowance {
     /// None for no limit.
     pace: Option<Pace>,
@@ -23,6 +25,11 @@ impl RequestAllowance {
         Self {
             pace: Pace::per_minute(per_minute, burst, now),
         }
+    }
+
+    /// Whether what was taken has all come back at `now` (always, without a limit).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.pace.as_ref().is_none_or(|pace| pace.is_full(now))
     }
 
     /// Counts one request made at `now`; whether it is allowed.

@@ -9,7 +9,7 @@
 //! forgets one. `NEG-OPEN` and every `NEG-MSG` count against the connection's requests per
 //! minute, as `REQ`s do.
 
-use std::{rc::Rc, sync::Arc, time::Instant};
+use std::{rc::Rc, sync::Arc};
 
 use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 use negentropy::{Id, Negentropy, NegentropyStorageVector};
@@ -142,7 +142,7 @@ impl Connection {
         ctx: &mut Context<Self>,
     ) {
         self.negentropy.remove(&sub_id);
-        if !self.requests.allow(Instant::now()) {
+        if !self.take_request() {
             self.count_limit("requests");
             self.neg_err(
                 &sub_id,
@@ -258,7 +258,7 @@ impl Connection {
     pub(super) fn on_neg_msg(&mut self, sub_id: String, message: Vec<u8>, ctx: &mut Context<Self>) {
         // Each message makes the relay fingerprint ranges of up to the records limit: it
         // counts as a request, as a REQ does.
-        if !self.requests.allow(Instant::now()) {
+        if !self.take_request() {
             self.count_limit("requests");
             self.neg_err(
                 &sub_id,

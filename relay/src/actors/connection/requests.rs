@@ -23,12 +23,19 @@ impl Connection {
     /// Counts a REQ or COUNT against the per-connection limit; refuses it with `CLOSED` when
     /// the limit is reached.
     fn allow_request(&mut self, sub_id: &str, ctx: &mut Context<Self>) -> bool {
-        if self.requests.allow(Instant::now()) {
+        if self.take_request() {
             return true;
         }
         self.refuse(sub_id, "requests", "too many requests; slow down");
         self.strike(Strike::RateLimited, ctx);
         false
+    }
+
+    /// Counts a request (`REQ`, `COUNT`, a negentropy message) against the connection's
+    /// allowance and its address's; whether both allow it.
+    pub(super) fn take_request(&mut self) -> bool {
+        let now = Instant::now();
+        self.requests.allow(now) && self.peer.admission.address.allow_request(now)
     }
 
     /// Answers `CLOSED "rate-limited: …"` for a limit, and counts the refusal.
