@@ -127,6 +127,7 @@ impl JsNegentropy {
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("run node");
         let stdin = child.stdin.take().expect("stdin");
@@ -164,7 +165,15 @@ impl JsNegentropy {
         self.stdin.flush().expect("flush");
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("read from node");
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("node answered {line:?}"))
+        serde_json::from_str(&line).unwrap_or_else(|_| {
+            // Node ended or wrote something else: what it said on stderr tells why.
+            let _ = self.child.kill();
+            let mut said = String::new();
+            if let Some(mut stderr) = self.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+            }
+            panic!("node answered {line:?} to {request}; its stderr: {said}")
+        })
     }
 }
 
