@@ -59,17 +59,14 @@ pub enum Refusal {
     Store(StoreError),
 }
 
-/// Whether an asker has spent much of its store time lately ([`HEAVY_BELOW`]).
+/// Which places a statement may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// It has most of its budget left: a client asking for what it needs.
+    /// A narrow read by an asker that is not heavy: a client asking for what it needs.
     Light,
-    /// It has spent most of its budget: its statements may take only part of the places.
+    /// A broad read, or any read of a heavy asker: it may take only part of the places.
     Heavy,
 }
-
-/// An asker with less than this part of its budget left is [`Class::Heavy`].
-pub const HEAVY_BELOW: f64 = 0.9;
 
 /// The node's places for running statements, and the askers waiting for one.
 pub struct Scheduler {
@@ -239,11 +236,7 @@ impl Asker {
             }
             () = cancel.cancelled() => return Err(Refusal::Cancelled),
         };
-        let now = Instant::now();
-        let left = lock(&self.budget)
-            .left(now)
-            .min(self.address.budget().left(now));
-        let class = if broad || left < HEAVY_BELOW {
+        let class = if broad || self.is_heavy() {
             Class::Heavy
         } else {
             Class::Light
@@ -256,6 +249,13 @@ impl Asker {
             _connection: connection,
             _node: node,
         })
+    }
+
+    /// Whether the connection or its address is heavy now ([`WorkBudget::is_heavy`]): its
+    /// reads take the heavy askers' places, in short slices.
+    pub fn is_heavy(&self) -> bool {
+        let now = Instant::now();
+        lock(&self.budget).is_heavy(now) || self.address.budget().is_heavy(now)
     }
 
     /// Charges `spent` store time to the connection and the address.
