@@ -658,3 +658,63 @@ async fn a_connection_past_its_store_time_is_refused_while_others_are_served() {
     .await;
     assert_eq!(counted, 1.0);
 }
+
+#[tokio::test]
+async fn a_connection_spending_its_store_time_fast_reads_in_short_slices() {
+    // 1.2 s a minute: a connection that spent more than 20 ms, or spends more than 10 ms
+    // a second, is heavy.
+    let relay = Relay::start(&["--query-ms-per-minute-per-connection", "1200"]);
+    let mut publisher = Client::connect(&relay.url()).await;
+    for n in 0..600u32 {
+        publisher
+            .publish_ok(&note((n % 20) as u8 + 1, &format!("note {n}")))
+            .await;
+    }
+    let pages = || {
+        metric(
+            &relay.addr,
+            "starling_store_operation_duration_seconds_count",
+            &[("operation", "query"), ("outcome", "ok")],
+        )
+    };
+    let mut reader = Client::connect(&relay.url()).await;
+    let filter = json!({"kinds": [1], "limit": 200});
+    let before = pages().await;
+    assert_eq!(
+        reader
+            .req("light", std::slice::from_ref(&filter))
+            .await
+            .len(),
+        200
+    );
+    assert_eq!(
+        pages().await - before,
+        1.0,
+        "a light reader's 200 events are one page"
+    );
+    // Reading everything again and again, the reader becomes heavy: its pages become
+    // slices, and 200 events take several.
+    let mut sliced = false;
+    for n in 0..20 {
+        assert_eq!(
+            reader
+                .req(&format!("all{n}"), &[json!({"kinds": [1], "limit": 600})])
+                .await
+                .len(),
+            600
+        );
+        let before = pages().await;
+        assert_eq!(
+            reader
+                .req(&format!("some{n}"), std::slice::from_ref(&filter))
+                .await
+                .len(),
+            200
+        );
+        if pages().await - before > 1.0 {
+            sliced = true;
+            break;
+        }
+    }
+    assert!(sliced, "a heavy reader's pages were never sliced");
+}

@@ -275,11 +275,12 @@ async fn send_stored(
                 .push(relay::event(&sub_id, &row.json))
                 .map_err(|_| End::Quietly)?;
         }
+        plan.slice_pages(asker.is_heavy());
         let Some(request) = plan.wanted() else {
             break;
         };
         let filters = Arc::clone(plan.filters());
-        let rows = node
+        let (rows, took) = node
             .read_page(&asker, filters, request, now, &cancel)
             .instrument(crate::telemetry::or_parent(
                 tracing::debug_span!(parent: &req, "query"),
@@ -287,6 +288,7 @@ async fn send_stored(
             ))
             .await
             .map_err(|refusal| refused(&node, refusal))?;
+        plan.timed(request, took);
         plan.fill(request, rows);
     }
     outbox

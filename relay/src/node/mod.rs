@@ -245,8 +245,8 @@ impl Node {
     }
 
     /// Reads one page of stored events for `asker`, in its turn and within its budgets (see
-    /// [`queries`]). When `cancel` is raised the read stops, and its places are given back
-    /// once the store has stopped.
+    /// [`queries`]); the rows, and how long the store took. When `cancel` is raised the read
+    /// stops, and its places are given back once the store has stopped.
     pub async fn read_page(
         &self,
         asker: &Asker,
@@ -254,7 +254,7 @@ impl Node {
         request: PageRequest,
         now: u64,
         cancel: &Cancel,
-    ) -> Result<Vec<Row>, Refusal> {
+    ) -> Result<(Vec<Row>, Duration), Refusal> {
         let broad = queries::is_broad(&filters[request.filter]);
         let places = asker.admit(&self.queries, broad, cancel).await?;
         let (store, cancel) = (Arc::clone(&self.store), cancel.clone());
@@ -286,6 +286,7 @@ impl Node {
             store.records(&filter, after, count, now, &cancel).await
         })
         .await
+        .map(|(records, _)| records)
     }
 
     /// Counts the events matching `filters` for `asker`, admitted like [`Node::read_page`].
@@ -303,6 +304,7 @@ impl Node {
             store.count(&filters, now, &cancel).await
         })
         .await
+        .map(|(count, _)| count)
     }
 
     /// The NIP-45 HLL of `filter`'s events at `offset` for `asker`, admitted like
@@ -321,6 +323,7 @@ impl Node {
             store.hll(&filter, offset, now, &cancel).await
         })
         .await
+        .map(|(hll, _)| hll)
     }
 
     /// Takes a verified event in: ephemeral events go straight to live subscribers; others
@@ -386,21 +389,22 @@ impl Node {
 }
 
 /// Runs admitted store `work` in a task of its own that holds `places` until the work has
-/// ended (cancelled or not), and charges what it took to `asker`.
+/// ended (cancelled or not), and charges what it took to `asker`; its answer and that time.
 async fn run_admitted<T: Send + 'static>(
     places: queries::Places,
     asker: Asker,
     work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-) -> Result<T, Refusal> {
+) -> Result<(T, Duration), Refusal> {
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
         let result = work.await;
-        asker.charge(started.elapsed());
+        let took = started.elapsed();
+        asker.charge(took);
         drop(places);
-        result
+        result.map(|value| (value, took))
     });
     match task.await {
-        Ok(Ok(value)) => Ok(value),
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(StoreError::Cancelled)) | Err(_) => Err(Refusal::Cancelled),
         Ok(Err(error)) => Err(Refusal::Store(error)),
     }

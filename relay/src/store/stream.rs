@@ -10,10 +10,15 @@
 //! `limit`, every event once: a merge of the filters' answers, each read newest first from
 //! where its last page ended. With a NIP-50 search, answers keep their order of relevance
 //! and follow one another in filter order; a search's answer is one page.
+//!
+//! For a heavy asker ([`StoredEvents::slice_pages`]) pages are *time slices*: a filter's
+//! first page is small, and each next one is sized from the last one's speed to take about
+//! [`SLICE`] in the store, so that no statement of its holds a core for long.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
+    time::Duration,
 };
 
 use super::Row;
@@ -24,6 +29,12 @@ pub const PAGE_ROWS: usize = 256;
 
 /// The fewest rows a filter's page asks for.
 const MIN_PAGE_ROWS: usize = 16;
+
+/// About how long a heavy asker's page takes in the store.
+pub const SLICE: Duration = Duration::from_millis(2);
+
+/// A heavy asker's first page of a filter, before its speed is known.
+const FIRST_SLICE_ROWS: usize = 32;
 
 /// Where a filter's reading goes on from: the last row read, in the newest-first order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +74,8 @@ struct Reading {
     after: Option<Cursor>,
     /// Nothing more to read.
     done: bool,
+    /// Rows of a sliced page, from the speed of the last page.
+    slice_rows: Option<usize>,
 }
 
 /// The plan of a `REQ`'s stored events.
@@ -72,6 +85,8 @@ pub struct StoredEvents {
     /// With a search: filters are read one after the other, this one now.
     ranked: Option<usize>,
     page: usize,
+    /// Pages are time slices (see the module documentation).
+    sliced: bool,
     /// Ids handed out, with their `created_at`.
     sent: HashMap<[u8; 32], i64>,
 }
@@ -92,6 +107,7 @@ impl StoredEvents {
                     buffer: VecDeque::new(),
                     after: None,
                     done: left == 0,
+                    slice_rows: None,
                 }
             })
             .collect();
@@ -102,6 +118,7 @@ impl StoredEvents {
             readings,
             ranked,
             page: (PAGE_ROWS / active).max(MIN_PAGE_ROWS),
+            sliced: false,
             sent: HashMap::new(),
         }
     }
@@ -111,17 +128,42 @@ impl StoredEvents {
         &self.filters
     }
 
+    /// Makes the next pages time slices (`heavy`: the asker is heavy) or full pages.
+    pub fn slice_pages(&mut self, heavy: bool) {
+        self.sliced = heavy;
+    }
+
+    /// Notes that the page read for `request` took `took` in the store, which sizes the
+    /// filter's next sliced page.
+    pub fn timed(&mut self, request: PageRequest, took: Duration) {
+        let per_slice = request.count as f64 * SLICE.as_secs_f64() / took.as_secs_f64();
+        let rows = if per_slice.is_finite() {
+            per_slice as usize
+        } else {
+            self.page
+        };
+        self.readings[request.filter].slice_rows = Some(rows.clamp(MIN_PAGE_ROWS, self.page));
+    }
+
     /// The page to read before more rows can be handed out, if one is needed.
     pub fn wanted(&self) -> Option<PageRequest> {
         let wants = |n: usize| {
             let reading = &self.readings[n];
+            let page = if self.sliced {
+                reading
+                    .slice_rows
+                    .unwrap_or(FIRST_SLICE_ROWS)
+                    .min(self.page)
+            } else {
+                self.page
+            };
             (!reading.done && reading.buffer.is_empty()).then(|| PageRequest {
                 filter: n,
                 after: reading.after,
                 count: if self.filters[n].search.is_some() {
                     reading.left as usize
                 } else {
-                    (reading.left as usize).min(self.page)
+                    (reading.left as usize).min(page)
                 },
             })
         };
@@ -307,6 +349,33 @@ mod tests {
         );
         let expected: Vec<String> = expected.drain(..).map(|r| r.json).collect();
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_heavy_askers_pages_are_sized_to_take_a_slice() {
+        let all: Vec<Row> = (0..2000).map(|n| row(n / 3, (n % 250) as u8)).collect();
+        let mut plan = StoredEvents::new(vec![limited(1000)].into());
+        plan.slice_pages(true);
+        let first = plan.wanted().expect("a page to read");
+        assert_eq!(first.count, FIRST_SLICE_ROWS);
+        plan.fill(first, page(&all, first));
+        // 32 rows took 8 ms: a slice holds 8.
+        plan.timed(first, SLICE * 4);
+        while plan.next_row().is_some() {}
+        let slow = plan.wanted().expect("a page to read");
+        assert_eq!(slow.count, MIN_PAGE_ROWS, "never fewer than the least page");
+        plan.fill(slow, page(&all, slow));
+        // 16 rows in a tenth of a slice: 160 rows a slice.
+        plan.timed(slow, SLICE / 10);
+        while plan.next_row().is_some() {}
+        assert_eq!(plan.wanted().expect("a page to read").count, 160);
+        // Fast pages grow to the usual page, no further.
+        plan.timed(slow, SLICE / 100);
+        assert_eq!(plan.wanted().expect("a page to read").count, PAGE_ROWS);
+        // When the asker is light again, pages are full.
+        plan.timed(slow, SLICE * 100);
+        plan.slice_pages(false);
+        assert_eq!(plan.wanted().expect("a page to read").count, PAGE_ROWS);
     }
 
     #[test]

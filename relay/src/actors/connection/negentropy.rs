@@ -69,7 +69,7 @@ async fn page(
         count,
     };
     let filters: Arc<[Filter]> = Arc::from([filter.clone()]);
-    let rows = node
+    let (rows, _) = node
         .read_page(asker, filters, request, policy::now(), cancel)
         .await?;
     let last = rows.last().map(|r| cursor((r.created_at, r.id)));
