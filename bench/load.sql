@@ -23,8 +23,8 @@ SELECT decode(j->>'id', 'hex'), decode(j->>'pubkey', 'hex'), (j->>'created_at'):
        line || '' -- a new value, so that it is compressed as the column says (lz4), not copied
 FROM parsed
 ON CONFLICT DO NOTHING;
-INSERT INTO event_tags (event_seq, name, value, kind, created_at)
-SELECT DISTINCT e.seq, t->>0, t->>1, e.kind, e.created_at
+INSERT INTO event_tags (event_seq, event_id, name, value, kind, created_at)
+SELECT DISTINCT e.seq, e.id, t->>0, t->>1, e.kind, e.created_at
 FROM parsed p
 JOIN events e ON e.id = decode(p.j->>'id', 'hex')
 CROSS JOIN LATERAL jsonb_array_elements(p.j->'tags') t

@@ -37,7 +37,7 @@ fn migrate_applies_each_migration_once() {
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(
         text(&first.stdout).contains(
-            "applied 4 migration(s): 0001_events.sql, 0002_probe_indexes.sql, 0003_vanish.sql, 0004_policy.sql"
+            "applied 5 migration(s): 0001_events.sql, 0002_probe_indexes.sql, 0003_vanish.sql, 0004_policy.sql, 0005_tag_order.sql"
         ),
         "{}",
         text(&first.stdout)
@@ -73,17 +73,17 @@ fn a_database_of_the_first_schema_upgrades_with_its_events() {
     assert!(upgrade.status.success(), "{}", text(&upgrade.stderr));
     assert!(
         text(&upgrade.stdout).contains(
-            "applied 3 migration(s): 0002_probe_indexes.sql, 0003_vanish.sql, 0004_policy.sql"
+            "applied 4 migration(s): 0002_probe_indexes.sql, 0003_vanish.sql, 0004_policy.sql, 0005_tag_order.sql"
         ),
         "{}",
         text(&upgrade.stdout)
     );
     let tagged = database.query_count(
         "SELECT count(*) FROM event_tags t JOIN events e ON e.seq = t.event_seq
-         WHERE e.id = $1 AND t.kind = 7",
+         WHERE e.id = $1 AND t.kind = 7 AND t.event_id = e.id",
         vec![1],
     );
-    assert_eq!(tagged, 1, "the tag row carries its event's kind");
+    assert_eq!(tagged, 1, "the tag row carries its event's kind and id");
 }
 
 #[tokio::test]

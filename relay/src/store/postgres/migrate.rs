@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_policy.sql",
         include_str!("../../../../migrations/0004_policy.sql"),
     ),
+    (
+        5,
+        "0005_tag_order.sql",
+        include_str!("../../../../migrations/0005_tag_order.sql"),
+    ),
 ];
 
 /// Applies pending migrations; returns the names of those applied now.

@@ -354,15 +354,15 @@ fn tag_probes(filter: &Filter, tag: &TagFilter, page: Page, now: u64) -> (String
         ));
     }
     let rest = condition(&rest, now, &mut q);
-    let after = keyset(page.after, "t.created_at", "e.id", &mut q);
+    let after = keyset(page.after, "t.created_at", "t.event_id", &mut q);
     let probe = format!(
-        "SELECT e.created_at, e.id FROM event_tags t JOIN events e ON e.seq = t.event_seq
+        "SELECT t.created_at, t.event_id AS id FROM event_tags t JOIN events e ON e.seq = t.event_seq
          WHERE t.name = {name} AND t.value = p.value{kind_match}{window} AND {rest}{after}"
     );
     merged(
         source,
         probe,
-        "t.created_at DESC, e.id",
+        "t.created_at DESC, t.event_id",
         true,
         page.count,
         q,

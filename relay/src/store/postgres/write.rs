@@ -144,8 +144,8 @@ WITH input AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING seq, id
 ), tagged AS (
-    INSERT INTO event_tags (event_seq, name, value, kind, created_at)
-    SELECT DISTINCT s.seq, t.name, t.value, i.kind, i.created_at
+    INSERT INTO event_tags (event_seq, event_id, name, value, kind, created_at)
+    SELECT DISTINCT s.seq, s.id, t.name, t.value, i.kind, i.created_at
     FROM unnest($8::BIGINT[], $9::TEXT[], $10::TEXT[]) AS t (n, name, value)
     JOIN input i ON i.n = t.n
     JOIN stored s ON s.id = i.id
