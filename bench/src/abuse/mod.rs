@@ -72,6 +72,11 @@ pub struct Args {
     /// Notes published before the first phase, for the broad filters to read.
     #[arg(long, default_value_t = 20_000)]
     pub prefill: u64,
+    /// Publish the `--prefill` notes and stop (for a database to be analyzed before the
+    /// phases, as a relay in service would have its statistics; then run again with
+    /// `--prefill 0`).
+    #[arg(long)]
+    pub prefill_only: bool,
     /// Hostile source addresses 127.0.0.2 to 127.0.0.(K+1) the hostile connections use.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..=250))]
     pub sources: u8,
@@ -110,6 +115,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         if let Some((url, control)) = &control {
             prefill(url, *control, args.prefill).await?;
         }
+    }
+    if args.prefill_only {
+        return crate::report::of("abuse", args, json!({"prefilled": args.prefill}));
     }
     let targets = Targets {
         relay: target,
