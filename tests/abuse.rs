@@ -600,6 +600,47 @@ async fn the_node_caps_its_connections_and_subscriptions() {
 }
 
 #[tokio::test]
+async fn an_address_opening_connections_too_fast_is_refused_while_others_connect() {
+    let relay = Relay::start(&[
+        "--max-connections-per-minute-per-ip",
+        "60",
+        "--max-connections-burst-per-ip",
+        "3",
+    ]);
+    let url = relay.url();
+    // Three at once (closed at once: the limit is on opening, not on holding), then 429.
+    for _ in 0..3 {
+        drop(
+            Client::connect_from(&url, &relay.addr, "127.0.0.1", &[])
+                .await
+                .expect("within the burst"),
+        );
+    }
+    match Client::connect_from(&url, &relay.addr, "127.0.0.1", &[]).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body =
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.starts_with("rate-limited:"), "{body}");
+        }
+        other => panic!(
+            "a fourth connection at once was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    Client::connect_from(&url, &relay.addr, "127.0.0.2", &[])
+        .await
+        .expect("another address connects");
+    let counted = metric(
+        &relay.addr,
+        "starling_rate_limited_total",
+        &[("limit", "connection-rate")],
+    )
+    .await;
+    assert_eq!(counted, 1.0);
+}
+
+#[tokio::test]
 async fn filters_held_per_connection_are_bounded() {
     // Ten authors hold 416 bytes, forty 1,376.
     let relay = Relay::start(&["--max-filter-bytes-per-connection", "1500"]);

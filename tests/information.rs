@@ -146,6 +146,11 @@ async fn limits_nip11_has_no_field_for_are_reported_under_starling() {
     assert_eq!(limits["max_tag_value_bytes"], 77);
     assert_eq!(limits["query_ms_per_minute_per_connection"], 1234);
     assert_eq!(limits["max_connections_per_ip"], 100, "on by default");
+    assert_eq!(
+        limits["max_connections_per_minute_per_ip"], 600,
+        "on by default"
+    );
+    assert_eq!(limits["max_connections_burst_per_ip"], 100);
     assert_eq!(limits["max_strikes_per_connection"], 50);
     assert_eq!(limits["max_strikes_per_ip"], 200);
     assert_eq!(limits["strike_penalty_seconds"], 120);

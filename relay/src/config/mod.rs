@@ -327,6 +327,24 @@ pub struct Config {
     #[arg(long, env = "STARLING_MAX_REQS_BURST_PER_IP", default_value_t = 500)]
     pub max_reqs_burst_per_ip: u32,
 
+    /// New WebSocket connections per minute, on average, from one client address on this
+    /// node (0: no limit); past it, upgrades get HTTP 429.
+    #[arg(
+        long,
+        env = "STARLING_MAX_CONNECTIONS_PER_MINUTE_PER_IP",
+        default_value_t = 600
+    )]
+    pub max_connections_per_minute_per_ip: u64,
+
+    /// New WebSocket connections one client address may open at once on this node before
+    /// `--max-connections-per-minute-per-ip` paces them.
+    #[arg(
+        long,
+        env = "STARLING_MAX_CONNECTIONS_BURST_PER_IP",
+        default_value_t = 100
+    )]
+    pub max_connections_burst_per_ip: u32,
+
     /// Open WebSocket connections this node holds; past it, upgrades get HTTP 503.
     #[arg(long, env = "STARLING_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -41,6 +41,8 @@ pub fn document(node: &Node) -> Value {
         "max_event_bytes": config.max_event_bytes,
         "max_tag_value_bytes": config.max_tag_value_bytes,
         "max_connections_per_ip": config.max_connections_per_ip,
+        "max_connections_per_minute_per_ip": config.max_connections_per_minute_per_ip,
+        "max_connections_burst_per_ip": config.max_connections_burst_per_ip,
         "max_events_per_minute_per_ip": config.max_events_per_minute_per_ip,
         "max_events_per_minute_per_pubkey": config.max_events_per_minute_per_pubkey,
         "max_reqs_per_minute_per_connection": config.max_reqs_per_minute_per_connection,

@@ -3,6 +3,8 @@
 
 pub mod info;
 
+use std::time::Instant;
+
 use actix_web::{
     HttpRequest, HttpResponse,
     http::{Method, header},
@@ -67,6 +69,9 @@ async fn root(
         let Some(admission) = node.admit_connection(address) else {
             return Ok(relay_full(&node));
         };
+        if !admission.address.allow_connection(Instant::now()) {
+            return Ok(connecting_too_fast(&node));
+        }
         let limiter = node.limiter();
         let lease = match AddressLease::take(limiter, node.config(), node.id(), &address).await {
             Ok(lease) => lease,
@@ -120,6 +125,19 @@ fn too_many_connections(node: &Node, limit: u64) -> HttpResponse {
         .content_type("text/plain")
         .body(format!(
             "rate-limited: at most {limit} connections per address\n"
+        ))
+}
+
+/// The answer to an upgrade from an address that opens connections faster than it may.
+fn connecting_too_fast(node: &Node) -> HttpResponse {
+    let label = opentelemetry::KeyValue::new("limit", "connection-rate");
+    node.metrics().rate_limited.add(1, &[label]);
+    let per_minute = node.config().max_connections_per_minute_per_ip;
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, "10"))
+        .content_type("text/plain")
+        .body(format!(
+            "rate-limited: at most {per_minute} new connections a minute per address\n"
         ))
 }
 

@@ -1,6 +1,6 @@
 //! What the node knows of each client address over all its connections: its strikes,
-//! whether it is slowed, how much store time it may still spend, and how many requests it
-//! may still make.
+//! whether it is slowed, how much store time it may still spend, and how many requests and
+//! new connections it may still make.
 //!
 //! Entries live while a connection from the address is open and, after that, until their
 //! strikes, penalty and budget have all run out; they are swept out as the table grows.
@@ -14,7 +14,7 @@ use std::{
 use crate::{
     config::Config,
     fair::ClientAddress,
-    policy::{RequestAllowance, Strikes, WorkBudget},
+    policy::{Allowance, Strikes, WorkBudget},
 };
 
 /// Addresses kept before the table is swept.
@@ -25,7 +25,8 @@ pub struct AddressState {
     strikes: Mutex<Strikes>,
     penalized_until: Mutex<Option<Instant>>,
     budget: Mutex<WorkBudget>,
-    requests: Mutex<RequestAllowance>,
+    requests: Mutex<Allowance>,
+    connections: Mutex<Allowance>,
 }
 
 /// What a strike did to its address.
@@ -44,9 +45,14 @@ impl AddressState {
             strikes: Mutex::new(Strikes::default()),
             penalized_until: Mutex::new(None),
             budget: Mutex::new(WorkBudget::new(budget, now)),
-            requests: Mutex::new(RequestAllowance::new(
+            requests: Mutex::new(Allowance::new(
                 config.max_reqs_per_minute_per_ip,
                 config.max_reqs_burst_per_ip,
+                now,
+            )),
+            connections: Mutex::new(Allowance::new(
+                config.max_connections_per_minute_per_ip,
+                config.max_connections_burst_per_ip,
                 now,
             )),
         }
@@ -78,12 +84,18 @@ impl AddressState {
         lock(&self.requests).allow(now)
     }
 
+    /// Counts one new connection opened at `now`; whether the address may open it.
+    pub fn allow_connection(&self, now: Instant) -> bool {
+        lock(&self.connections).allow(now)
+    }
+
     /// Whether nothing is left to remember at `now`.
     fn is_spent(&self, now: Instant) -> bool {
         !lock(&self.strikes).any(now)
             && !self.is_penalized(now)
             && self.budget().is_full(now)
             && lock(&self.requests).is_full(now)
+            && lock(&self.connections).is_full(now)
     }
 }
 

@@ -7,7 +7,8 @@
 //! - [`auth`]: NIP-42 authentication and NIP-70 protected events;
 //! - [`event`]: limits, expiration and proof of work for an event;
 //! - [`filters`]: how many filters a `REQ` may hold, and each filter's `limit`;
-//! - [`requests`]: `REQ`s and `COUNT`s per minute per connection;
+//! - [`allowance`]: `REQ`s and `COUNT`s per connection and per address, new connections per
+//!   address: a burst, then a pace;
 //! - [`rates`]: events per minute per client address and per author, across the cluster;
 //! - [`connections`]: connections per client address, across the cluster;
 //! - [`strikes`]: what a client does wrong, counted against its connection and address;
@@ -18,6 +19,7 @@
 //!
 //! [`Limiter`]: starling_cluster::Limiter
 
+pub mod allowance;
 pub mod auth;
 pub mod budget;
 pub mod connections;
@@ -26,17 +28,16 @@ pub mod filters;
 pub mod pace;
 pub mod privacy;
 pub mod rates;
-pub mod requests;
 pub mod rules;
 pub mod strikes;
 
+pub use allowance::Allowance;
 pub use budget::WorkBudget;
 pub use connections::AddressLease;
 pub use event::check_event;
 pub use filters::{filter_bytes, prepare_filters};
 pub use pace::Pace;
 pub use rates::EventRates;
-pub use requests::RequestAllowance;
 pub use strikes::{Strike, Strikes};
 
 /// Seconds since the Unix epoch.

@@ -45,7 +45,7 @@ use crate::{
     ingest,
     node::{Admission, Asker, Node, Shutdown},
     nostr::{ClientMessage, Event, KindClass, MessageError, Prefix, message::relay},
-    policy::{self, AddressLease, EventRates, RequestAllowance, Strike, WorkBudget},
+    policy::{self, AddressLease, Allowance, EventRates, Strike, WorkBudget},
     store::Cancel,
 };
 
@@ -79,7 +79,7 @@ pub struct Connection {
     cancel: Cancel,
     /// The `connection` span every span and log line of this connection belongs to.
     span: tracing::Span,
-    requests: RequestAllowance,
+    requests: Allowance,
     conduct: Conduct,
     liveness: Liveness,
     opened: Instant,
@@ -118,7 +118,7 @@ impl Connection {
             budget: Arc::new(Mutex::new(WorkBudget::new(budget, now))),
             running: Arc::new(Semaphore::new(config.queries_per_connection())),
         });
-        let requests = RequestAllowance::new(
+        let requests = Allowance::new(
             config.max_reqs_per_minute_per_connection,
             config.max_reqs_burst_per_connection,
             now,
