@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod dial;
 pub mod fair;
+pub mod hashing;
 pub mod http;
 pub mod ingest;
 pub mod live;

@@ -12,13 +12,7 @@
 //! that one which ends by itself (an error, a client that does not read) leaves the table
 //! and no longer counts against the connection's limits.
 
-use std::{
-    cell::RefCell,
-    collections::{HashMap, HashSet},
-    rc::Rc,
-    sync::Arc,
-    time::Duration,
-};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc, time::Duration};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
@@ -28,6 +22,7 @@ use tracing::Instrument;
 
 use super::{gate::Permit, outbox::Outbox};
 use crate::{
+    hashing::FastSet,
     live::{
         LiveEvent,
         thread::{register_here, unregister_here},
@@ -131,7 +126,7 @@ enum Phase {
     /// `EOSE` sent; live events go straight out, but for the recent stored events already
     /// sent: one stored on another node can be read from the store before the bus brings it
     /// here, and must not go out twice. They are forgotten after [`LATE_ARRIVALS`].
-    Live(HashSet<[u8; 32]>),
+    Live(FastSet<[u8; 32]>),
 }
 
 /// How recent (by `created_at`) a stored event must be for the subscription to watch for it
@@ -228,7 +223,7 @@ impl Subscription {
         if !recent.is_empty() {
             ctx.run_later(LATE_ARRIVALS, |subscription, _| {
                 if let Phase::Live(recent) = &mut subscription.phase {
-                    *recent = HashSet::new();
+                    *recent = FastSet::default();
                 }
             });
         }

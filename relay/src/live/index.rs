@@ -7,11 +7,14 @@
 //! number of candidate filters, not the number of subscriptions. The index is plain data:
 //! `T` is whatever receives matches (in the relay, a subscription actor's address).
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::nostr::{Event, Filter, filter::ContentWords};
+use crate::{
+    hashing::FastMap,
+    nostr::{Event, Filter, filter::ContentWords},
+};
 
 /// One filter of one subscription: (the subscription's key, the filter's position in it).
 type FilterRef = (u64, usize);
@@ -22,22 +25,22 @@ type FilterRefs = SmallVec<[FilterRef; 1]>;
 /// Subscriptions and the keys their filters are filed under. `T` is whatever receives
 /// matches (a subscription's address in the relay).
 pub struct FilterIndex<T> {
-    subscriptions: HashMap<u64, (Arc<[Filter]>, T)>,
-    by_id: HashMap<[u8; 32], FilterRefs>,
-    by_author: HashMap<[u8; 32], FilterRefs>,
-    by_kind: HashMap<u16, FilterRefs>,
-    by_tag: HashMap<u8, HashMap<Box<str>, FilterRefs>>,
+    subscriptions: FastMap<u64, (Arc<[Filter]>, T)>,
+    by_id: FastMap<[u8; 32], FilterRefs>,
+    by_author: FastMap<[u8; 32], FilterRefs>,
+    by_kind: FastMap<u16, FilterRefs>,
+    by_tag: FastMap<u8, FastMap<Box<str>, FilterRefs>>,
     unkeyed: Vec<FilterRef>,
 }
 
 impl<T> Default for FilterIndex<T> {
     fn default() -> Self {
         Self {
-            subscriptions: HashMap::new(),
-            by_id: HashMap::new(),
-            by_author: HashMap::new(),
-            by_kind: HashMap::new(),
-            by_tag: HashMap::new(),
+            subscriptions: FastMap::default(),
+            by_id: FastMap::default(),
+            by_author: FastMap::default(),
+            by_kind: FastMap::default(),
+            by_tag: FastMap::default(),
             unkeyed: Vec::new(),
         }
     }
@@ -75,7 +78,7 @@ impl<T> FilterIndex<T> {
     /// Removes the subscription under `key`, if any.
     pub fn remove(&mut self, key: u64) -> Option<T> {
         let (filters, target) = self.subscriptions.remove(&key)?;
-        fn unfile<K: std::hash::Hash + Eq>(map: &mut HashMap<K, FilterRefs>, k: &K, key: u64) {
+        fn unfile<K: std::hash::Hash + Eq>(map: &mut FastMap<K, FilterRefs>, k: &K, key: u64) {
             if let Some(refs) = map.get_mut(k) {
                 refs.retain(|r| r.0 != key);
                 if refs.is_empty() {
@@ -193,6 +196,6 @@ mod tests {
         assert_eq!(index.remove(2), Some('b'));
         assert!(index.subscriptions.is_empty());
         assert!(index.by_kind.is_empty() && index.unkeyed.is_empty());
-        assert!(index.by_tag.values().all(HashMap::is_empty));
+        assert!(index.by_tag.values().all(|values| values.is_empty()));
     }
 }

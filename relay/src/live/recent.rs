@@ -10,9 +10,11 @@
 //! long outage finds what was delivered just before it.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
+
+use crate::hashing::FastSet;
 
 /// How long an id is remembered (while the bus is up).
 pub const RETENTION: Duration = Duration::from_secs(60);
@@ -23,7 +25,7 @@ pub const MAX_IDS: usize = 1 << 21;
 /// The ids recorded in the last [`RETENTION`], oldest forgotten first.
 #[derive(Default)]
 pub struct RecentIds {
-    set: HashSet<[u8; 32]>,
+    set: FastSet<[u8; 32]>,
     order: VecDeque<([u8; 32], Instant)>,
     held: bool,
 }

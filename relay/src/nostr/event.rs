@@ -119,6 +119,28 @@ impl Event {
         schnorr::verify(&sig, &self.id, &pubkey).map_err(|_| EventError::BadSignature)
     }
 
+    /// The kind of an event in the JSON [`Event::to_json`] writes, read from its fixed
+    /// prefix (`{"id":"…","pubkey":"…","created_at":…,"kind":…,"tags":`) without parsing
+    /// the rest; `None` for any other text.
+    pub fn kind_of_canonical(json: &str) -> Option<u16> {
+        fn digits(bytes: &[u8]) -> usize {
+            bytes.iter().take_while(|b| b.is_ascii_digit()).count()
+        }
+        let rest = json.as_bytes().strip_prefix(b"{\"id\":\"")?;
+        let rest = rest.get(64..)?.strip_prefix(b"\",\"pubkey\":\"")?;
+        let rest = rest.get(64..)?.strip_prefix(b"\",\"created_at\":")?;
+        let rest = rest[digits(rest)..].strip_prefix(b",\"kind\":")?;
+        let n = digits(rest);
+        rest[n..].strip_prefix(b",\"tags\":")?;
+        if n == 0 || n > 5 {
+            return None;
+        }
+        let kind = rest[..n]
+            .iter()
+            .fold(0u32, |k, d| k * 10 + u32::from(d - b'0'));
+        u16::try_from(kind).ok()
+    }
+
     /// The event as compact JSON with fields in NIP-01 order: what the relay stores and sends.
     pub fn to_json(&self) -> String {
         let mut out = Vec::with_capacity(256 + self.content.len());
@@ -411,6 +433,20 @@ mod tests {
         assert_eq!(e.verify(), Ok(()));
         assert_eq!(e.pow_difficulty(), 21);
         assert_eq!(e.pow_target(), Some(20));
+    }
+
+    #[test]
+    fn the_kind_is_read_from_the_canonical_prefix_only() {
+        let e = Event::parse(NIP13_EXAMPLE).unwrap();
+        assert_eq!(Event::kind_of_canonical(&e.to_json()), Some(e.kind));
+        let spaced = NIP13_EXAMPLE.replace(",\"", ", \"");
+        assert_eq!(Event::kind_of_canonical(&spaced), None);
+        let mut v: serde_json::Value = serde_json::from_str(NIP13_EXAMPLE).unwrap();
+        v["content"] = serde_json::Value::from(",\"kind\":4,\"tags\":");
+        let reordered =
+            serde_json::to_string(&serde_json::json!({"content": v["content"], "id": v["id"]}))
+                .unwrap();
+        assert_eq!(Event::kind_of_canonical(&reordered), None);
     }
 
     #[test]

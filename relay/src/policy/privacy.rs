@@ -17,8 +17,6 @@ use crate::nostr::{Event, Filter, Prefix, Reason, hex};
 #[derive(Debug, Clone)]
 pub struct Readers {
     private_kinds: Arc<[u16]>,
-    /// `,"kind":K,"tags":` for each private kind: how a stored event's JSON shows its kind.
-    kind_markers: Arc<[String]>,
     authed: Arc<[[u8; 32]]>,
 }
 
@@ -27,10 +25,6 @@ impl Readers {
     pub fn new(private_kinds: &[u16], authed: &[[u8; 32]]) -> Self {
         Self {
             private_kinds: private_kinds.into(),
-            kind_markers: private_kinds
-                .iter()
-                .map(|kind| format!(",\"kind\":{kind},\"tags\":"))
-                .collect(),
             authed: authed.into(),
         }
     }
@@ -78,13 +72,12 @@ impl Readers {
     }
 
     /// [`Readers::may_read`] for an event as the store keeps it (its canonical JSON),
-    /// parsed only when its kind is a private one.
+    /// parsed only when its kind, read from the JSON's fixed prefix, is a private one.
     pub fn may_read_json(&self, json: &str) -> bool {
-        let private = self
-            .kind_markers
-            .iter()
-            .any(|marker| json.contains(marker.as_str()));
-        !private || Event::parse(json).is_ok_and(|event| self.may_read(&event))
+        match Event::kind_of_canonical(json) {
+            Some(kind) if !self.private_kinds.contains(&kind) => true,
+            _ => Event::parse(json).is_ok_and(|event| self.may_read(&event)),
+        }
     }
 }
 

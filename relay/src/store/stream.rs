@@ -15,14 +15,13 @@
 //! first page is small, and each next one is sized from the last one's speed to take about
 //! [`SLICE`] in the store, so that no statement of its holds a core for long.
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use super::Row;
-use crate::nostr::Filter;
+use crate::{
+    hashing::{FastMap, FastSet},
+    nostr::Filter,
+};
 
 /// Rows one `REQ` reads per round of pages, shared by its filters.
 pub const PAGE_ROWS: usize = 256;
@@ -88,7 +87,7 @@ pub struct StoredEvents {
     /// Pages are time slices (see the module documentation).
     sliced: bool,
     /// Ids handed out, with their `created_at`.
-    sent: HashMap<[u8; 32], i64>,
+    sent: FastMap<[u8; 32], i64>,
 }
 
 impl StoredEvents {
@@ -119,7 +118,7 @@ impl StoredEvents {
             ranked,
             page: (PAGE_ROWS / active).max(MIN_PAGE_ROWS),
             sliced: false,
-            sent: HashMap::new(),
+            sent: FastMap::default(),
         }
     }
 
@@ -252,7 +251,7 @@ impl StoredEvents {
     }
 
     /// The ids handed out of events made at or after `since` (seconds).
-    pub fn sent_since(&self, since: i64) -> HashSet<[u8; 32]> {
+    pub fn sent_since(&self, since: i64) -> FastSet<[u8; 32]> {
         self.sent
             .iter()
             .filter(|(_, created_at)| **created_at >= since)

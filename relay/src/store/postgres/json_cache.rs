@@ -10,15 +10,12 @@
 //! budget, it becomes the old one (dropping the previous old one). A hit in the old
 //! generation moves the entry back to the young one.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicU64, Ordering},
 };
 
-use crate::store::CacheStatus;
+use crate::{hashing::FastMap, store::CacheStatus};
 
 /// Cached JSON by event id, bounded in bytes.
 pub struct JsonCache {
@@ -31,9 +28,9 @@ pub struct JsonCache {
 
 #[derive(Default)]
 struct Generations {
-    young: HashMap<[u8; 32], Arc<str>>,
+    young: FastMap<[u8; 32], Arc<str>>,
     young_bytes: usize,
-    old: HashMap<[u8; 32], Arc<str>>,
+    old: FastMap<[u8; 32], Arc<str>>,
     old_bytes: usize,
 }
 

@@ -9,13 +9,14 @@
 //! only when the statement did end cancelled (the request took effect), and closed
 //! otherwise.
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use deadpool_postgres::Object;
 use tokio_postgres::{CancelToken, error::SqlState, types::ToSql};
 
 use super::{error::db, json_cache::JsonCache, sql, tls::PgTls};
 use crate::{
+    hashing::FastMap,
     nostr::{Event, Filter, hll::Hll},
     store::{Cancel, Cursor, Record, Row, StoreError},
 };
@@ -209,8 +210,8 @@ async fn json_of(
     cache: &JsonCache,
     client: &Object,
     found: &[Match],
-) -> Result<HashMap<[u8; 32], Arc<str>>, StoreError> {
-    let mut json = HashMap::new();
+) -> Result<FastMap<[u8; 32], Arc<str>>, StoreError> {
+    let mut json = FastMap::default();
     let mut missing: Vec<&[u8]> = Vec::new();
     for (_, id) in found {
         let Ok(key) = <[u8; 32]>::try_from(id.as_slice()) else {
