@@ -252,12 +252,14 @@ impl Outbox {
     /// Writes queued items to the socket until the close frame, an overflow (what is queued
     /// is dropped) or a failed write, counting relay messages by type.
     pub async fn pump(self, mut session: Session, metrics: Arc<Metrics>) {
+        let mut sent = SentCounts::default();
         while let Some((item, payload)) = self.next().await {
             let written = match item {
                 Outgoing::Text(text) => {
-                    metrics
-                        .messages_sent
-                        .add(1, &[KeyValue::new("type", message_type(&text))]);
+                    sent.count(&text);
+                    if sent.total >= SENT_COUNTS_FLUSH || self.state.borrow().items.is_empty() {
+                        sent.flush(&metrics);
+                    }
                     session.text(text).await
                 }
                 Outgoing::Ping => session.ping(&payload).await,
@@ -271,20 +273,62 @@ impl Outbox {
                 break;
             }
         }
+        sent.flush(&metrics);
         self.close(None);
     }
 }
 
-/// The verb of a relay message: the first string of the array.
-fn message_type(frame: &str) -> &'static str {
-    const TYPES: [&str; 9] = [
-        "EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "COUNT", "AUTH", "NEG-MSG", "NEG-ERR",
-    ];
+/// The relay messages a pump counts in `starling_messages_sent_total`, by type; "other"
+/// last.
+const MESSAGE_TYPES: [&str; 10] = [
+    "EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "COUNT", "AUTH", "NEG-MSG", "NEG-ERR", "other",
+];
+
+/// Messages counted before the pump adds them to the metric, at the latest.
+const SENT_COUNTS_FLUSH: u32 = 64;
+
+/// Messages sent and not yet added to the metric: adding one with its attribute costs a
+/// hash of the attribute set, as much as the rest of sending a small event, so the pump adds
+/// them in bunches, whenever its queue runs empty or [`SENT_COUNTS_FLUSH`] are waiting.
+#[derive(Default)]
+struct SentCounts {
+    by_type: [u32; MESSAGE_TYPES.len()],
+    total: u32,
+}
+
+impl SentCounts {
+    fn count(&mut self, frame: &str) {
+        self.by_type[message_type(frame)] += 1;
+        self.total += 1;
+    }
+
+    fn flush(&mut self, metrics: &Metrics) {
+        if self.total == 0 {
+            return;
+        }
+        for (kind, count) in MESSAGE_TYPES.iter().zip(&mut self.by_type) {
+            if *count > 0 {
+                let label = [KeyValue::new("type", *kind)];
+                metrics.messages_sent.add(u64::from(*count), &label);
+                *count = 0;
+            }
+        }
+        self.total = 0;
+    }
+}
+
+/// The verb of a relay message (the first string of the array), as a place in
+/// [`MESSAGE_TYPES`].
+fn message_type(frame: &str) -> usize {
     let verb = frame
         .get(2..)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_default();
-    TYPES.into_iter().find(|t| *t == verb).unwrap_or("other")
+    let last = MESSAGE_TYPES.len() - 1;
+    MESSAGE_TYPES[..last]
+        .iter()
+        .position(|t| *t == verb)
+        .unwrap_or(last)
 }
 
 fn wake(waker: &mut Option<Waker>) {
