@@ -51,7 +51,6 @@ console.log(hllEncode(hll));
 /// The NIP-45 HLL (hex) nostr-tools computes for `filter` over `pubkeys` (hex).
 pub fn hll(filter: &Value, pubkeys: &[String]) -> String {
     let dir = installed();
-    std::fs::write(dir.join("hll.mjs"), HLL_SCRIPT).expect("write the script");
     let output = Command::new("node")
         .arg("hll.mjs")
         .arg(json!({"filter": filter, "pubkeys": pubkeys}).to_string())
@@ -97,7 +96,17 @@ fn installed() -> PathBuf {
             "npm install nostr-tools failed"
         );
     }
-    std::fs::write(dir.join("reconcile.mjs"), SCRIPT).expect("write the script");
+    // Written once per test process, under the lock and by renaming a whole file into
+    // place: tests run at once, and node reading a script another test was rewriting
+    // (truncated, then filled) ran an empty module and printed nothing.
+    static WRITTEN: std::sync::Once = std::sync::Once::new();
+    WRITTEN.call_once(|| {
+        for (name, text) in [("reconcile.mjs", SCRIPT), ("hll.mjs", HLL_SCRIPT)] {
+            let partial = dir.join(format!("{name}.{}", std::process::id()));
+            std::fs::write(&partial, text).expect("write the script");
+            std::fs::rename(&partial, dir.join(name)).expect("put the script in place");
+        }
+    });
     dir
 }
 

@@ -55,6 +55,14 @@ impl SqliteStore {
         )?;
         stable_plans(&writer)?;
         schema::migrate(&mut writer).context("applying the embedded schema")?;
+        // Pages still in the write-ahead log are looked up there on every read until a
+        // checkpoint copies them to the file and a write resets the log: after an import or
+        // a migration that is a whole log for each page read (a sixth of the instructions
+        // of reading a page of `kinds`). Start with it empty; another process reading now
+        // makes this give up, which changes nothing else.
+        if let Err(error) = writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::debug!(%error, "could not empty the write-ahead log at start");
+        }
         let readers = (0..reader_count())
             .map(|_| {
                 let conn = Connection::open(&path)?;
@@ -83,25 +91,30 @@ impl SqliteStore {
 
 impl SqliteStore {
     /// Runs a page query (`created_at`, id, …) on a reader thread, each row with a 32-byte
-    /// id made into a `T` by `make`.
+    /// id made into a `T` by `make`; rows the query leaves unordered are put in the
+    /// page's order (newest first, ties by lowest id).
     fn read_rows<'a, T: Send + 'static>(
         &'a self,
         cancel: &'a Cancel,
-        (sql, values): (String, Vec<rusqlite::types::Value>),
+        query: sql::PageQuery,
         make: fn(i64, [u8; 32], &rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> impl Future<Output = Result<Vec<T>, StoreError>> + Send + 'a {
         self.readers
             .run_cancellable(cancel, self.read_timeout, move |conn| {
                 let mut rows = Vec::new();
-                let mut statement = conn.prepare_cached(&sql)?;
-                let mut found = statement.query(params_from_iter(values))?;
+                let mut statement = conn.prepare_cached(&query.sql)?;
+                let mut found = statement.query(params_from_iter(query.values))?;
                 while let Some(r) = found.next()? {
                     let id: Vec<u8> = r.get(1)?;
                     if let Ok(id) = id.try_into() {
-                        rows.push(make(r.get(0)?, id, r)?);
+                        let created_at: i64 = r.get(0)?;
+                        rows.push((created_at, id, make(created_at, id, r)?));
                     }
                 }
-                Ok(rows)
+                if query.unordered {
+                    rows.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                }
+                Ok(rows.into_iter().map(|(_, _, row)| row).collect())
             })
     }
 }

@@ -79,6 +79,34 @@ CREATE TABLE policy_audit (
     params TEXT    NOT NULL
 );
 "#,
+    // Every index a page is read from holds the page's whole order, created_at then id
+    // (ties by lowest id, NIP-01), so SQLite reads a page in index order and stops at its
+    // limit: before, it copied each page's rows, JSON and all, into a temporary B-tree to
+    // break ties by id. The tag table becomes its own index, clustered in that order and
+    // carrying each event's id and kind (as PostgreSQL's does since 0002 and 0005), so a
+    // tag scan reads one B-tree and checks `kinds` there, looking up only the events that
+    // match (the table is copied once).
+    r#"
+DROP INDEX events_by_author;
+CREATE INDEX events_by_author ON events (pubkey, kind, created_at DESC, id);
+DROP INDEX events_by_kind;
+CREATE INDEX events_by_kind ON events (kind, created_at DESC, id);
+CREATE TABLE tags_ordered (
+    name       TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    event_id   BLOB    NOT NULL,
+    event_seq  INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    PRIMARY KEY (name, value, created_at DESC, event_id)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO tags_ordered (name, value, created_at, event_id, event_seq, kind)
+SELECT t.name, t.value, t.created_at, e.id, t.event_seq, e.kind
+FROM tags t JOIN events e ON e.seq = t.event_seq;
+DROP TABLE tags;
+ALTER TABLE tags_ordered RENAME TO tags;
+CREATE INDEX tags_by_event ON tags (event_seq);
+"#,
 ];
 
 /// Brings the schema of the database behind `conn` up to date.

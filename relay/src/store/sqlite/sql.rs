@@ -8,26 +8,28 @@ use crate::{
     store::{Cursor, to_sql_int},
 };
 
+/// A page's query: its SQL and values, and whether its rows come in order or are to be
+/// put in order (newest first, ties by lowest id) by whoever reads them.
+pub struct PageQuery {
+    /// The SQL.
+    pub sql: String,
+    /// Its bound values, in order.
+    pub values: Vec<Value>,
+    /// The rows come in no order: a lookup by ids, whose few rows are cheaper to order
+    /// after reading than to copy, JSON and all, through SQLite's sorter.
+    pub unordered: bool,
+}
+
 /// The query for one page of a filter's stored events (`created_at`, id, JSON): newest
 /// first (ties: lowest id) after `after`, or for a NIP-50 search its first matches by
-/// relevance; at most `count`. Returns the SQL and its values.
-pub fn page(
-    filter: &Filter,
-    after: Option<Cursor>,
-    count: usize,
-    now: u64,
-) -> (String, Vec<Value>) {
-    select("e.id, e.json", filter, after, count, now)
+/// relevance; at most `count`.
+pub fn page(filter: &Filter, after: Option<Cursor>, count: usize, now: u64) -> PageQuery {
+    select(", e.json", filter, after, count, now)
 }
 
 /// The query of [`page`] for `created_at` and id alone (no JSON read).
-pub fn records(
-    filter: &Filter,
-    after: Option<Cursor>,
-    count: usize,
-    now: u64,
-) -> (String, Vec<Value>) {
-    select("e.id", filter, after, count, now)
+pub fn records(filter: &Filter, after: Option<Cursor>, count: usize, now: u64) -> PageQuery {
+    select("", filter, after, count, now)
 }
 
 /// Tag values up to which a tag-driven query merges one arm per value; past it, one scan
@@ -38,48 +40,58 @@ const MAX_MERGED_VALUES: usize = 32;
 /// The order and limit of a page: newest first, ties by lowest id (the first two columns).
 const NEWEST_FIRST: &str = " ORDER BY 1 DESC, 2 ASC LIMIT ?";
 
-/// One scan of the tag index: rows of the tag named by the first value pushed, whose value
-/// is `matching` (`= ?` or `IN (…)`, its values pushed), joined to the events that pass
-/// `rest`, after `after`. CROSS JOIN keeps the tag index as the outer loop, and the time
-/// column is the tag row's, which the index orders.
+/// One scan of the tag table: rows of the tag named by the first value pushed, whose value
+/// is `matching` (`= ?` or `IN (…)`, its values pushed), of one of `kinds` (checked in the
+/// tag row), joined to the events that pass `rest`, after `after`. CROSS JOIN keeps the tag
+/// table, clustered newest first, as the outer loop, and the time and id columns are the
+/// tag row's, in its order.
 fn tag_scan(
-    columns: &str,
+    extra: &str,
     matching: &str,
-    rest: &Filter,
+    (kinds, rest): (Option<&[u16]>, &Filter),
     after: Option<Cursor>,
     now: u64,
     values: &mut Vec<Value>,
 ) -> String {
+    let kind_match = match kinds {
+        Some(kinds) => {
+            values.extend(kinds.iter().map(|k| Value::Integer(i64::from(*k))));
+            format!(" AND t.kind IN ({})", vec!["?"; kinds.len()].join(","))
+        }
+        None => String::new(),
+    };
     let condition = condition(rest, now, values);
-    let after = keyset(after, "t.created_at", values);
+    let after = keyset(after, "t.created_at", "t.event_id", values);
     format!(
-        "SELECT t.created_at, {columns}
+        "SELECT t.created_at, t.event_id{extra}
          FROM tags t CROSS JOIN events e ON e.seq = t.event_seq
-         WHERE t.name = ? AND t.value {matching} AND {condition}{after}"
+         WHERE t.name = ? AND t.value {matching}{kind_match} AND {condition}{after}"
     )
 }
 
-/// The query for `created_at` and `columns` (after it) of one page.
+/// The query for `created_at`, id and `extra` columns (after them) of one page.
 fn select(
-    columns: &str,
+    extra: &str,
     filter: &Filter,
     after: Option<Cursor>,
     count: usize,
     now: u64,
-) -> (String, Vec<Value>) {
+) -> PageQuery {
     let mut values = Vec::new();
+    let few_ids =
+        filter.search.is_none() && filter.ids.as_ref().is_some_and(|ids| ids.len() <= count);
     let sql = match &filter.search {
         Some(search) => {
             values.push(Value::Text(fts_query(search)));
             let condition = condition(filter, now, &mut values);
             format!(
-                "SELECT e.created_at, {columns}
+                "SELECT e.created_at, e.id{extra}
                  FROM events_fts JOIN events e ON e.seq = events_fts.rowid
                  WHERE events_fts MATCH ? AND {condition} ORDER BY events_fts.rank LIMIT ?"
             )
         }
         None => match tag_driven(filter) {
-            Some((tag, rest)) if tag.values.len() <= MAX_MERGED_VALUES => {
+            Some((tag, kinds, rest)) if tag.values.len() <= MAX_MERGED_VALUES => {
                 // One scan per value, each newest first from the tag index, merged: the
                 // reading stops at the limit however many events match. (With `value IN
                 // (…)` SQLite read and sorted every match to find the newest.) No DISTINCT
@@ -92,30 +104,40 @@ fn select(
                     .map(|value| {
                         values.push(Value::Text(char::from(tag.letter).to_string()));
                         values.push(Value::Text(value.clone()));
-                        tag_scan(columns, "= ?", &rest, after, now, &mut values)
+                        tag_scan(extra, "= ?", (kinds, &rest), after, now, &mut values)
                     })
                     .collect();
                 format!("{}{NEWEST_FIRST}", scans.join(" UNION ALL "))
             }
-            Some((tag, rest)) => {
+            Some((tag, kinds, rest)) => {
                 values.push(Value::Text(char::from(tag.letter).to_string()));
                 values.extend(tag.values.iter().map(|v| Value::Text(v.clone())));
                 let matching = format!("IN ({})", vec!["?"; tag.values.len()].join(","));
-                let scan = tag_scan(columns, &matching, &rest, after, now, &mut values);
+                let scan = tag_scan(extra, &matching, (kinds, &rest), after, now, &mut values);
                 format!("{scan}{NEWEST_FIRST}")
             }
             None => {
                 let condition = condition(filter, now, &mut values);
-                let after = keyset(after, "e.created_at", &mut values);
+                let after = keyset(after, "e.created_at", "e.id", &mut values);
+                let order = if few_ids {
+                    ""
+                } else {
+                    " ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
+                };
                 format!(
-                    "SELECT e.created_at, {columns} FROM events e
-                     WHERE {condition}{after} ORDER BY e.created_at DESC, e.id ASC LIMIT ?"
+                    "SELECT e.created_at, e.id{extra} FROM events e WHERE {condition}{after}{order}"
                 )
             }
         },
     };
-    values.push(Value::Integer(to_sql_int(count as u64)));
-    (sql, values)
+    if !few_ids {
+        values.push(Value::Integer(to_sql_int(count as u64)));
+    }
+    PageQuery {
+        sql,
+        values,
+        unordered: few_ids,
+    }
 }
 
 /// The query counting events that match any filter, and its values; `None` when no filter
@@ -152,30 +174,31 @@ pub fn pubkeys(filter: &Filter, now: u64) -> Option<(String, Vec<Value>)> {
 }
 
 /// The condition that a row comes after `after` in the newest-first order (older, or as
-/// old with a higher id); `created` names the time column ordered by.
-fn keyset(after: Option<Cursor>, created: &str, values: &mut Vec<Value>) -> String {
+/// old with a higher id); `created` and `id` name the columns ordered by.
+fn keyset(after: Option<Cursor>, created: &str, id: &str, values: &mut Vec<Value>) -> String {
     let Some(cursor) = after else {
         return String::new();
     };
     values.push(Value::Integer(cursor.created_at));
     values.push(Value::Integer(cursor.created_at));
     values.push(Value::Blob(cursor.id.to_vec()));
-    format!(" AND {created} <= ? AND ({created} < ? OR e.id > ?)")
+    format!(" AND {created} <= ? AND ({created} < ? OR {id} > ?)")
 }
 
 /// For a filter with a tag condition but no ids or authors (which their own indexes serve
-/// better): the tag condition to drive the query from the tag index, and the rest of the
-/// filter.
-fn tag_driven(filter: &Filter) -> Option<(&TagFilter, Filter)> {
+/// better): the tag condition to drive the query from the tag table, the kinds (which tag
+/// rows carry), and the rest of the filter.
+fn tag_driven(filter: &Filter) -> Option<(&TagFilter, Option<&[u16]>, Filter)> {
     if filter.ids.is_some() || filter.authors.is_some() {
         return None;
     }
     let tag = filter.tags.first()?;
     let rest = Filter {
         tags: filter.tags[1..].to_vec(),
+        kinds: None,
         ..filter.clone()
     };
-    Some((tag, rest))
+    Some((tag, filter.kinds.as_deref(), rest))
 }
 
 /// A NIP-50 query as an FTS5 expression: every word, quoted, must occur.

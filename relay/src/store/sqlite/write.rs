@@ -79,14 +79,17 @@ pub fn write_one(tx: &Transaction<'_>, verified: &VerifiedEvent) -> rusqlite::Re
     ])?;
     let seq = tx.last_insert_rowid();
     let mut insert_tag = tx.prepare_cached(
-        "INSERT INTO tags (event_seq, name, value, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR IGNORE INTO tags (name, value, created_at, event_id, event_seq, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for (letter, value) in e.indexed_tags() {
         insert_tag.execute(params![
-            seq,
             char::from(letter).to_string(),
             value,
-            created_at
+            created_at,
+            &e.id[..],
+            seq,
+            e.kind
         ])?;
     }
     if !e.content.is_empty() {
