@@ -369,7 +369,8 @@ on_every_store! {
                 conn.execute_batch(
                     "DROP TABLE tags;
                      CREATE VIEW tags AS SELECT 0 AS event_seq, 't' AS name, 'x' AS value,
-                         abs(-9223372036854775807 - 1) AS created_at;",
+                         abs(-9223372036854775807 - 1) AS created_at, X'00' AS event_id,
+                         1 AS kind;",
                 )
                 .unwrap();
                 "integer overflow"

@@ -100,7 +100,8 @@ fn endless_tags(storage: &Storage) {
         "DROP TABLE tags;
          CREATE VIEW tags AS
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
-             SELECT i AS event_seq, 't' AS name, CAST(i AS TEXT) AS value, i AS created_at
+             SELECT i AS event_seq, 't' AS name, CAST(i AS TEXT) AS value, i AS created_at,
+                    X'00' AS event_id, 1 AS kind
              FROM n;",
     )
     .expect("make the tag table endless");
