@@ -150,7 +150,6 @@ pub struct Subscription {
     phase: Phase,
     /// Counts the stored query against the connection's requests in progress.
     permit: Option<Permit>,
-    span: tracing::Span,
     /// Who may read the private events its filters could match (none: they cannot).
     readers: Option<Readers>,
 }
@@ -181,22 +180,55 @@ pub struct SubscriptionParts {
 }
 
 impl Subscription {
-    /// A subscription ready to start.
-    pub fn new(parts: SubscriptionParts) -> Self {
-        Self {
-            key: parts.key,
-            sub_id: parts.sub_id,
-            filters: parts.filters,
-            table: parts.table,
-            outbox: parts.outbox,
-            place: parts.place,
-            asker: parts.asker,
-            cancel: Some(Cancel::default()),
-            phase: Phase::Stored(Vec::new()),
-            permit: Some(parts.permit),
-            span: parts.span,
-            readers: parts.readers,
-        }
+    /// Starts a subscription: it registers its filters in the live index as it starts, then
+    /// sends the stored events (in `parts.span`, which only that reading keeps) and goes
+    /// live.
+    pub fn open(parts: SubscriptionParts) -> Addr<Self> {
+        Self::create(|ctx| {
+            let subscription = Self {
+                key: parts.key,
+                sub_id: parts.sub_id,
+                filters: parts.filters,
+                table: parts.table,
+                outbox: parts.outbox,
+                place: parts.place,
+                asker: parts.asker,
+                cancel: Some(Cancel::default()),
+                phase: Phase::Stored(Vec::new()),
+                permit: Some(parts.permit),
+                readers: parts.readers,
+            };
+            let stored = subscription
+                .send_stored(parts.span)
+                .into_actor(&subscription)
+                .map(|result, sub, ctx| match result {
+                    Ok(plan) => sub.go_live(&plan, ctx),
+                    Err(End::Closed(reason)) => sub.end_with(reason, ctx),
+                    Err(End::Quietly) => ctx.stop(),
+                });
+            ctx.spawn(stored);
+            subscription
+        })
+    }
+
+    /// The reading of the stored events, in a span of its own under `req`.
+    fn send_stored(
+        &self,
+        req: tracing::Span,
+    ) -> impl Future<Output = Result<StoredEvents, End>> + use<> {
+        let plan = StoredEvents::new(Arc::clone(&self.filters));
+        let cancel = self.cancel.clone().unwrap_or_default();
+        let span = crate::telemetry::or_parent(tracing::debug_span!(parent: &req, "stream"), &req);
+        send_stored(
+            Arc::clone(self.node()),
+            Rc::clone(&self.asker),
+            cancel,
+            self.outbox.clone(),
+            Arc::clone(&self.sub_id),
+            (plan, self.readers.clone()),
+            req,
+        )
+        .instrument(span)
     }
 
     fn node(&self) -> &Arc<Node> {
@@ -318,30 +350,6 @@ impl Actor for Subscription {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node().metrics().subscriptions_open.add(1, &[]);
         register_here(self.key, Arc::clone(&self.filters), ctx.address());
-        let plan = StoredEvents::new(Arc::clone(&self.filters));
-        let cancel = self.cancel.clone().unwrap_or_default();
-        let stored = send_stored(
-            Arc::clone(self.node()),
-            Rc::clone(&self.asker),
-            cancel,
-            self.outbox.clone(),
-            Arc::clone(&self.sub_id),
-            (plan, self.readers.clone()),
-            self.span.clone(),
-        )
-        .instrument(crate::telemetry::or_parent(
-            tracing::debug_span!(parent: &self.span, "stream"),
-            &self.span,
-        ));
-        ctx.spawn(
-            stored
-                .into_actor(self)
-                .map(|result, sub, ctx| match result {
-                    Ok(plan) => sub.go_live(&plan, ctx),
-                    Err(End::Closed(reason)) => sub.end_with(reason, ctx),
-                    Err(End::Quietly) => ctx.stop(),
-                }),
-        );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -13,20 +13,25 @@ use std::sync::Arc;
 use crate::nostr::{Event, Filter, Prefix, Reason, hex};
 
 /// What one subscription may read: the relay's private kinds and the pubkeys its connection
-/// had authenticated as when the subscription was opened.
+/// had authenticated as when the subscription was opened. One pointer wide, since every
+/// subscription that could match private events holds one.
 #[derive(Debug, Clone)]
-pub struct Readers {
-    private_kinds: Arc<[u16]>,
-    authed: Arc<[[u8; 32]]>,
+pub struct Readers(Arc<Known>);
+
+/// What [`Readers`] know.
+#[derive(Debug)]
+struct Known {
+    private_kinds: Box<[u16]>,
+    authed: Box<[[u8; 32]]>,
 }
 
 impl Readers {
     /// The readers `authed` may be, with `private_kinds` private.
     pub fn new(private_kinds: &[u16], authed: &[[u8; 32]]) -> Self {
-        Self {
+        Self(Arc::new(Known {
             private_kinds: private_kinds.into(),
             authed: authed.into(),
-        }
+        }))
     }
 
     /// Refuses `filters` when one names a private kind and the connection has not
@@ -36,9 +41,9 @@ impl Readers {
             filter
                 .kinds
                 .as_ref()
-                .is_some_and(|kinds| kinds.iter().any(|k| self.private_kinds.contains(k)))
+                .is_some_and(|kinds| kinds.iter().any(|k| self.0.private_kinds.contains(k)))
         });
-        if names_private && self.authed.is_empty() {
+        if names_private && self.0.authed.is_empty() {
             return Err(Reason::new(
                 Prefix::AuthRequired,
                 "direct messages and gift wraps are served only to their author and recipients; authenticate first",
@@ -51,23 +56,23 @@ impl Readers {
     /// checked with [`Readers::may_read`].
     pub fn apply_to(&self, filters: &[Filter]) -> bool {
         filters.iter().any(|filter| match &filter.kinds {
-            None => !self.private_kinds.is_empty(),
-            Some(kinds) => kinds.iter().any(|k| self.private_kinds.contains(k)),
+            None => !self.0.private_kinds.is_empty(),
+            Some(kinds) => kinds.iter().any(|k| self.0.private_kinds.contains(k)),
         })
     }
 
     /// Whether these readers may see `event`.
     pub fn may_read(&self, event: &Event) -> bool {
-        if !self.private_kinds.contains(&event.kind) {
+        if !self.0.private_kinds.contains(&event.kind) {
             return true;
         }
-        if self.authed.contains(&event.pubkey) {
+        if self.0.authed.contains(&event.pubkey) {
             return true;
         }
         event.tags.iter().any(|tag| {
             tag.len() >= 2
                 && tag[0] == "p"
-                && hex::decode::<32>(&tag[1]).is_some_and(|p| self.authed.contains(&p))
+                && hex::decode::<32>(&tag[1]).is_some_and(|p| self.0.authed.contains(&p))
         })
     }
 
@@ -75,7 +80,7 @@ impl Readers {
     /// parsed only when its kind, read from the JSON's fixed prefix, is a private one.
     pub fn may_read_json(&self, json: &str) -> bool {
         match Event::kind_of_canonical(json) {
-            Some(kind) if !self.private_kinds.contains(&kind) => true,
+            Some(kind) if !self.0.private_kinds.contains(&kind) => true,
             _ => Event::parse(json).is_ok_and(|event| self.may_read(&event)),
         }
     }

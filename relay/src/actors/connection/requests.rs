@@ -7,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 use opentelemetry::KeyValue;
 
 use super::{Connection, NEXT_SUBSCRIPTION_KEY};
@@ -120,7 +120,7 @@ impl Connection {
         };
         let sub_id: Arc<str> = sub_id.into();
         let key = NEXT_SUBSCRIPTION_KEY.fetch_add(1, Ordering::Relaxed);
-        let subscription = Subscription::new(SubscriptionParts {
+        let subscription = Subscription::open(SubscriptionParts {
             key,
             sub_id: Arc::clone(&sub_id),
             filters,
@@ -134,8 +134,7 @@ impl Connection {
                 &self.span,
             ),
             readers,
-        })
-        .start();
+        });
         self.subscriptions.insert(sub_id, key, subscription, bytes);
     }
 
