@@ -389,7 +389,7 @@ pub struct Config {
     #[arg(
         long,
         env = "STARLING_QUERY_MS_PER_MINUTE_PER_CONNECTION",
-        default_value_t = 6_000
+        default_value_t = 3_000
     )]
     pub query_ms_per_minute_per_connection: u64,
 
