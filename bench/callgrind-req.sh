@@ -38,7 +38,7 @@ done
 # Instructions since the last dump (callgrind zeroes its counters at each dump).
 dump() {
   rm -f "$work"/cg.out.*
-  callgrind_control --dump "$relay" >/dev/null
+  callgrind_control --dump "$relay" >/dev/null 2>&1
   for _ in $(seq 100); do compgen -G "$work/cg.out.*" >/dev/null && break; sleep 0.1; done
   sleep 0.5 # the dump file is written in one go once named; let it finish
   awk '/^summary:/ {print $2}' "$work"/cg.out.*
