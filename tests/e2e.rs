@@ -12,6 +12,7 @@ mod auth;
 mod bad_input;
 mod cancellation;
 mod cluster;
+mod compression;
 mod connections;
 mod deletion;
 mod deployment;

@@ -243,20 +243,11 @@ pub struct Config {
     #[arg(long, env = "STARLING_MAX_MESSAGE_BYTES", default_value_t = 512 * 1024)]
     pub max_message_bytes: usize,
 
-    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it: text messages
-    /// are compressed, and compressed messages from clients inflated (within
-    /// --max-message-bytes). `--websocket-compression false` turns it off.
-    #[arg(
-        long,
-        env = "STARLING_WEBSOCKET_COMPRESSION",
-        default_value_t = true,
-        action = clap::ArgAction::Set
-    )]
-    #[serde(default = "compression_on")]
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it; `false`: never.
+    #[arg(long, env = "STARLING_WEBSOCKET_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
     pub websocket_compression: bool,
 
-    /// Text messages shorter than this many bytes are sent uncompressed, even on a
-    /// connection that negotiated compression.
+    /// Text messages shorter than this many bytes are sent uncompressed.
     #[arg(long, env = "STARLING_COMPRESSION_MIN_BYTES", default_value_t = 256)]
     pub compression_min_bytes: usize,
 
@@ -520,9 +511,4 @@ impl Config {
         }
         Args::parse_from(std::iter::once("starling").chain(options.iter().copied())).config
     }
-}
-
-/// WebSocket compression is on unless turned off.
-fn compression_on() -> bool {
-    true
 }

@@ -13,9 +13,9 @@
 //! - [`write`]: frames from messages (text compressed), into the response body;
 //! - [`deflate`]: the per-thread compressor and decompressor.
 
-mod deflate;
+pub mod deflate;
 mod extension;
-mod frame;
+pub mod frame;
 mod read;
 mod write;
 
