@@ -13,6 +13,7 @@ mod bad_input;
 mod cancellation;
 mod cluster;
 mod compression;
+mod conformance;
 mod connections;
 mod deletion;
 mod deployment;
