@@ -18,6 +18,9 @@ use crate::support::{
     raw_ws::{RawFrame, RawSocket},
 };
 
+/// Frames to send, each its first byte and its payload.
+type Frames = Vec<(u8, &'static [u8])>;
+
 /// A REQ of exactly `len` bytes (at least 24) with subscription id `s`.
 fn req_of(len: usize) -> Vec<u8> {
     let head = r##"["REQ","s",{"#t":[""##;
@@ -205,7 +208,7 @@ async fn fragmentation_5_and_utf8_6() {
     let notice = answer(&mut socket, "6.3").await;
     assert!(notice.text().contains("UTF-8"), "6.3: {}", notice.text());
 
-    let cases: Vec<(&str, Vec<(u8, &[u8])>)> = vec![
+    let cases: Vec<(&str, Frames)> = vec![
         ("5.1 fragmented ping", vec![(0x09, b"a"), (0x80, b"b")]),
         ("5.2 fragmented pong", vec![(0x0a, b"a"), (0x80, b"b")]),
         ("5.9 continuation without a start", vec![(0x80, b"x")]),
