@@ -25,7 +25,7 @@ use actix_http::body::{BodyStream, MessageBody};
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 
 pub use actix_http::ws::{CloseCode, CloseReason};
-pub use read::{Message, MessageStream, ReadError};
+pub use read::{Assembler, Message, MessageStream, ReadError};
 pub use write::{Closed, Session};
 
 use crate::metrics::Metrics;

@@ -78,41 +78,35 @@ struct Partial {
     bytes: BytesMut,
 }
 
-/// Whole messages from the bytes of an upgraded request.
-pub struct MessageStream {
-    payload: Payload,
-    /// Fires when the response's body is gone: nothing can be sent, so reading stops.
-    body_gone: Option<oneshot::Receiver<()>>,
+/// Whole messages from a client's bytes as they arrive, with no I/O: what
+/// [`MessageStream`] reads from the socket goes through one.
+pub struct Assembler {
     buf: BytesMut,
     max_bytes: usize,
     /// permessage-deflate was negotiated: RSV1 marks a compressed message.
     deflate: bool,
     partial: Option<Partial>,
-    /// The stream has ended (an error or a close frame was yielded, or the socket ended).
-    done: bool,
 }
 
-impl MessageStream {
-    /// Messages of at most `max_bytes` (inflated) from `payload`.
-    pub(super) fn new(
-        payload: Payload,
-        body_gone: oneshot::Receiver<()>,
-        max_bytes: usize,
-        deflate: bool,
-    ) -> Self {
+impl Assembler {
+    /// Messages of at most `max_bytes` (inflated); RSV1 allowed if `deflate` was negotiated.
+    pub fn new(max_bytes: usize, deflate: bool) -> Self {
         Self {
-            payload,
-            body_gone: Some(body_gone),
             buf: BytesMut::new(),
             max_bytes,
             deflate,
             partial: None,
-            done: false,
         }
     }
 
-    /// The next whole message in the buffer, if all of it has arrived.
-    fn next_message(&mut self) -> Result<Option<Message>, ReadError> {
+    /// Adds bytes read from the client.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole message in what was pushed, if all of it has arrived. After an error
+    /// other than [`ReadError::NotUtf8`] the connection must be closed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, ReadError> {
         loop {
             let Some(header) = frame::parse(&self.buf, self.deflate, self.max_bytes)? else {
                 return Ok(None);
@@ -219,6 +213,33 @@ fn close_reason(payload: &[u8]) -> Result<Option<CloseReason>, ReadError> {
     }))
 }
 
+/// Whole messages from the bytes of an upgraded request.
+pub struct MessageStream {
+    payload: Payload,
+    /// Fires when the response's body is gone: nothing can be sent, so reading stops.
+    body_gone: Option<oneshot::Receiver<()>>,
+    assembler: Assembler,
+    /// The stream has ended (an error or a close frame was yielded, or the socket ended).
+    done: bool,
+}
+
+impl MessageStream {
+    /// Messages of at most `max_bytes` (inflated) from `payload`.
+    pub(super) fn new(
+        payload: Payload,
+        body_gone: oneshot::Receiver<()>,
+        max_bytes: usize,
+        deflate: bool,
+    ) -> Self {
+        Self {
+            payload,
+            body_gone: Some(body_gone),
+            assembler: Assembler::new(max_bytes, deflate),
+            done: false,
+        }
+    }
+}
+
 impl Stream for MessageStream {
     type Item = Result<Message, ReadError>;
 
@@ -235,7 +256,7 @@ impl Stream for MessageStream {
             ended = true;
         }
         loop {
-            match this.next_message() {
+            match this.assembler.next_message() {
                 Ok(Some(message)) => {
                     this.done = matches!(message, Message::Close(_));
                     return Poll::Ready(Some(Ok(message)));
@@ -252,7 +273,7 @@ impl Stream for MessageStream {
                 return Poll::Ready(None);
             }
             match Pin::new(&mut this.payload).poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => this.buf.extend_from_slice(&bytes),
+                Poll::Ready(Some(Ok(bytes))) => this.assembler.push(&bytes),
                 Poll::Ready(Some(Err(_))) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(ReadError::Gone)));
@@ -261,5 +282,120 @@ impl Stream for MessageStream {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame.
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mask = [9, 8, 7, 6];
+        let mut body = payload.to_vec();
+        frame::apply_mask(&mut body, mask);
+        let mut out = vec![first, 0x80 | payload.len() as u8];
+        out.extend_from_slice(&mask);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn all(assembler: &mut Assembler) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            match assembler.next_message() {
+                Ok(Some(Message::Text(text))) => out.push(format!("text {text}")),
+                Ok(Some(other)) => out.push(format!("{other:?}")),
+                Ok(None) => return out,
+                Err(error) => {
+                    out.push(format!("error {error:?}"));
+                    if !matches!(error, ReadError::NotUtf8) {
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn joins_fragments_byte_by_byte_and_answers_control_frames_between_them() {
+        let mut bytes = frame(0x01, b"he");
+        bytes.extend(frame(0x89, b"p"));
+        bytes.extend(frame(0x00, b"ll"));
+        bytes.extend(frame(0x80, b"o"));
+        bytes.extend(frame(0x82, b"ab"));
+        let mut assembler = Assembler::new(100, false);
+        let mut got = Vec::new();
+        for byte in bytes {
+            assembler.push(&[byte]);
+            got.extend(all(&mut assembler));
+        }
+        assert_eq!(got, ["Ping(b\"p\")", "text hello", "Binary(b\"ab\")"]);
+    }
+
+    #[test]
+    fn inflates_a_fragmented_compressed_message_within_the_bound() {
+        let text = "[\"REQ\",\"s\",{}]".repeat(20);
+        let mut compressed = Vec::new();
+        deflate::compress(text.as_bytes(), &mut compressed);
+        let (first, last) = compressed.split_at(compressed.len() / 2);
+        let mut assembler = Assembler::new(1000, true);
+        assembler.push(&frame(0x41, first));
+        assembler.push(&frame(0x80, last));
+        assert_eq!(all(&mut assembler), [format!("text {text}")]);
+        let mut small = Assembler::new(100, true);
+        small.push(&frame(0x41, first));
+        small.push(&frame(0x80, last));
+        assert_eq!(all(&mut small), ["error Bomb"]);
+    }
+
+    #[test]
+    fn names_each_failure() {
+        let cases: [(&[u8], bool, &str); 7] = [
+            (&frame(0x81, &[0xff]), false, "error NotUtf8"),
+            (&frame(0x81, &[0; 101]), false, "error TooBig"),
+            (
+                &frame(0x80, b"x"),
+                false,
+                "error Protocol(\"continuation without a start\")",
+            ),
+            (
+                &frame(0xc1, b"x"),
+                false,
+                "error Protocol(\"reserved bits\")",
+            ),
+            (
+                &frame(0x88, &[0x03]),
+                false,
+                "error Protocol(\"close frame of one byte\")",
+            ),
+            (
+                &frame(0x88, &[0x03, 0xed]),
+                false,
+                "error Protocol(\"invalid close code\")",
+            ),
+            (
+                &frame(0xc1, &[0xff; 8]),
+                true,
+                "error Protocol(\"invalid compressed data\")",
+            ),
+        ];
+        for (bytes, deflate, want) in cases {
+            let mut assembler = Assembler::new(100, deflate);
+            assembler.push(bytes);
+            assert_eq!(all(&mut assembler), [want], "{bytes:?}");
+        }
+        let mut assembler = Assembler::new(100, false);
+        assembler.push(&frame(0x01, &[b'x'; 60]));
+        assembler.push(&frame(0x80, &[b'x'; 60]));
+        assert_eq!(all(&mut assembler), ["error TooBig"]);
+        let mut assembler = Assembler::new(100, false);
+        assembler.push(&frame(0x88, &[0x03, 0xe8, b'b', b'y', b'e']));
+        let close = all(&mut assembler);
+        assert!(
+            close[0].starts_with("Close(Some(CloseReason { code: Normal"),
+            "{close:?}"
+        );
     }
 }
