@@ -29,8 +29,19 @@ pub enum InflateError {
 /// Appends `input` compressed as one permessage-deflate message to `out`: raw DEFLATE ended
 /// by a sync flush, without the flush's final `00 00 ff ff`.
 pub fn compress(input: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    compress_part(input, out);
+    if out[start..].ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    }
+}
+
+/// Appends `input` compressed as the first part of a message whose rest is compressed on
+/// its own ([`compress`]) and appended after it: raw DEFLATE ended by a whole sync flush,
+/// so that the part ends on a byte boundary with a block that is not the last, and the
+/// flush's `00 00 ff ff` is taken off only once, at the very end of the message.
+pub fn compress_part(input: &[u8], out: &mut Vec<u8>) {
     COMPRESSOR.with_borrow_mut(|compressor| {
-        let start = out.len();
         let base = compressor.total_in();
         out.reserve(input.len() / 2 + 64);
         loop {
@@ -45,9 +56,6 @@ pub fn compress(input: &[u8], out: &mut Vec<u8>) {
             out.reserve(out.capacity().max(64));
         }
         compressor.reset();
-        if out[start..].ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
     })
 }
 
@@ -114,6 +122,20 @@ mod tests {
         // Each message on its own: the second compresses as the first did.
         assert_eq!(compressed(json.as_bytes()), compressed(json.as_bytes()));
         assert_eq!(inflate(compressed(b""), 10).unwrap(), b"");
+    }
+
+    #[test]
+    fn parts_compressed_apart_inflate_as_one_message() {
+        let (prefix, body) = (
+            &br#"["EVENT","sub","#[..],
+            &br#"{"content":"body body body body"}]"#[..],
+        );
+        let mut joined = Vec::new();
+        compress_part(prefix, &mut joined);
+        assert!(joined.ends_with(&TAIL));
+        compress(body, &mut joined);
+        assert!(!joined.ends_with(&TAIL));
+        assert_eq!(inflate(joined, 1000).unwrap(), [&prefix[..], body].concat());
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! - [`frame`]: frame headers, read and written;
 //! - [`read`]: whole messages from frames (joined, inflated, checked, bounded);
 //! - [`write`]: frames from messages (text compressed), into the response body;
-//! - [`deflate`]: the per-thread compressor and decompressor.
+//! - [`deflate`]: the per-thread compressor and decompressor;
+//! - `shared`: an event's compressed JSON, kept per thread for all its subscribers.
 
 pub mod deflate;
 mod extension;
 pub mod frame;
 mod read;
+mod shared;
 mod write;
 
 use std::sync::Arc;

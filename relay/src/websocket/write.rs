@@ -15,8 +15,8 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    deflate,
     frame::{self, MAX_CONTROL_PAYLOAD, OpCode},
+    shared,
 };
 use crate::metrics::Metrics;
 
@@ -65,7 +65,7 @@ impl Session {
     pub async fn text(&mut self, text: String) -> Result<(), Closed> {
         let frame = match &self.compression {
             Some(compression) if text.len() >= compression.min_bytes => {
-                compressed_frame(text.as_bytes(), compression)
+                compressed_frame(&text, compression)
             }
             _ => {
                 let mut out = BytesMut::with_capacity(text.len() + 10);
@@ -119,9 +119,8 @@ fn control(opcode: OpCode, payload: &[u8]) -> Bytes {
 }
 
 /// A text frame with `text` compressed, counted in the compression metrics.
-fn compressed_frame(text: &[u8], compression: &Compression) -> Bytes {
-    let mut body = Vec::with_capacity(text.len() / 2 + 64);
-    deflate::compress(text, &mut body);
+fn compressed_frame(text: &str, compression: &Compression) -> Bytes {
+    let body = shared::compress_message(text);
     let metrics = &compression.metrics;
     metrics.compression_input_bytes.add(text.len() as u64, &[]);
     metrics.compression_output_bytes.add(body.len() as u64, &[]);
