@@ -135,7 +135,7 @@ mod tests {
         assert!(joined.ends_with(&TAIL));
         compress(body, &mut joined);
         assert!(!joined.ends_with(&TAIL));
-        assert_eq!(inflate(joined, 1000).unwrap(), [&prefix[..], body].concat());
+        assert_eq!(inflate(joined, 1000).unwrap(), [prefix, body].concat());
     }
 
     #[test]
