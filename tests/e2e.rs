@@ -12,6 +12,8 @@ mod auth;
 mod bad_input;
 mod cancellation;
 mod cluster;
+mod compression;
+mod conformance;
 mod connections;
 mod deletion;
 mod deployment;

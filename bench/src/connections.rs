@@ -22,7 +22,10 @@ use tokio::{
     sync::{Semaphore, mpsc, watch},
     time::Instant,
 };
-use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::WebSocketConfig};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{client::IntoClientRequest, protocol::WebSocketConfig},
+};
 
 use crate::{fill::Rng, progress::Progress};
 
@@ -47,6 +50,10 @@ pub struct Args {
     /// Seconds the whole run may take.
     #[arg(long, default_value_t = 300)]
     pub seconds: u64,
+    /// Connections offer permessage-deflate (and check the relay agreed), to measure what a
+    /// compressing connection holds; what they read here is short and never compressed.
+    #[arg(long)]
+    pub compression: bool,
 }
 
 /// Handshakes in progress at once.
@@ -231,6 +238,7 @@ fn spawn_all(
                 source: IpAddr::V4(source),
                 target,
                 subscriptions: args.subscriptions_per_connection,
+                compression: args.compression,
                 rng: Rng::new(seed.wrapping_add(i as u64)),
             };
             let (handshakes, phase, reports) =
@@ -273,6 +281,7 @@ struct Connection {
     source: IpAddr,
     target: SocketAddr,
     subscriptions: usize,
+    compression: bool,
     rng: Rng,
 }
 
@@ -314,8 +323,20 @@ impl Connection {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(&self.url, stream, Some(config)).await?;
+        let mut request = self.url.as_str().into_client_request()?;
+        if self.compression {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Extensions", crate::inflating::OFFER.parse()?);
+        }
+        let (ws, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+        let agreed = response.headers().contains_key("sec-websocket-extensions");
+        ensure!(
+            agreed == self.compression,
+            "permessage-deflate offered: {}, agreed: {agreed}",
+            self.compression
+        );
         Ok(ws)
     }
 

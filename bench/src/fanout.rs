@@ -7,6 +7,10 @@
 //! its own and each event carries M of those values, in turn, so the others stay live
 //! without matching.
 //!
+//! With `--compression` the subscribers offer permessage-deflate (and inflate what the relay
+//! compresses, [`crate::inflating`]); either way the bytes they read are counted, and the
+//! report gives them per delivered event.
+//!
 //! Works against any relay (and any set of nodes of one cluster): it only speaks NIP-01.
 
 use std::{
@@ -24,7 +28,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     fill::author,
-    load::{Ws, connect},
+    inflating::{self, Ws},
+    load::connect,
     progress::Progress,
 };
 
@@ -58,6 +63,9 @@ pub struct Args {
     /// Seconds to publish for.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Subscribers offer permessage-deflate (no context takeover).
+    #[arg(long)]
+    pub compression: bool,
 }
 
 /// Subscriber connections opening at once.
@@ -158,7 +166,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let start = Instant::now();
     let samples: Vec<Samples> = args.subscribe.iter().map(|_| Samples::default()).collect();
     let delivered = Arc::new(AtomicU64::new(0));
-    let subscribers = open_all(args, &plan).await?;
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let subscribers = open_all(args, &plan, &bytes_read).await?;
+    let read_before = bytes_read.load(Ordering::Relaxed);
     let readers: Vec<_> = subscribers
         .into_iter()
         .map(|(node, ws)| {
@@ -188,6 +198,13 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     }
     drop(delivering);
     let nodes = table(args, &plan, &samples, acknowledged);
+    let read = bytes_read.load(Ordering::Relaxed) - read_before;
+    let deliveries = delivered.load(Ordering::Relaxed);
+    let per_event = read as f64 / deliveries.max(1) as f64;
+    println!(
+        "subscribers read {read} bytes for {deliveries} deliveries: {per_event:.0} bytes a delivered event (compression offered: {})",
+        args.compression
+    );
     crate::report::of(
         "fanout",
         args,
@@ -196,12 +213,18 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
             "acknowledged": acknowledged,
             "connections": plan.connections(),
             "nodes": nodes,
+            "bytes_read": read,
+            "bytes_per_delivery": per_event,
         }),
     )
 }
 
 /// Opens every subscriber connection, a few at a time; each with its node's index.
-async fn open_all(args: &Args, plan: &Plan) -> anyhow::Result<Vec<(usize, Ws)>> {
+async fn open_all(
+    args: &Args,
+    plan: &Plan,
+    bytes_read: &Arc<AtomicU64>,
+) -> anyhow::Result<Vec<(usize, Ws)>> {
     let opening = Progress::start(
         "subscriber connections open",
         Some(plan.connections() as u64),
@@ -210,7 +233,11 @@ async fn open_all(args: &Args, plan: &Plan) -> anyhow::Result<Vec<(usize, Ws)>> 
         .map(|c| {
             let node = c % plan.nodes;
             let (url, filters) = (&args.subscribe[node], plan.filters(c));
-            async move { Ok::<_, anyhow::Error>((node, subscribe(url, &filters).await?)) }
+            let read = Arc::clone(bytes_read);
+            async move {
+                let ws = subscribe(url, &filters, args.compression, read).await?;
+                Ok::<_, anyhow::Error>((node, ws))
+            }
         })
         .buffer_unordered(OPENING)
         .inspect_ok(|_| opening.add(1))
@@ -219,10 +246,13 @@ async fn open_all(args: &Args, plan: &Plan) -> anyhow::Result<Vec<(usize, Ws)>> 
 }
 
 /// Connects and opens one subscription per filter; returns once every one is live (EOSE).
-async fn subscribe(url: &str, filters: &[Value]) -> anyhow::Result<Ws> {
-    let mut ws = connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+async fn subscribe(
+    url: &str,
+    filters: &[Value],
+    compression: bool,
+    read: Arc<AtomicU64>,
+) -> anyhow::Result<Ws> {
+    let mut ws = inflating::connect(url, compression, read).await?;
     crate::load::open_subscriptions(&mut ws, filters)
         .await
         .with_context(|| format!("subscribing on {url}"))?;

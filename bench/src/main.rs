@@ -19,6 +19,7 @@ mod connections;
 mod explain;
 mod fanout;
 mod fill;
+mod inflating;
 mod load;
 mod negentropy;
 mod progress;

@@ -24,3 +24,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod transfer;
 pub mod verifier;
+pub mod websocket;

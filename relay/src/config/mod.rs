@@ -243,6 +243,14 @@ pub struct Config {
     #[arg(long, env = "STARLING_MAX_MESSAGE_BYTES", default_value_t = 512 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it; `false`: never.
+    #[arg(long, env = "STARLING_WEBSOCKET_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub websocket_compression: bool,
+
+    /// Text messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, env = "STARLING_COMPRESSION_MIN_BYTES", default_value_t = 256)]
+    pub compression_min_bytes: usize,
+
     /// Open subscriptions allowed per connection.
     #[arg(long, env = "STARLING_MAX_SUBSCRIPTIONS", default_value_t = 64)]
     pub max_subscriptions: usize,

@@ -39,6 +39,8 @@ pub fn document(node: &Node) -> Value {
     // Limits NIP-11 has no field for.
     let limits = json!({
         "max_event_bytes": config.max_event_bytes,
+        "websocket_compression": config.websocket_compression,
+        "compression_min_bytes": config.compression_min_bytes,
         "max_tag_value_bytes": config.max_tag_value_bytes,
         "max_connections_per_ip": config.max_connections_per_ip,
         "max_connections_per_minute_per_ip": config.max_connections_per_minute_per_ip,

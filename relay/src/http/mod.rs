@@ -18,6 +18,7 @@ use crate::{
     node::Node,
     policy::AddressLease,
     proxy::{self, TrustedProxies},
+    websocket,
 };
 
 /// Registers every route of the relay; `/metrics` too unless it has a port of its own.
@@ -77,7 +78,13 @@ async fn root(
             Ok(lease) => lease,
             Err(limit) => return Ok(too_many_connections(&node, limit)),
         };
-        let (response, session, stream) = actix_ws::handle(&req, body)?;
+        let config = node.config();
+        let settings = websocket::Settings {
+            max_message_bytes: config.max_message_bytes,
+            compression: config.websocket_compression,
+            compression_min_bytes: config.compression_min_bytes,
+        };
+        let (response, session, stream) = websocket::handle(&req, body, &settings, node.metrics())?;
         let addr = match (client, peer) {
             (Some(client), Some(peer)) if client != peer.ip() => format!("{client} via {peer}"),
             (_, Some(peer)) => peer.to_string(),

@@ -82,6 +82,14 @@ pub struct Metrics {
     pub deliveries: Counter<u64>,
     /// Clients disconnected because they did not read.
     pub slow_clients_dropped: Counter<u64>,
+    /// Bytes of text messages compressed (permessage-deflate), before compression.
+    pub compression_input_bytes: Counter<u64>,
+    /// Bytes those messages came to, compressed.
+    pub compression_output_bytes: Counter<u64>,
+    /// Text messages sent compressed.
+    pub messages_compressed: Counter<u64>,
+    /// Compressed client messages refused for inflating past the message bound.
+    pub inflate_refused: Counter<u64>,
     /// Requests refused by a rate limit, by `limit`.
     pub rate_limited: Counter<u64>,
     /// Strikes against connections, by `reason`.
@@ -219,6 +227,22 @@ impl Metrics {
                 "starling.slow_clients.dropped",
                 "Clients disconnected for not reading",
             ),
+            compression_input_bytes: counter(
+                "starling.compression.input.bytes",
+                "Bytes of text messages sent compressed, before compression",
+            ),
+            compression_output_bytes: counter(
+                "starling.compression.output.bytes",
+                "Bytes of text messages sent compressed, after compression",
+            ),
+            messages_compressed: counter(
+                "starling.compression.messages",
+                "Text messages sent compressed (permessage-deflate)",
+            ),
+            inflate_refused: counter(
+                "starling.compression.inflate_refused",
+                "Compressed client messages refused for inflating past the message bound",
+            ),
             rate_limited: counter(
                 "starling.rate_limited",
                 "Requests refused by a rate limit, by limit",
@@ -292,6 +316,10 @@ impl Metrics {
             &self.bus_received,
             &self.deliveries,
             &self.slow_clients_dropped,
+            &self.compression_input_bytes,
+            &self.compression_output_bytes,
+            &self.messages_compressed,
+            &self.inflate_refused,
             &self.addresses_penalized,
             &self.batches_split,
         ] {

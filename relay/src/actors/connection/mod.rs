@@ -1,6 +1,6 @@
 //! The Connection actor: one per WebSocket.
 //!
-//! It reads the client's messages ([`Frames`], paused by its [`Gate`] while too much is in
+//! It reads the client's messages ([`MessageStream`], paused by its [`Gate`] while too much is in
 //! progress), asks [`policy`] what each may do, answers what it can at once, hands events to
 //! [`ingest`] and starts a [`Subscription`] actor per `REQ`. Everything it sends goes
 //! through its [`Outbox`]; a client that stops reading overflows it and is dropped, and one
@@ -23,7 +23,6 @@ use std::{
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture,
 };
-use actix_ws::{CloseCode, CloseReason, MessageStream, Session};
 use opentelemetry::KeyValue;
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
@@ -35,7 +34,6 @@ mod requests;
 
 use super::{
     conduct::Conduct,
-    frames::{Frame, FrameError, Frames},
     gate::Gate,
     liveness::Liveness,
     outbox::Outbox,
@@ -47,6 +45,7 @@ use crate::{
     nostr::{ClientMessage, Event, KindClass, MessageError, Prefix, message::relay},
     policy::{self, AddressLease, Allowance, EventRates, Strike, WorkBudget},
     store::Cancel,
+    websocket::{CloseCode, CloseReason, Message, MessageStream, ReadError, Session},
 };
 
 /// Source of unique subscription keys for the live indexes.
@@ -97,11 +96,10 @@ impl Connection {
     /// Starts the actor for an upgraded WebSocket on the current worker thread.
     pub fn start(node: Arc<Node>, session: Session, stream: MessageStream, peer: Peer) {
         let config = node.config();
-        let max = config.max_message_bytes;
         let outbox = Outbox::new(config.max_outbound_bytes);
         let pump = actix_web::rt::spawn(outbox.clone().pump(session, Arc::clone(node.metrics())));
         let gate = Gate::new(config.max_pending_per_connection);
-        let frames = gate.guard(Frames::new(stream.max_frame_size(max), max));
+        let frames = gate.guard(stream);
         let span = tracing::warn_span!(
             "connection",
             peer = %peer.addr,
@@ -358,20 +356,24 @@ impl Connection {
         }
     }
 
-    fn on_frame_error(&mut self, error: FrameError, ctx: &mut Context<Self>) {
+    fn on_read_error(&mut self, error: ReadError, ctx: &mut Context<Self>) {
         match error {
-            FrameError::NotUtf8 => {
+            ReadError::NotUtf8 => {
                 self.send(relay::notice("invalid: text frame is not valid UTF-8"));
                 self.strike(Strike::Invalid, ctx);
             }
-            FrameError::TooBig => {
+            ReadError::TooBig => {
                 self.close(CloseCode::Size, "message too big", "message too big", ctx)
             }
-            FrameError::Gone => {
+            ReadError::Bomb => {
+                self.node.metrics().inflate_refused.add(1, &[]);
+                self.close(CloseCode::Size, "message too big", "message too big", ctx)
+            }
+            ReadError::Gone => {
                 self.close_reason = "client went away";
                 ctx.stop();
             }
-            FrameError::Protocol(error) => {
+            ReadError::Protocol(error) => {
                 self.span
                     .in_scope(|| tracing::debug!(%error, "websocket protocol error"));
                 self.close(CloseCode::Protocol, "protocol error", "protocol error", ctx);
@@ -423,31 +425,31 @@ impl Actor for Connection {
     }
 }
 
-impl StreamHandler<Result<Frame, FrameError>> for Connection {
-    fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Message, ReadError>> for Connection {
+    fn handle(&mut self, item: Result<Message, ReadError>, ctx: &mut Context<Self>) {
         let now = Instant::now();
         match item {
-            Ok(Frame::Text(text)) => {
+            Ok(Message::Text(text)) => {
                 self.received += 1;
                 self.on_text(&text, ctx);
             }
-            Ok(Frame::Binary(_)) => {
+            Ok(Message::Binary(_)) => {
                 self.received += 1;
                 self.send(relay::notice(
                     "invalid: binary messages are not supported; send JSON as text",
                 ));
                 self.strike(Strike::Invalid, ctx);
             }
-            Ok(Frame::Ping(payload)) => {
+            Ok(Message::Ping(payload)) => {
                 let _ = self.outbox.push_pong(payload);
                 if !self.conduct.ping(now) {
                     self.strike(Strike::Pings, ctx);
                 }
             }
-            Ok(Frame::Pong(payload)) => {
+            Ok(Message::Pong(payload)) => {
                 self.liveness.pong(&payload, now);
             }
-            Ok(Frame::Close(reason)) => {
+            Ok(Message::Close(reason)) => {
                 self.outbox.close(reason.map(|r| CloseReason {
                     code: r.code,
                     description: None,
@@ -455,7 +457,7 @@ impl StreamHandler<Result<Frame, FrameError>> for Connection {
                 self.close_reason = "client closed";
                 ctx.stop();
             }
-            Err(error) => self.on_frame_error(error, ctx),
+            Err(error) => self.on_read_error(error, ctx),
         }
         if let Some(pace) = self.conduct.pace(now) {
             self.gate.pause(pace);
