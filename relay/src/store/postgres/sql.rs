@@ -143,6 +143,12 @@ pub const SEARCH_CANDIDATES: i64 = 1000;
 /// condition.
 pub const MAX_PROBES: usize = 16;
 
+/// The most (author, kind) probes one filter is answered with: a home feed of a few dozen
+/// authors and two kinds reads at most its limit from each author's index range, where the
+/// planner's own choice, walking the time index until enough rows are by those authors,
+/// grows with the store (44 ms at 10,000,000 events against 4.5 ms probed).
+pub const MAX_AUTHOR_PROBES: usize = 64;
+
 /// The query for one page of a filter's stored events: newest first (ties: lowest id),
 /// after `after`, at most `count`. A NIP-50 search ranks by relevance the newest
 /// [`SEARCH_CANDIDATES`] matches, so that a word found in millions of events costs no more
@@ -161,7 +167,7 @@ pub fn select(filter: &Filter, after: Option<Cursor>, count: usize, now: u64) ->
     let kinds = filter.kinds.as_deref();
     if filter.ids.is_none() {
         if let (Some(authors), Some(kinds)) = (&filter.authors, kinds) {
-            if authors.len() * kinds.len() <= MAX_PROBES {
+            if authors.len() * kinds.len() <= MAX_AUTHOR_PROBES {
                 return author_probes(filter, authors, kinds, page, now);
             }
         }
@@ -456,6 +462,17 @@ mod tests {
         assert!(!needs_recheck(&filter("short")));
         assert!(needs_recheck(&filter(&long)));
         assert!(needs_recheck(&filter(&key)));
+    }
+
+    #[test]
+    fn a_home_feed_is_probed_per_author_and_kind() {
+        let authors: Vec<String> = (0..20).map(|i| format!("{i:064x}")).collect();
+        let feed = |kinds: &[u16]| {
+            let json = serde_json::json!({ "authors": authors, "kinds": kinds, "limit": 100 });
+            select(&Filter::parse(&json.to_string()).unwrap(), None, 100, 100).0
+        };
+        assert!(feed(&[1, 30023]).contains("CROSS JOIN LATERAL"));
+        assert!(!feed(&[1, 6, 7, 30023]).contains("CROSS JOIN LATERAL"));
     }
 
     #[test]
