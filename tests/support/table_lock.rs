@@ -38,7 +38,7 @@ impl TableLock {
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
                  WHERE application_name = 'starling' AND wait_event_type = 'Lock'
-                   AND query LIKE '%' || $1 || '%'",
+                   AND datname = current_database() AND query LIKE '%' || $1 || '%'",
                 &[&fragment],
             )
             .await
