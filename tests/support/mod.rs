@@ -5,6 +5,7 @@ pub mod client;
 pub mod http;
 pub mod netns;
 pub mod nostr_tools;
+pub mod npm;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod proxies;

@@ -10,7 +10,6 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    sync::Mutex,
 };
 
 use serde_json::{Value, json};
@@ -70,33 +69,8 @@ pub fn hll(filter: &Value, pubkeys: &[String]) -> String {
 
 /// Where nostr-tools is installed, installing it (and Node.js) the first time.
 fn installed() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = std::env::temp_dir().join(format!("starling-nostr-tools-{VERSION}"));
-    let module = dir.join("node_modules/nostr-tools/lib/esm/nip77.js");
-    if !module.exists() {
-        for (program, package) in [("node", "nodejs"), ("npm", "npm")] {
-            let found = Command::new(program).arg("--version").output().is_ok();
-            if !found {
-                assert!(
-                    super::install_debian_package(package),
-                    "{program} not found: install the Debian package `{package}`"
-                );
-            }
-        }
-        std::fs::create_dir_all(&dir).expect("create the nostr-tools directory");
-        let status = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund"])
-            .arg(format!("nostr-tools@{VERSION}"))
-            .current_dir(&dir)
-            .status()
-            .expect("run npm");
-        assert!(
-            status.success() && module.exists(),
-            "npm install nostr-tools failed"
-        );
-    }
-    // Written once per test process, under the lock and by renaming a whole file into
+    let dir = super::npm::package("nostr-tools", VERSION, "lib/esm/nip77.js");
+    // Written once per test process, by renaming a whole file into
     // place: tests run at once, and node reading a script another test was rewriting
     // (truncated, then filled) ran an empty module and printed nothing.
     static WRITTEN: std::sync::Once = std::sync::Once::new();

@@ -196,22 +196,5 @@ impl RawSocket {
 
 /// A masked client frame.
 pub fn encode(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    match payload.len() {
-        0..=125 => out.push(0x80 | payload.len() as u8),
-        126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-    }
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    out.extend_from_slice(&mask);
-    let mut body = payload.to_vec();
-    frame::apply_mask(&mut body, mask);
-    out.extend_from_slice(&body);
-    out
+    frame::client_frame(first, [0x37, 0xfa, 0x21, 0x3d], payload)
 }

@@ -8,7 +8,6 @@ use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
     process::{Command, Stdio},
-    sync::Mutex,
 };
 
 use futures_util::{SinkExt, StreamExt};
@@ -104,23 +103,7 @@ fn answer(client: &str, output: std::process::Output) -> Value {
 
 /// Where `ws` is installed, installing it with npm the first time.
 fn ws_installed() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = std::env::temp_dir().join(format!("starling-node-ws-{WS_VERSION}"));
-    if !dir.join("node_modules/ws/package.json").exists() {
-        if Command::new("npm").arg("--version").output().is_err() {
-            super::install_debian_package("npm");
-        }
-        std::fs::create_dir_all(&dir).expect("create the ws directory");
-        let status = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund"])
-            .arg(format!("ws@{WS_VERSION}"))
-            .current_dir(&dir)
-            .status()
-            .expect("run npm");
-        assert!(status.success(), "npm install ws failed");
-    }
-    dir
+    super::npm::package("ws", WS_VERSION, "package.json")
 }
 
 /// Headless Chromium runs the scenario in a blank page, evaluated over the DevTools

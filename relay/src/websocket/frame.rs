@@ -159,17 +159,36 @@ pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
 pub fn write_header(out: &mut impl BufMut, compressed: bool, opcode: OpCode, len: usize) {
     let rsv1 = if compressed { 0x40 } else { 0 };
     out.put_u8(0x80 | rsv1 | opcode.bits());
+    write_length(out, 0, len);
+}
+
+/// Writes the second byte (the mask bit `masked`, 0x80 or 0, and the length) and the
+/// extended length, in the shortest of the three forms.
+fn write_length(out: &mut impl BufMut, masked: u8, len: usize) {
     match len {
-        0..=125 => out.put_u8(len as u8),
+        0..=125 => out.put_u8(masked | len as u8),
         126..=0xffff => {
-            out.put_u8(126);
+            out.put_u8(masked | 126);
             out.put_u16(len as u16);
         }
         _ => {
-            out.put_u8(127);
+            out.put_u8(masked | 127);
             out.put_u64(len as u64);
         }
     }
+}
+
+/// A whole client frame: `first` (FIN, RSV bits and opcode, as given, valid or not), then
+/// `payload` masked with `mask`. What a client sends; for tests and fuzzing.
+pub fn client_frame(first: u8, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.put_u8(first);
+    write_length(&mut out, 0x80, payload.len());
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask);
+    out
 }
 
 #[cfg(test)]
@@ -178,24 +197,7 @@ mod tests {
 
     /// A masked client frame with the given first byte.
     fn client(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![first];
-        let mask = [1, 2, 3, 4];
-        match payload.len() {
-            0..=125 => out.push(0x80 | payload.len() as u8),
-            126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-            }
-            _ => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        let mut body = payload.to_vec();
-        apply_mask(&mut body, mask);
-        out.extend_from_slice(&body);
-        out
+        client_frame(first, [1, 2, 3, 4], payload)
     }
 
     #[test]
