@@ -52,6 +52,9 @@ pub enum Refused {
 struct State {
     items: VecDeque<Outgoing>,
     bytes: usize,
+    /// The bound on `bytes` (kept here rather than in every clone: each subscription holds
+    /// one, and its size counts in the subscription's).
+    max_bytes: usize,
     /// Text frames queued since the connection opened.
     frames: u64,
     closed: bool,
@@ -73,15 +76,16 @@ struct State {
 #[derive(Clone)]
 pub struct Outbox {
     state: Rc<RefCell<State>>,
-    max_bytes: usize,
 }
 
 impl Outbox {
     /// An empty queue that holds at most `max_bytes` of text.
     pub fn new(max_bytes: usize) -> Self {
         Self {
-            state: Rc::default(),
-            max_bytes,
+            state: Rc::new(RefCell::new(State {
+                max_bytes,
+                ..State::default()
+            })),
         }
     }
 
@@ -95,7 +99,7 @@ impl Outbox {
         if state.closed {
             return Err(Refused::Closed);
         }
-        if state.bytes + text.len() > self.max_bytes {
+        if state.bytes + text.len() > state.max_bytes {
             self.overflow(&mut state);
             return Err(Refused::Full);
         }
@@ -137,7 +141,7 @@ impl Outbox {
             .as_ref()
             .map(|p| p.len() + CONTROL_FRAME_BYTES);
         let bytes = state.bytes - waiting.unwrap_or(0) + cost;
-        if bytes > self.max_bytes {
+        if bytes > state.max_bytes {
             self.overflow(&mut state);
             return Err(Refused::Full);
         }

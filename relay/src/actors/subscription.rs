@@ -120,13 +120,14 @@ impl SubscriptionTable {
     }
 }
 
-enum Phase {
-    /// Sending stored events; live ones wait here.
-    Stored(Vec<Arc<VerifiedEvent>>),
-    /// `EOSE` sent; live events go straight out, but for the recent stored events already
-    /// sent: one stored on another node can be read from the store before the bus brings it
-    /// here, and must not go out twice. They are forgotten after [`LATE_ARRIVALS`].
-    Live(FastSet<[u8; 32]>),
+/// What a subscription holds while it sends stored events, and drops at `EOSE`.
+struct Reading {
+    /// Raised when the subscription stops, to stop its reading.
+    cancel: Cancel,
+    /// Counts the stored query against the connection's requests in progress.
+    _permit: Permit,
+    /// Live events that arrived meanwhile, sent after `EOSE`.
+    held: Vec<Arc<VerifiedEvent>>,
 }
 
 /// How recent (by `created_at`) a stored event must be for the subscription to watch for it
@@ -135,24 +136,30 @@ enum Phase {
 const LATE_ARRIVALS: Duration = Duration::from_secs(60);
 
 /// One open subscription of a connection.
+///
+/// It holds only what its live phase needs; what the reading of stored events needs is
+/// boxed apart and dropped at `EOSE`. Its size counts in every open subscription's memory
+/// (the actor's task holds it inline), so keep it small.
 pub struct Subscription {
     key: u64,
     sub_id: Arc<str>,
-    filters: Arc<[Filter]>,
     table: SubscriptionTable,
     outbox: Outbox,
     /// The subscription's place among the node's; the node with it.
     place: SubscriptionPlace,
-    /// Who reads the stored events, and with what budget.
-    asker: Rc<Asker>,
-    /// Raised when the subscription stops, to stop its reading (dropped after `EOSE`).
-    cancel: Option<Cancel>,
-    phase: Phase,
-    /// Counts the stored query against the connection's requests in progress.
-    permit: Option<Permit>,
     /// Who may read the private events its filters could match (none: they cannot).
     readers: Option<Readers>,
+    /// Until `EOSE`: the reading of stored events.
+    reading: Option<Box<Reading>>,
+    /// After `EOSE`: the recent stored events already sent. One stored on another node can
+    /// be read from the store before the bus brings it here, and must not go out twice; they
+    /// are forgotten after [`LATE_ARRIVALS`].
+    recent: Option<Box<FastSet<[u8; 32]>>>,
 }
+
+/// The actor's task holds the actor inline in a cell that tokio aligns to 128 bytes; at
+/// 72 bytes or less the cell of a subscription takes 512 bytes, one more byte makes it 640.
+const _: () = assert!(std::mem::size_of::<Subscription>() <= 72);
 
 /// What a subscription needs from its connection.
 pub struct SubscriptionParts {
@@ -185,21 +192,24 @@ impl Subscription {
     /// live.
     pub fn open(parts: SubscriptionParts) -> Addr<Self> {
         Self::create(|ctx| {
+            register_here(parts.key, Arc::clone(&parts.filters), ctx.address());
+            let cancel = Cancel::default();
             let subscription = Self {
                 key: parts.key,
                 sub_id: parts.sub_id,
-                filters: parts.filters,
                 table: parts.table,
                 outbox: parts.outbox,
                 place: parts.place,
-                asker: parts.asker,
-                cancel: Some(Cancel::default()),
-                phase: Phase::Stored(Vec::new()),
-                permit: Some(parts.permit),
                 readers: parts.readers,
+                reading: Some(Box::new(Reading {
+                    cancel: cancel.clone(),
+                    _permit: parts.permit,
+                    held: Vec::new(),
+                })),
+                recent: None,
             };
             let stored = subscription
-                .send_stored(parts.span)
+                .send_stored(parts.filters, parts.asker, cancel, parts.span)
                 .into_actor(&subscription)
                 .map(|result, sub, ctx| match result {
                     Ok(plan) => sub.go_live(&plan, ctx),
@@ -214,14 +224,16 @@ impl Subscription {
     /// The reading of the stored events, in a span of its own under `req`.
     fn send_stored(
         &self,
+        filters: Arc<[Filter]>,
+        asker: Rc<Asker>,
+        cancel: Cancel,
         req: tracing::Span,
     ) -> impl Future<Output = Result<StoredEvents, End>> + use<> {
-        let plan = StoredEvents::new(Arc::clone(&self.filters));
-        let cancel = self.cancel.clone().unwrap_or_default();
+        let plan = StoredEvents::new(filters);
         let span = crate::telemetry::or_parent(tracing::debug_span!(parent: &req, "stream"), &req);
         send_stored(
             Arc::clone(self.node()),
-            Rc::clone(&self.asker),
+            asker,
             cancel,
             self.outbox.clone(),
             Arc::clone(&self.sub_id),
@@ -248,21 +260,16 @@ impl Subscription {
 
     /// After `EOSE`: sends held-back events the stored results did not contain.
     fn go_live(&mut self, stored: &StoredEvents, ctx: &mut Context<Self>) {
-        self.permit = None;
-        self.cancel = None;
+        let Some(reading) = self.reading.take() else {
+            return;
+        };
         let since = crate::policy::now().saturating_sub(LATE_ARRIVALS.as_secs());
         let recent = stored.sent_since(crate::store::to_sql_int(since));
         if !recent.is_empty() {
-            ctx.run_later(LATE_ARRIVALS, |subscription, _| {
-                if let Phase::Live(recent) = &mut subscription.phase {
-                    *recent = FastSet::default();
-                }
-            });
+            self.recent = Some(Box::new(recent));
+            ctx.run_later(LATE_ARRIVALS, |subscription, _| subscription.recent = None);
         }
-        let Phase::Stored(held) = std::mem::replace(&mut self.phase, Phase::Live(recent)) else {
-            return;
-        };
-        for event in held {
+        for event in reading.held {
             if stored.sent(&event.event.id) || !self.may_read(&event.event) {
                 continue;
             }
@@ -347,14 +354,13 @@ fn refused(node: &Node, refusal: Refusal) -> End {
 impl Actor for Subscription {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    fn started(&mut self, _: &mut Context<Self>) {
         self.node().metrics().subscriptions_open.add(1, &[]);
-        register_here(self.key, Arc::clone(&self.filters), ctx.address());
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if let Some(cancel) = &self.cancel {
-            cancel.cancel();
+        if let Some(reading) = &self.reading {
+            reading.cancel.cancel();
         }
         self.node().metrics().subscriptions_open.add(-1, &[]);
         unregister_here::<Self>(self.key);
@@ -369,25 +375,29 @@ impl Handler<LiveEvent> for Subscription {
         if !self.may_read(&msg.0.event) {
             return;
         }
-        match &mut self.phase {
-            Phase::Stored(held) if held.len() < MAX_HELD_BACK => held.push(msg.0),
-            Phase::Stored(_) => self.end_with(
-                Reason::error("too many new events while sending stored ones; subscribe again"),
-                ctx,
-            ),
-            Phase::Live(recent) => {
-                if recent.remove(&msg.0.event.id) {
-                    return;
-                }
-                self.node().metrics().deliveries.add(1, &[]);
-                if self
-                    .outbox
-                    .push(relay::event(&self.sub_id, &msg.0.json))
-                    .is_err()
-                {
-                    ctx.stop();
-                }
+        if let Some(reading) = &mut self.reading {
+            if reading.held.len() < MAX_HELD_BACK {
+                reading.held.push(msg.0);
+            } else {
+                self.end_with(
+                    Reason::error("too many new events while sending stored ones; subscribe again"),
+                    ctx,
+                );
             }
+            return;
+        }
+        if let Some(recent) = &mut self.recent
+            && recent.remove(&msg.0.event.id)
+        {
+            return;
+        }
+        self.node().metrics().deliveries.add(1, &[]);
+        if self
+            .outbox
+            .push(relay::event(&self.sub_id, &msg.0.json))
+            .is_err()
+        {
+            ctx.stop();
         }
     }
 }
