@@ -88,6 +88,35 @@ async fn postgres_over_tls_checks_what_sslmode_says() {
     assert!(bad_mode.contains("sslmode=always"), "{bad_mode}");
 }
 
+/// libpq's rule: `sslmode` does not apply to a Unix socket, which is plain. The server here
+/// takes TLS only over TCP and plain connections on its socket; a `DATABASE_URL` naming the
+/// socket works with the default `sslmode` and with `require`.
+#[tokio::test]
+async fn postgres_over_a_unix_socket_is_plain_whatever_sslmode_says() {
+    let certificates = Certificates::new();
+    let server: &'static PgServer =
+        Box::leak(Box::new(PgServer::throwaway_tls(certificates.dir())));
+    let database = server.create_empty_database();
+    let socket = server
+        .socket_dir()
+        .expect("a throwaway server has a socket")
+        .display()
+        .to_string()
+        .replace('/', "%2F");
+    let over_tcp = database.url.split('@').nth(1).expect("a URL with a user");
+    let (host_port, name) = over_tcp.split_once('/').expect("a URL with a database");
+    let port = host_port.rsplit(':').next().expect("a URL with a port");
+    let user = database.url["postgres://".len()..]
+        .split('@')
+        .next()
+        .expect("a URL with a user");
+    let by_socket = format!("postgres://{user}@{socket}:{port}/{name}");
+    for url in [by_socket.clone(), format!("{by_socket}?sslmode=require")] {
+        let relay = Relay::start(&["--database-url", &url]);
+        round_trip(&relay).await;
+    }
+}
+
 /// A plain server: asking it for TLS, for a user it does not have or a database it does
 /// not have stops the start, naming the setting, with or without `--skip-migrations`.
 #[test]

@@ -349,6 +349,11 @@ impl PgServer {
         .expect("migrate the template database");
     }
 
+    /// The directory of a throwaway server's Unix socket.
+    pub fn socket_dir(&self) -> Option<&Path> {
+        self.throwaway.as_ref().map(|t| t.data.path())
+    }
+
     /// Runs one statement on the server's `postgres` database.
     pub fn admin(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         let url = match &self.throwaway {

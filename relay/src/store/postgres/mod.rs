@@ -105,8 +105,17 @@ impl PgStore {
         // A link that goes silent (a cut network, a dropped NAT flow) must fail, not hang:
         // data unacknowledged for the connect timeout fails the connection, and keepalives
         // find an idle one dead within about as long again.
+        // As in libpq, `sslmode` does not apply to Unix sockets: they are plain.
+        let over_sockets_only = config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)));
         config
-            .ssl_mode(tls.tokio_mode())
+            .ssl_mode(if over_sockets_only {
+                tokio_postgres::config::SslMode::Disable
+            } else {
+                tls.tokio_mode()
+            })
             .connect_timeout(settings.connect_timeout)
             .tcp_user_timeout(settings.connect_timeout)
             .keepalives(true)

@@ -229,13 +229,19 @@ where
     type Error = rustls::pki_types::InvalidDnsNameError;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<PgTlsConnect, Self::Error> {
-        let name = ServerName::try_from(domain.to_string())?;
+        // A Unix socket has no host name (tokio-postgres asks with ""), and PostgreSQL
+        // never speaks TLS on one.
+        let name = match domain {
+            "" => None,
+            domain => Some(ServerName::try_from(domain.to_string())?),
+        };
         Ok(PgTlsConnect(self.0.clone(), name))
     }
 }
 
-/// One TLS handshake with a server of a given name.
-pub struct PgTlsConnect(TlsConnector, ServerName<'static>);
+/// One TLS handshake with a server of a given name (none for a Unix socket, where
+/// tokio-postgres does not start one).
+pub struct PgTlsConnect(TlsConnector, Option<ServerName<'static>>);
 
 impl<S> TlsConnect<S> for PgTlsConnect
 where
@@ -247,7 +253,10 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         let Self(connector, name) = self;
-        Box::pin(async move { connector.connect(name, stream).await.map(PgTlsStream) })
+        Box::pin(async move {
+            let name = name.ok_or_else(|| io::Error::other("TLS needs the server's host name"))?;
+            connector.connect(name, stream).await.map(PgTlsStream)
+        })
     }
 }
 
