@@ -11,13 +11,13 @@ use super::{describe_json_error, event::Event, hex, search};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Event ids.
-    pub ids: Option<Vec<[u8; 32]>>,
+    pub ids: Option<Box<[[u8; 32]]>>,
     /// Author public keys.
-    pub authors: Option<Vec<[u8; 32]>>,
+    pub authors: Option<Box<[[u8; 32]]>>,
     /// Kinds.
-    pub kinds: Option<Vec<u16>>,
+    pub kinds: Option<Box<[u16]>>,
     /// `#x` conditions, sorted by letter; an event must satisfy each.
-    pub tags: Vec<TagFilter>,
+    pub tags: Box<[TagFilter]>,
     /// Oldest `created_at` to match, inclusive.
     pub since: Option<u64>,
     /// Newest `created_at` to match, inclusive.
@@ -25,10 +25,10 @@ pub struct Filter {
     /// How many stored events the client wants at most (the relay clamps it).
     pub limit: Option<u64>,
     /// NIP-50 full-text query, without `key:value` extensions.
-    pub search: Option<String>,
+    pub search: Option<Box<str>>,
     /// Kinds never matched, whatever the rest says; set by the relay, never by a client (a
     /// count leaves out the private kinds this way).
-    pub excluded_kinds: Vec<u16>,
+    pub excluded_kinds: Box<[u16]>,
 }
 
 /// A `#x` condition: the event has an `x` tag whose first value is one of `values`.
@@ -61,10 +61,11 @@ impl Filter {
             ))
         })?;
         let mut filter = Filter::default();
+        let mut tags = Vec::new();
         for (key, value) in map {
             match key.as_str() {
-                "ids" => filter.ids = Some(hex_list(&key, &value)?),
-                "authors" => filter.authors = Some(hex_list(&key, &value)?),
+                "ids" => filter.ids = Some(hex_list(&key, &value)?.into()),
+                "authors" => filter.authors = Some(hex_list(&key, &value)?.into()),
                 "kinds" => {
                     let mut kinds = list(
                         &key,
@@ -74,7 +75,7 @@ impl Filter {
                     )?;
                     kinds.sort_unstable();
                     kinds.dedup();
-                    filter.kinds = Some(kinds);
+                    filter.kinds = Some(kinds.into());
                 }
                 "since" => filter.since = Some(unsigned_integer(&key, &value)?),
                 "until" => filter.until = Some(unsigned_integer(&key, &value)?),
@@ -83,7 +84,7 @@ impl Filter {
                     let text = value.as_str().ok_or_else(|| {
                         FilterError::Invalid("\"search\" must be a string".into())
                     })?;
-                    filter.search = Some(search_terms(text).collect::<Vec<_>>().join(" "));
+                    filter.search = Some(search_terms(text).collect::<Vec<_>>().join(" ").into());
                 }
                 tag if tag.len() == 2 && tag.starts_with('#') => {
                     let letter = tag.as_bytes()[1];
@@ -102,7 +103,7 @@ impl Filter {
                     };
                     values.sort_unstable();
                     values.dedup();
-                    filter.tags.push(TagFilter { letter, values });
+                    tags.push(TagFilter { letter, values });
                 }
                 _ => {
                     return Err(FilterError::Unsupported(format!(
@@ -111,17 +112,21 @@ impl Filter {
                 }
             }
         }
-        filter.tags.sort_unstable_by_key(|t| t.letter);
+        tags.sort_unstable_by_key(|t| t.letter);
+        filter.tags = tags.into();
         Ok(filter)
     }
 
     /// Whether the filter can match any event at all (no empty list, `since <= until`).
     pub fn can_match(&self) -> bool {
-        let empty = self.ids.as_ref().is_some_and(Vec::is_empty)
-            || self.authors.as_ref().is_some_and(Vec::is_empty)
-            || self.kinds.as_ref().is_some_and(Vec::is_empty)
+        let empty = self.ids.as_ref().is_some_and(|ids| ids.is_empty())
+            || self
+                .authors
+                .as_ref()
+                .is_some_and(|authors| authors.is_empty())
+            || self.kinds.as_ref().is_some_and(|kinds| kinds.is_empty())
             || self.tags.iter().any(|t| t.values.is_empty())
-            || self.search.as_ref().is_some_and(String::is_empty);
+            || self.search.as_ref().is_some_and(|search| search.is_empty());
         let window = match (self.since, self.until) {
             (Some(since), Some(until)) => since <= until,
             _ => true,

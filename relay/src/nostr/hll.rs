@@ -27,7 +27,7 @@ impl Default for Hll {
 
 /// The offset of `filter`, when it has exactly one tag attribute with exactly one value.
 pub fn offset(filter: &Filter) -> Option<usize> {
-    let [tag] = filter.tags.as_slice() else {
+    let [tag] = &filter.tags[..] else {
         return None;
     };
     let [value] = tag.values.as_slice() else {

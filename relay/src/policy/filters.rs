@@ -37,9 +37,9 @@ pub fn filter_bytes(filters: &[Filter]) -> usize {
         .iter()
         .map(|f| {
             FILTER
-                + 32 * f.ids.as_ref().map_or(0, Vec::len)
-                + 32 * f.authors.as_ref().map_or(0, Vec::len)
-                + 2 * f.kinds.as_ref().map_or(0, Vec::len)
+                + 32 * f.ids.as_ref().map_or(0, |ids| ids.len())
+                + 32 * f.authors.as_ref().map_or(0, |authors| authors.len())
+                + 2 * f.kinds.as_ref().map_or(0, |kinds| kinds.len())
                 + f.tags
                     .iter()
                     .flat_map(|t| &t.values)

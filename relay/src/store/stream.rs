@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn filters_that_cannot_match_read_nothing() {
         let empty = Filter {
-            kinds: Some(vec![]),
+            kinds: Some(Box::default()),
             limit: Some(10),
             ..Filter::default()
         };

@@ -164,7 +164,7 @@ impl Connection {
         let filters = filters
             .into_iter()
             .map(|mut filter| {
-                filter.excluded_kinds = private.clone();
+                filter.excluded_kinds = private.as_slice().into();
                 filter
             })
             .collect();

@@ -194,7 +194,7 @@ fn tag_driven(filter: &Filter) -> Option<(&TagFilter, Option<&[u16]>, Filter)> {
     }
     let tag = filter.tags.first()?;
     let rest = Filter {
-        tags: filter.tags[1..].to_vec(),
+        tags: filter.tags[1..].into(),
         kinds: None,
         ..filter.clone()
     };
