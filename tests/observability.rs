@@ -140,6 +140,14 @@ async fn the_dashboard_and_alerts_query_real_series() {
         passing.req("once", &[json!({"limit": 1})]).await;
     }
 
+    // Until it has opened its storage, Prometheus refuses connections or answers its API
+    // with "Service Unavailable"; /-/ready says when it serves.
+    eventually("Prometheus to be ready", || async {
+        tokio::net::TcpStream::connect(&address).await.ok()?;
+        let ready = crate::support::http::request(&address, "GET", "/-/ready", &[]).await;
+        (ready.status == 200).then_some(())
+    })
+    .await;
     eventually("Prometheus to scrape both nodes twice", || async {
         let up = query(&address, "count_over_time(up{job=\"starling\"}[1m])").await;
         let series = up["data"]["result"].as_array().cloned().unwrap_or_default();
