@@ -17,7 +17,7 @@ use std::{
 
 use actix::Addr;
 use starling_cluster::ClusterView;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Mutex, oneshot, watch};
 
 use super::writer::{Flush, Writer};
 
@@ -33,6 +33,11 @@ const FLUSH_WAIT: Duration = Duration::from_secs(10);
 /// The node's current rules.
 pub struct Rulebook {
     current: RwLock<Arc<Rules>>,
+    /// Held by a reload from its reading of the version to the end of its removals, so
+    /// that a reload finding the version already in force returns only once what that
+    /// version bans is gone: a management call answers after its ban's removal, even when
+    /// the periodic reload or an announcement applied the version first.
+    reloading: Mutex<()>,
 }
 
 impl Rulebook {
@@ -40,6 +45,7 @@ impl Rulebook {
     pub fn new(rules: Rules) -> Self {
         Self {
             current: RwLock::new(Arc::new(rules)),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -56,6 +62,7 @@ impl Rulebook {
         store: &dyn EventStore,
         writer: &Addr<Writer>,
     ) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let version = store.policy_version().await?;
         let current = self.current();
         if current.is_loaded() && version == current.version() {
