@@ -14,9 +14,7 @@
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc, time::Duration};
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
-};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use opentelemetry::KeyValue;
 use tracing::Instrument;
 
@@ -25,7 +23,7 @@ use crate::{
     hashing::FastSet,
     live::{
         LiveEvent,
-        thread::{register_here, unregister_here},
+        thread::{Dismissed, dismiss_here, register_here, unregister_here},
     },
     node::{Asker, Node, Refusal, SubscriptionPlace},
     nostr::{Event, Filter, Prefix, Reason, VerifiedEvent, message::relay},
@@ -42,11 +40,6 @@ const STORED_HIGH_WATER: usize = 256 * 1024;
 /// The answer to a query that ran past the store's time limit.
 pub const TOO_LONG: &str = "the query took too long; narrow its filters";
 
-/// Ends the subscription (CLOSE, a replacing REQ, or the connection's end).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Stop;
-
 /// Why sending stored events ended early.
 enum End {
     /// Tell the client with `CLOSED`.
@@ -57,13 +50,13 @@ enum End {
 }
 
 /// A connection's open subscriptions by the client's id for them, shared with the
-/// subscriptions (all on the connection's thread).
+/// subscriptions (all on the connection's thread). It holds no address of them: it stops
+/// one through the thread's live index, which has its address anyway.
 #[derive(Clone, Default)]
 pub struct SubscriptionTable(Rc<RefCell<HashMap<Arc<str>, OpenSubscription>>>);
 
-/// A subscription in the table: its unique key, its address, and the bytes its filters
-/// hold.
-type OpenSubscription = (u64, Addr<Subscription>, usize);
+/// A subscription in the table: its unique key and the bytes its filters hold.
+type OpenSubscription = (u64, usize);
 
 impl SubscriptionTable {
     /// How many are open.
@@ -78,35 +71,28 @@ impl SubscriptionTable {
 
     /// Bytes the filters of the open subscriptions hold.
     pub fn filter_bytes(&self) -> usize {
-        self.0.borrow().values().map(|(_, _, bytes)| bytes).sum()
+        self.0.borrow().values().map(|(_, bytes)| bytes).sum()
     }
 
-    /// Records a subscription started under `key`, whose filters hold `bytes`.
-    pub fn insert(
-        &self,
-        sub_id: Arc<str>,
-        key: u64,
-        subscription: Addr<Subscription>,
-        bytes: usize,
-    ) {
-        self.0
-            .borrow_mut()
-            .insert(sub_id, (key, subscription, bytes));
+    /// Records a subscription opened under `key` (by [`Subscription::open`], which
+    /// registered it in the live index), whose filters hold `bytes`.
+    pub fn insert(&self, sub_id: Arc<str>, key: u64, bytes: usize) {
+        self.0.borrow_mut().insert(sub_id, (key, bytes));
     }
 
     /// Stops the subscription with this id, if one is open; whether there was one.
     pub fn stop(&self, sub_id: &str) -> bool {
         let removed = self.0.borrow_mut().remove(sub_id);
         removed
-            .map(|(_, subscription, _)| subscription.do_send(Stop))
+            .map(|(key, _)| dismiss_here::<Subscription>(key))
             .is_some()
     }
 
     /// Stops every subscription.
     pub fn stop_all(&self) {
         let all: Vec<_> = self.0.borrow_mut().drain().collect();
-        for (_, (_, subscription, _)) in all {
-            subscription.do_send(Stop);
+        for (_, (key, _)) in all {
+            dismiss_here::<Subscription>(key);
         }
     }
 
@@ -114,7 +100,7 @@ impl SubscriptionTable {
     /// one with the same id).
     fn forget(&self, sub_id: &str, key: u64) {
         let mut table = self.0.borrow_mut();
-        if table.get(sub_id).is_some_and(|(k, _, _)| *k == key) {
+        if table.get(sub_id).is_some_and(|(k, _)| *k == key) {
             table.remove(sub_id);
         }
     }
@@ -190,7 +176,7 @@ impl Subscription {
     /// Starts a subscription: it registers its filters in the live index as it starts, then
     /// sends the stored events (in `parts.span`, which only that reading keeps) and goes
     /// live.
-    pub fn open(parts: SubscriptionParts) -> Addr<Self> {
+    pub fn open(parts: SubscriptionParts) {
         Self::create(|ctx| {
             register_here(parts.key, Arc::clone(&parts.filters), ctx.address());
             let cancel = Cancel::default();
@@ -218,7 +204,7 @@ impl Subscription {
                 });
             ctx.spawn(stored);
             subscription
-        })
+        });
     }
 
     /// The reading of the stored events, in a span of its own under `req`.
@@ -402,10 +388,10 @@ impl Handler<LiveEvent> for Subscription {
     }
 }
 
-impl Handler<Stop> for Subscription {
+impl Handler<Dismissed> for Subscription {
     type Result = ();
 
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Dismissed, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }

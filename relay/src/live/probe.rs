@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
-use super::{LiveEvent, thread::register_here};
+use super::{
+    LiveEvent,
+    thread::{Dismissed, register_here},
+};
 use crate::nostr::Filter;
 
 /// The test subscriber.
@@ -39,6 +42,13 @@ impl Handler<LiveEvent> for Probe {
     type Result = ();
     fn handle(&mut self, msg: LiveEvent, _: &mut Context<Self>) {
         self.received.push(msg.0.event.content.clone());
+    }
+}
+
+impl Handler<Dismissed> for Probe {
+    type Result = ();
+    fn handle(&mut self, _: Dismissed, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

@@ -19,10 +19,18 @@ use crate::nostr::{Filter, VerifiedEvent};
 #[rtype(result = "()")]
 pub struct LiveEvent(pub Arc<VerifiedEvent>);
 
-/// An actor that can receive live events from a thread's index.
-pub trait Subscriber: Actor<Context = Context<Self>> + Handler<LiveEvent> {}
+/// Tells a subscriber to stop: the index it was registered in has forgotten it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Dismissed;
 
-impl<A: Actor<Context = Context<A>> + Handler<LiveEvent>> Subscriber for A {}
+/// An actor that can receive live events from a thread's index, and be dismissed by it.
+pub trait Subscriber:
+    Actor<Context = Context<Self>> + Handler<LiveEvent> + Handler<Dismissed>
+{
+}
+
+impl<A: Actor<Context = Context<A>> + Handler<LiveEvent> + Handler<Dismissed>> Subscriber for A {}
 
 /// Registers a subscriber's filters under its key.
 struct Register<A: Subscriber> {
@@ -39,6 +47,11 @@ impl<A: Subscriber> Message for Register<A> {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Unregister(u64);
+
+/// Removes the subscriber registered under a key and sends it [`Dismissed`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Dismiss(u64);
 
 /// A new event for every matching subscriber of this thread.
 #[derive(Message, Clone)]
@@ -65,6 +78,15 @@ impl<A: Subscriber> Handler<Unregister> for LiveIndex<A> {
     type Result = ();
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
         self.index.remove(msg.0);
+    }
+}
+
+impl<A: Subscriber> Handler<Dismiss> for LiveIndex<A> {
+    type Result = ();
+    fn handle(&mut self, msg: Dismiss, _: &mut Context<Self>) {
+        if let Some(target) = self.index.remove(msg.0) {
+            target.do_send(Dismissed);
+        }
     }
 }
 
@@ -127,6 +149,17 @@ pub fn unregister_here<A: Subscriber>(key: u64) {
     }
 }
 
+/// Stops the subscriber under `key` of this thread's index of `A` subscribers: the index
+/// forgets it and sends it [`Dismissed`]. Whoever stops subscribers this way needs no
+/// address of them (a connection's table holds none, saving each subscription a mailbox
+/// sender); a subscriber registered from this thread before the call is reached, since the
+/// index takes its messages in order.
+pub fn dismiss_here<A: Subscriber>(key: u64) {
+    if let Some(index) = this_thread::<A>() {
+        index.do_send(Dismiss(key));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +187,27 @@ mod tests {
         unregister_here::<Probe>(7);
         index.send(Deliver(event(1, "after"))).await.unwrap();
         assert_eq!(probe.send(Received).await.unwrap(), ["matches"]);
+    }
+
+    #[actix::test]
+    async fn a_dismissed_subscriber_leaves_the_index_and_stops() {
+        let index = start_here::<Probe>().expect("the first start starts it");
+        let probe = Probe::new(8, r#"{"kinds":[1]}"#).start();
+        assert!(probe.send(Received).await.unwrap().is_empty());
+        dismiss_here::<Probe>(8);
+        // The index takes its messages in order: the dismissal is done once this is.
+        index.send(Deliver(event(1, "after"))).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while probe.connected() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the probe did not stop"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            probe.send(Received).await.is_err(),
+            "a stopped probe answers nothing"
+        );
     }
 }

@@ -120,7 +120,7 @@ impl Connection {
         };
         let sub_id: Arc<str> = sub_id.into();
         let key = NEXT_SUBSCRIPTION_KEY.fetch_add(1, Ordering::Relaxed);
-        let subscription = Subscription::open(SubscriptionParts {
+        Subscription::open(SubscriptionParts {
             key,
             sub_id: Arc::clone(&sub_id),
             filters,
@@ -135,7 +135,7 @@ impl Connection {
             ),
             readers,
         });
-        self.subscriptions.insert(sub_id, key, subscription, bytes);
+        self.subscriptions.insert(sub_id, key, bytes);
     }
 
     pub(super) fn on_count(
