@@ -22,10 +22,7 @@ use tokio::{
     sync::{Semaphore, mpsc, watch},
     time::Instant,
 };
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{client::IntoClientRequest, protocol::WebSocketConfig},
-};
+use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::WebSocketConfig};
 
 use crate::{fill::Rng, progress::Progress};
 
@@ -323,20 +320,10 @@ impl Connection {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
-        let mut request = self.url.as_str().into_client_request()?;
-        if self.compression {
-            request
-                .headers_mut()
-                .insert("Sec-WebSocket-Extensions", crate::inflating::OFFER.parse()?);
-        }
+        let request = crate::inflating::request(&self.url, self.compression)?;
         let (ws, response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
-        let agreed = response.headers().contains_key("sec-websocket-extensions");
-        ensure!(
-            agreed == self.compression,
-            "permessage-deflate offered: {}, agreed: {agreed}",
-            self.compression
-        );
+        crate::inflating::ensure_agreed(&self.url, &response, self.compression)?;
         Ok(ws)
     }
 

@@ -23,7 +23,13 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use tokio_tungstenite::{WebSocketStream, tungstenite::client::IntoClientRequest};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        client::IntoClientRequest,
+        handshake::client::{Request, Response},
+    },
+};
 
 /// What the bench offers: permessage-deflate with no context takeover on either side.
 pub const OFFER: &str =
@@ -40,12 +46,7 @@ pub type Ws = WebSocketStream<Inflating>;
 pub async fn connect(url: &str, compress: bool, read: Arc<AtomicU64>) -> anyhow::Result<Ws> {
     let stream = TcpStream::connect(crate::load::address(url)?).await?;
     stream.set_nodelay(true)?;
-    let mut request = url.into_client_request()?;
-    if compress {
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Extensions", OFFER.parse()?);
-    }
+    let request = request(url, compress)?;
     let stream = Inflating {
         socket: stream,
         raw: BytesMut::new(),
@@ -56,12 +57,29 @@ pub async fn connect(url: &str, compress: bool, read: Arc<AtomicU64>) -> anyhow:
     let (ws, response) = tokio_tungstenite::client_async(request, stream)
         .await
         .with_context(|| format!("connecting to {url}"))?;
+    ensure_agreed(url, &response, compress)?;
+    Ok(ws)
+}
+
+/// The handshake request for `url`, offering permessage-deflate if `compress`.
+pub fn request(url: &str, compress: bool) -> anyhow::Result<Request> {
+    let mut request = url.into_client_request()?;
+    if compress {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Extensions", OFFER.parse()?);
+    }
+    Ok(request)
+}
+
+/// Fails unless the relay agreed to permessage-deflate exactly when it was offered.
+pub fn ensure_agreed(url: &str, response: &Response, offered: bool) -> anyhow::Result<()> {
     let agreed = response.headers().contains_key("sec-websocket-extensions");
     anyhow::ensure!(
-        agreed == compress,
-        "{url}: permessage-deflate offered: {compress}, agreed: {agreed}"
+        agreed == offered,
+        "{url}: permessage-deflate offered: {offered}, agreed: {agreed}"
     );
-    Ok(ws)
+    Ok(())
 }
 
 /// The socket, with the relay's frames made plain.
@@ -102,17 +120,7 @@ impl Inflating {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let first = first & !0x40;
             self.plain.put_u8(first);
-            match inflated.len() {
-                0..=125 => self.plain.put_u8(inflated.len() as u8),
-                126..=0xffff => {
-                    self.plain.put_u8(126);
-                    self.plain.put_u16(inflated.len() as u16);
-                }
-                _ => {
-                    self.plain.put_u8(127);
-                    self.plain.put_u64(inflated.len() as u64);
-                }
-            }
+            starling::websocket::frame::write_length(&mut self.plain, 0, inflated.len());
             self.plain.put_slice(&inflated);
         }
         Ok(())

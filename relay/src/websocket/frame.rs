@@ -162,9 +162,9 @@ pub fn write_header(out: &mut impl BufMut, compressed: bool, opcode: OpCode, len
     write_length(out, 0, len);
 }
 
-/// Writes the second byte (the mask bit `masked`, 0x80 or 0, and the length) and the
-/// extended length, in the shortest of the three forms.
-fn write_length(out: &mut impl BufMut, masked: u8, len: usize) {
+/// Writes a frame's second byte (the mask bit `masked`, 0x80 or 0, and the length) and
+/// the extended length, in the shortest of the three forms.
+pub fn write_length(out: &mut impl BufMut, masked: u8, len: usize) {
     match len {
         0..=125 => out.put_u8(masked | len as u8),
         126..=0xffff => {

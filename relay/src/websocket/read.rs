@@ -291,14 +291,7 @@ mod tests {
 
     /// A masked client frame.
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        assert!(payload.len() < 126);
-        let mask = [9, 8, 7, 6];
-        let mut body = payload.to_vec();
-        frame::apply_mask(&mut body, mask);
-        let mut out = vec![first, 0x80 | payload.len() as u8];
-        out.extend_from_slice(&mask);
-        out.extend_from_slice(&body);
-        out
+        frame::client_frame(first, [9, 8, 7, 6], payload)
     }
 
     fn all(assembler: &mut Assembler) -> Vec<String> {
